@@ -1,0 +1,120 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Database
+import Logging
+import Observability
+
+/// Everything a `fila` process is configured with, validated once at start-up.
+///
+/// Values come from the environment (`Configuration+Environment.swift`) and then from the
+/// command line's global options, which win. Every default is written here.
+struct FilaConfiguration: Sendable {
+    /// `DATABASE_URL`: the Postgres everything runs on. Required by every command that
+    /// touches the database.
+    var databaseURL: DatabaseURL?
+    /// `DATABASE_LISTEN_URL`: a direct connection for LISTEN when `DATABASE_URL` goes
+    /// through a transaction pooler. Defaults to `DATABASE_URL`.
+    var databaseListenURL: DatabaseURL?
+    /// `REDIS_URL`: optional; used only on the rate-limit path.
+    var redisURL: RedisURL?
+    /// `HOST`: the HTTP server's bind address.
+    var host: String
+    /// `PORT`: the HTTP server's port (Railway injects it); 0 picks any free port, which the
+    /// "listening on" log line reports.
+    var port: Int
+    /// `ADMIN_TOKEN`: the bearer token admin and enqueue endpoints require (16+ characters).
+    var adminToken: String?
+    /// `LOG_LEVEL`.
+    var logLevel: Logger.Level
+    /// `LOG_FORMAT`: `json` for collectors, `text` for terminals.
+    var logFormat: LogFormat
+    /// `TZ`: the time zone of cron schedules and per-day budgets.
+    var timeZone: TimeZone
+    /// `SHUTDOWN_TIMEOUT`: seconds a process has to finish in-flight work after SIGTERM
+    /// before what is left is cancelled.
+    var shutdownTimeout: Duration
+    /// `DATABASE_POOL_SIZE`: connections per process.
+    var databasePoolSize: Int
+
+    init(
+        databaseURL: DatabaseURL? = nil,
+        databaseListenURL: DatabaseURL? = nil,
+        redisURL: RedisURL? = nil,
+        host: String = "0.0.0.0",
+        port: Int = 8080,
+        adminToken: String? = nil,
+        logLevel: Logger.Level = .info,
+        logFormat: LogFormat = .text,
+        timeZone: TimeZone = TimeZone(identifier: "America/Sao_Paulo")!,
+        shutdownTimeout: Duration = .seconds(30),
+        databasePoolSize: Int = 10
+    ) {
+        self.databaseURL = databaseURL
+        self.databaseListenURL = databaseListenURL
+        self.redisURL = redisURL
+        self.host = host
+        self.port = port
+        self.adminToken = adminToken
+        self.logLevel = logLevel
+        self.logFormat = logFormat
+        self.timeZone = timeZone
+        self.shutdownTimeout = shutdownTimeout
+        self.databasePoolSize = databasePoolSize
+    }
+
+    /// The database URL, or the error that names the missing variable.
+    func requireDatabaseURL() throws(ConfigurationError) -> DatabaseURL {
+        guard let databaseURL else {
+            throw ConfigurationError(
+                variable: "DATABASE_URL",
+                reason: "is not set (export DATABASE_URL=postgres://user:password@host:5432/database or pass --database-url)"
+            )
+        }
+        return databaseURL
+    }
+}
+
+/// A `redis://[:password@]host[:port][/db]` URL; `rediss://` for TLS.
+struct RedisURL: Sendable, Hashable, CustomStringConvertible {
+    var host: String
+    var port: Int
+    var password: String?
+    var database: Int
+    var useTLS: Bool
+
+    init(_ text: String) throws(ConfigurationError) {
+        guard let components = URLComponents(string: text), let scheme = components.scheme,
+            scheme == "redis" || scheme == "rediss"
+        else {
+            throw ConfigurationError(variable: "REDIS_URL", reason: "is not a redis:// or rediss:// URL")
+        }
+        guard let host = components.host, !host.isEmpty else {
+            throw ConfigurationError(variable: "REDIS_URL", reason: "has no host")
+        }
+        let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
+        guard path.isEmpty || Int(path).map({ $0 >= 0 }) == true else {
+            throw ConfigurationError(variable: "REDIS_URL", reason: "has a path that is not a database number")
+        }
+        self.host = host
+        self.port = components.port ?? 6379
+        self.password = components.password
+        self.database = Int(path) ?? 0
+        self.useTLS = scheme == "rediss"
+    }
+
+    var description: String {
+        "\(useTLS ? "rediss" : "redis")://\(password == nil ? "" : ":***@")\(host):\(port)/\(database)"
+    }
+}
+
+/// A configuration value that cannot be used; `description` is the one line a user sees,
+/// naming the variable and never echoing a secret.
+struct ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+    let variable: String
+    let reason: String
+
+    var description: String { "\(variable) \(reason)" }
+}

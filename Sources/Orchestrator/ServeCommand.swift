@@ -1,0 +1,63 @@
+import ArgumentParser
+import Hummingbird
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+
+/// `fila serve`.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the HTTP API (health endpoints) until SIGTERM or SIGINT.",
+        discussion: """
+            Listens on $HOST:$PORT (default 0.0.0.0:8080). GET /health answers 200 while the
+            process is alive; it does not depend on Postgres, so a database outage never makes
+            an orchestrator restart the API. Run `fila migrate` first.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let context = try CommandContext(options: global)
+            let configuration = context.configuration
+            let databaseURL = try configuration.requireDatabaseURL()
+            let client = PostgresClient(
+                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
+                backgroundLogger: context.logger
+            )
+            let application = HTTPServer.makeApplication(configuration: configuration, logger: context.logger)
+            try await FilaServices.run(
+                [
+                    .init(service: client, serviceName: "postgres"),
+                    .init(service: application, serviceName: "http"),
+                ],
+                configuration: configuration,
+                logger: context.logger
+            )
+        }
+    }
+}
+
+/// Runs a process's long-lived services in one group, started in order and stopped in
+/// reverse. SIGTERM and SIGINT start a graceful shutdown; whatever is still running after
+/// `shutdownTimeout` is cancelled.
+enum FilaServices {
+    static func run(
+        _ services: [ServiceGroupConfiguration.ServiceConfiguration],
+        configuration: FilaConfiguration,
+        logger: Logger
+    ) async throws {
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services,
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        logger.info("starting", metadata: ["fila.version": .string(FilaVersion.current), "fila.services": .string(services.map(\.serviceName).joined(separator: ","))])
+        try await ServiceGroup(configuration: groupConfiguration).run()
+        logger.info("stopped")
+    }
+}

@@ -1,0 +1,107 @@
+import Database
+import Foundation
+import Logging
+import Observability
+import Testing
+
+@testable import Orchestrator
+
+@Suite("Configuration is read from the environment once and validated")
+struct ConfigurationTests {
+    @Test func defaultsWhenNothingIsSet() throws {
+        let configuration = try FilaConfiguration(environment: [:])
+        #expect(configuration.databaseURL == nil)
+        #expect(configuration.port == 8080)
+        #expect(configuration.host == "0.0.0.0")
+        #expect(configuration.logLevel == .info)
+        #expect(configuration.logFormat == .text)
+        #expect(configuration.timeZone.identifier == "America/Sao_Paulo")
+        #expect(configuration.shutdownTimeout == .seconds(30))
+        #expect(throws: ConfigurationError.self) { try configuration.requireDatabaseURL() }
+    }
+
+    @Test func readsEveryVariable() throws {
+        let configuration = try FilaConfiguration(environment: [
+            "DATABASE_URL": "postgres://fila:pw@db:5432/fila",
+            "DATABASE_LISTEN_URL": "postgres://fila:pw@db-direct:5432/fila",
+            "REDIS_URL": "redis://:secret@cache:6380/2",
+            "HOST": "127.0.0.1",
+            "PORT": "9000",
+            "ADMIN_TOKEN": "0123456789abcdef",
+            "LOG_LEVEL": "DEBUG",
+            "LOG_FORMAT": "json",
+            "TZ": ":America/Manaus",
+            "SHUTDOWN_TIMEOUT": "5",
+            "DATABASE_POOL_SIZE": "4",
+        ])
+        #expect(configuration.databaseURL?.host == "db")
+        #expect(configuration.databaseListenURL?.host == "db-direct")
+        #expect(configuration.redisURL == (try RedisURL("redis://:secret@cache:6380/2")))
+        #expect(configuration.redisURL?.database == 2)
+        #expect(configuration.host == "127.0.0.1")
+        #expect(configuration.port == 9000)
+        #expect(configuration.adminToken == "0123456789abcdef")
+        #expect(configuration.logLevel == .debug)
+        #expect(configuration.logFormat == .json)
+        #expect(configuration.timeZone.identifier == "America/Manaus")
+        #expect(configuration.shutdownTimeout == .seconds(5))
+        #expect(configuration.databasePoolSize == 4)
+    }
+
+    @Test func emptyVariablesCountAsUnset() throws {
+        let configuration = try FilaConfiguration(environment: ["DATABASE_URL": "", "PORT": ""])
+        #expect(configuration.databaseURL == nil)
+        #expect(configuration.port == 8080)
+    }
+
+    @Test(arguments: [
+        ("DATABASE_URL", "http://example.com", "DATABASE_URL has scheme 'http'"),
+        ("DATABASE_LISTEN_URL", "postgres://db/fila", "DATABASE_LISTEN_URL has no user name"),
+        ("REDIS_URL", "memcached://x", "REDIS_URL is not a redis:// or rediss:// URL"),
+        ("PORT", "80a", "PORT is '80a'"),
+        ("PORT", "70000", "PORT is '70000'"),
+        ("ADMIN_TOKEN", "short", "ADMIN_TOKEN is too short"),
+        ("LOG_LEVEL", "loud", "LOG_LEVEL is 'loud'"),
+        ("LOG_FORMAT", "xml", "LOG_FORMAT is 'xml'"),
+        ("TZ", "Mars/Olympus", "TZ is 'Mars/Olympus'"),
+        ("SHUTDOWN_TIMEOUT", "0", "SHUTDOWN_TIMEOUT is '0'"),
+        ("DATABASE_POOL_SIZE", "many", "DATABASE_POOL_SIZE is 'many'"),
+    ])
+    func namesTheVariableAtFault(variable: String, value: String, message: String) {
+        #expect {
+            try FilaConfiguration(environment: [variable: value])
+        } throws: { error in
+            guard let error = error as? ConfigurationError else { return false }
+            return error.variable == variable && error.description.hasPrefix(message)
+        }
+    }
+
+    @Test func neverEchoesASecret() {
+        for (variable, value) in [
+            ("DATABASE_URL", "postgres://fila:hunter2secret@db/fila?sslmode=maybe"),
+            ("REDIS_URL", "redis://:hunter2secret@/0"),
+            ("ADMIN_TOKEN", "hunter2secret"),
+        ] {
+            do {
+                _ = try FilaConfiguration(environment: [variable: value])
+                Issue.record("\(variable) accepted")
+            } catch {
+                #expect(!error.description.contains("hunter2secret"), "\(variable): \(error)")
+            }
+        }
+    }
+
+    @Test func commandLineOptionsOverrideTheEnvironment() throws {
+        var configuration = try FilaConfiguration(environment: ["DATABASE_URL": "postgres://a@env-host/fila", "LOG_LEVEL": "info"])
+        let options = try GlobalOptions.parse(["--database-url", "postgres://a@cli-host/fila", "--log-level", "trace", "--log-format", "json"])
+        try configuration.apply(options)
+        #expect(configuration.databaseURL?.host == "cli-host")
+        #expect(configuration.logLevel == .trace)
+        #expect(configuration.logFormat == .json)
+
+        let bad = try GlobalOptions.parse(["--log-format", "yaml"])
+        #expect(throws: ConfigurationError(variable: "--log-format", reason: "is 'yaml'; expected json or text")) {
+            try configuration.apply(bad)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+# shellcheck shell=bash
+# Throwaway Postgres clusters for ops/dev, ops/test and ops/bench. Source this file, then:
+#
+#   pg_start NAME [fast|durable]   initdb + start on a free loopback port; sets PG_URL, PG_DIR
+#   pg_stop                        stop the cluster and delete its folder (safe to call twice)
+#
+# The cluster lives in .run/pg-NAME (ignored by git), listens on 127.0.0.1 only, trusts local
+# connections (it never leaves the machine) and runs as a non-root user, as Postgres requires.
+# "fast" turns off fsync and synchronous commit: fine for tests, never for benchmarks.
+# The caller owns the cluster: call pg_stop from an EXIT trap.
+
+PG_BIN=""
+PG_DIR=""
+PG_URL=""
+PG_PORT=""
+PG_OWNER=""
+
+pg_log() { printf '%s\n' "$*" >&2; }
+
+# Finds pg_ctl on PATH or under /usr/lib/postgresql/*/bin; installs Postgres when missing.
+pg_find_bin() {
+    local candidate
+    if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
+        PG_BIN=$(dirname "$(command -v pg_ctl)")
+        return 0
+    fi
+    candidate=$(find /usr/lib/postgresql -maxdepth 3 -name pg_ctl -path '*/bin/*' 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -n "$candidate" ]; then
+        PG_BIN=$(dirname "$candidate")
+        return 0
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        pg_log "Postgres is not installed and this is not root: install the postgresql package first."
+        return 1
+    fi
+    pg_log "Installing Postgres (apt-get)..."
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    candidate=$(find /usr/lib/postgresql -maxdepth 3 -name pg_ctl -path '*/bin/*' 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -z "$candidate" ]; then
+        pg_log "apt-get installed postgresql but no pg_ctl was found under /usr/lib/postgresql."
+        return 1
+    fi
+    PG_BIN=$(dirname "$candidate")
+}
+
+# Runs a command as the cluster's owner (root cannot run Postgres).
+pg_as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u "$PG_OWNER" -- "$@"
+    else
+        "$@"
+    fi
+}
+
+pg_choose_owner() {
+    if [ "$(id -u)" -ne 0 ]; then
+        PG_OWNER=$(id -un)
+    elif id postgres >/dev/null 2>&1; then
+        PG_OWNER=postgres
+    else
+        id fila-pg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin fila-pg
+        PG_OWNER=fila-pg
+    fi
+}
+
+# A port nobody listens on, from a range clear of the usual services.
+pg_free_port() {
+    local port attempt
+    for attempt in $(seq 1 50); do
+        port=$((20000 + (RANDOM % 20000)))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+        : "$attempt"
+    done
+    return 1
+}
+
+pg_start() {
+    local name=$1 durability=${2:-fast} root attempt
+    pg_find_bin
+    pg_choose_owner
+
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.run"
+    mkdir -p "$root"
+    PG_DIR="$root/pg-$name"
+    # The owner must be able to reach the folder; fall back to /tmp when the project is private.
+    if [ "$(id -u)" -eq 0 ] && ! runuser -u "$PG_OWNER" -- test -x "$root" 2>/dev/null; then
+        PG_DIR=$(mktemp -d "/tmp/fila-pg-$name.XXXXXX")
+    fi
+    pg_discard_stale "$PG_DIR"
+    mkdir -p "$PG_DIR"
+    [ "$(id -u)" -eq 0 ] && chown "$PG_OWNER" "$PG_DIR"
+    chmod 700 "$PG_DIR"
+
+    pg_as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$PG_DIR/initdb.log" 2>&1 || {
+        cat "$PG_DIR/initdb.log" >&2
+        return 1
+    }
+    {
+        echo "listen_addresses = '127.0.0.1'"
+        echo "unix_socket_directories = '$PG_DIR'"
+        echo "max_connections = 300"
+        echo "shared_buffers = 256MB"
+        echo "log_min_messages = warning"
+        echo "log_min_error_statement = panic"
+        if [ "$durability" = fast ]; then
+            echo "fsync = off"
+            echo "synchronous_commit = off"
+            echo "full_page_writes = off"
+        fi
+    } >>"$PG_DIR/data/postgresql.conf"
+
+    for attempt in 1 2 3 4 5; do
+        PG_PORT=$(pg_free_port)
+        if pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null; then
+            PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
+            export PG_URL PG_DIR PG_PORT PG_BIN
+            pg_log "Postgres ($("$PG_BIN/postgres" --version | awk '{print $3}')) is up at $PG_URL"
+            return 0
+        fi
+        pg_log "Postgres did not start on port $PG_PORT (attempt $attempt); retrying on another port"
+    done
+    tail -n 20 "$PG_DIR/server.log" >&2 || true
+    return 1
+}
+
+# Stops a cluster left behind by a killed run, then clears its folder.
+pg_discard_stale() {
+    local dir=$1
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+}
+
+pg_stop() {
+    if [ -n "$PG_DIR" ] && [ -d "$PG_DIR" ]; then
+        pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+            pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+        rm -rf "$PG_DIR"
+    fi
+    PG_DIR=""
+}
