@@ -31,6 +31,15 @@ let package = Package(
             plugins: [.plugin(name: "EmbedMigrations")]
         ),
         .target(
+            name: "Queue",
+            dependencies: [
+                "Database",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
             name: "Observability",
             dependencies: [
                 .product(name: "Logging", package: "swift-log"),
@@ -40,6 +49,7 @@ let package = Package(
             name: "Orchestrator",
             dependencies: [
                 "Database",
+                "Queue",
                 "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -69,6 +79,10 @@ let package = Package(
         .testTarget(
             name: "DatabaseTests",
             dependencies: ["Database", "FilaTestSupport"]
+        ),
+        .testTarget(
+            name: "QueueTests",
+            dependencies: ["Queue", "FilaTestSupport"]
         ),
         .testTarget(
             name: "OrchestratorTests",

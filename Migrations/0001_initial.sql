@@ -91,10 +91,10 @@ CREATE INDEX fila_mensagens_processando_idx
     ON fila_mensagens (worker_id, processando_desde)
     WHERE status = 'processando';
 
--- Recent outcomes (last-hour counts) and archiving of terminal rows.
-CREATE INDEX fila_mensagens_terminais_idx
+-- Recent outcomes (last-hour counts, retries included) and archiving of terminal rows.
+CREATE INDEX fila_mensagens_outcome_at_idx
     ON fila_mensagens (outcome_at)
-    WHERE status IN ('enviada', 'erro', 'cancelada');
+    WHERE outcome IS NOT NULL;
 
 CREATE INDEX fila_mensagens_cliente_idx
     ON fila_mensagens (cliente_id, created_at DESC);

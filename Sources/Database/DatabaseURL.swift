@@ -180,6 +180,7 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
 
     /// Opens one dedicated connection, runs `body`, and closes it, also when `body` throws.
     /// Fails at once with the server's reason when Postgres is unreachable or refuses us.
+    @discardableResult
     public func withConnection<Result: Sendable>(
         logger: Logger,
         _ body: (PostgresConnection) async throws -> Result

@@ -46,6 +46,9 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
     } catch let error as ConfigurationError {
         printError("fila: \(error)")
         throw ExitCode(FilaExitCode.configuration)
+    } catch let error as InputError {
+        printError("fila: \(error)")
+        throw ExitCode(FilaExitCode.dataError)
     } catch let error as DatabaseError {
         printError("fila: \(error)")
         switch error.code {
@@ -61,4 +64,9 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
 
 func printError(_ line: String) {
     StandardError.write(line.hasSuffix("\n") ? line : line + "\n")
+}
+
+/// Writes `text` to standard error as it is (progress bars).
+func printErrorRaw(_ text: String) {
+    StandardError.write(text)
 }

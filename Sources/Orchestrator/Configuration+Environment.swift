@@ -6,6 +6,7 @@ import Foundation
 import Database
 import Logging
 import Observability
+import Queue
 
 extension FilaConfiguration {
     /// Reads and validates the configuration from environment variables; the one place
@@ -69,6 +70,24 @@ extension FilaConfiguration {
                 throw ConfigurationError(variable: "DATABASE_POOL_SIZE", reason: "is '\(text)'; expected 1-500")
             }
             databasePoolSize = size
+        }
+        if let text = value("FILA_SENDER") {
+            sender = text
+        }
+        if let text = value("FILA_SANDBOX_DELAY_MS") {
+            guard let milliseconds = Int(text), (0...600_000).contains(milliseconds) else {
+                throw ConfigurationError(variable: "FILA_SANDBOX_DELAY_MS", reason: "is '\(text)'; expected milliseconds, 0-600000")
+            }
+            sandbox.delay = .milliseconds(milliseconds)
+        }
+        if let text = value("FILA_SANDBOX_FAILURE_RATE") {
+            guard let rate = Double(text), (0...1).contains(rate) else {
+                throw ConfigurationError(variable: "FILA_SANDBOX_FAILURE_RATE", reason: "is '\(text)'; expected a fraction, 0-1")
+            }
+            sandbox.failureRate = rate
+        }
+        if let text = value("FILA_SANDBOX_RECORD") {
+            sandbox.recordPath = text
         }
     }
 

@@ -6,6 +6,7 @@ import Foundation
 import Database
 import Logging
 import Observability
+import Queue
 
 /// Everything a `fila` process is configured with, validated once at start-up.
 ///
@@ -38,6 +39,15 @@ struct FilaConfiguration: Sendable {
     var shutdownTimeout: Duration
     /// `DATABASE_POOL_SIZE`: connections per process.
     var databasePoolSize: Int
+    /// `FILA_SENDER`: where workers send messages; never chosen silently.
+    var sender: String?
+    /// `FILA_SANDBOX_DELAY_MS`, `FILA_SANDBOX_FAILURE_RATE`, `FILA_SANDBOX_RECORD`: the
+    /// sandbox sender's knobs.
+    var sandbox: SandboxSender.Configuration
+
+    /// How long a worker lets in-flight sends run after SIGTERM: three quarters of the
+    /// shutdown timeout, leaving the rest for writing outcomes.
+    var drainTimeout: Duration { shutdownTimeout * 3 / 4 }
 
     init(
         databaseURL: DatabaseURL? = nil,
@@ -50,7 +60,9 @@ struct FilaConfiguration: Sendable {
         logFormat: LogFormat = .text,
         timeZone: TimeZone = TimeZone(identifier: "America/Sao_Paulo")!,
         shutdownTimeout: Duration = .seconds(30),
-        databasePoolSize: Int = 10
+        databasePoolSize: Int = 10,
+        sender: String? = nil,
+        sandbox: SandboxSender.Configuration = .init()
     ) {
         self.databaseURL = databaseURL
         self.databaseListenURL = databaseListenURL
@@ -63,6 +75,8 @@ struct FilaConfiguration: Sendable {
         self.timeZone = timeZone
         self.shutdownTimeout = shutdownTimeout
         self.databasePoolSize = databasePoolSize
+        self.sender = sender
+        self.sandbox = sandbox
     }
 
     /// The database URL, or the error that names the missing variable.

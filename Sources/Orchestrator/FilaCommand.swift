@@ -15,7 +15,7 @@ struct FilaCommand: AsyncParsableCommand {
             69 database unreachable, 78 configuration error.
             """,
         version: FilaVersion.current,
-        subcommands: [MigrateCommand.self, ServeCommand.self, VersionCommand.self]
+        subcommands: [MigrateCommand.self, ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, VersionCommand.self]
     )
 }
 

@@ -1,0 +1,209 @@
+import Foundation
+import Queue
+
+/// Turns the lines of a JSON-lines or CSV file into messages for `fila enqueue`, one
+/// message per line (CSV: per record, with a header naming the columns). A line that cannot
+/// become a message is rejected with its number and reason; the others go on.
+///
+/// Columns use `fila_mensagens`' names: cliente_id, telefone, conteudo (required), tipo,
+/// prioridade, max_tentativas, agendar_para (ISO 8601), idempotency_key, correlation_id,
+/// metadata (a JSON object).
+enum MessageFileFormat: String, CaseIterable, Sendable {
+    case jsonl
+    case csv
+}
+
+struct RejectedLine: Error, Sendable, Hashable, CustomStringConvertible {
+    let line: Int
+    let reason: String
+    var description: String { "line \(line): \(reason)" }
+}
+
+enum MessageFileReader {
+    static let columns: Set<String> = [
+        "cliente_id", "telefone", "conteudo", "tipo", "prioridade", "max_tentativas", "agendar_para",
+        "idempotency_key", "correlation_id", "metadata",
+    ]
+
+    /// A parsed record: the line it starts on and its fields as text (nil: absent).
+    struct Record {
+        let line: Int
+        let fields: [String: String]
+    }
+
+    // MARK: - JSON lines
+
+    static func message(fromJSONLine text: Substring, line: Int) -> Result<NewMessage, RejectedLine> {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            return .failure(RejectedLine(line: line, reason: "not a JSON object"))
+        }
+        var fields: [String: String] = [:]
+        for (key, value) in object {
+            guard columns.contains(key) else {
+                return .failure(RejectedLine(line: line, reason: "unknown field '\(key)'"))
+            }
+            switch value {
+            case is NSNull:
+                continue
+            case let string as String:
+                fields[key] = string
+            case let number as NSNumber where key == "prioridade" || key == "max_tentativas":
+                guard let whole = Int(exactly: number.doubleValue) else {
+                    return .failure(RejectedLine(line: line, reason: "\(key) must be a whole number"))
+                }
+                fields[key] = String(whole)
+            case let nested as [String: Any] where key == "metadata":
+                guard let data = try? JSONSerialization.data(withJSONObject: nested, options: [.sortedKeys]) else {
+                    return .failure(RejectedLine(line: line, reason: "metadata is not serialisable"))
+                }
+                fields[key] = String(decoding: data, as: UTF8.self)
+            default:
+                return .failure(RejectedLine(line: line, reason: "\(key) has the wrong type"))
+            }
+        }
+        return message(from: Record(line: line, fields: fields))
+    }
+
+    // MARK: - CSV (RFC 4180)
+
+    /// Splits CSV text into records of fields, honouring quoted fields (with "" escapes,
+    /// commas and newlines inside). Returns each record with the line it starts on.
+    static func csvRecords(_ text: String) throws(RejectedLine) -> [(line: Int, fields: [String])] {
+        var records: [(line: Int, fields: [String])] = []
+        var fields: [String] = []
+        var field = ""
+        var inQuotes = false
+        var fieldWasQuoted = false
+        var line = 1
+        var recordLine = 1
+        var iterator = text.makeIterator()
+        var pending: Character? = nil
+
+        func nextCharacter() -> Character? {
+            if let character = pending {
+                pending = nil
+                return character
+            }
+            return iterator.next()
+        }
+
+        func endRecord() {
+            fields.append(field)
+            if !(fields.count == 1 && fields[0].isEmpty && !fieldWasQuoted) {
+                records.append((recordLine, fields))
+            }
+            fields = []
+            field = ""
+            fieldWasQuoted = false
+        }
+
+        while let character = nextCharacter() {
+            if inQuotes {
+                if character == "\"" {
+                    if let next = nextCharacter() {
+                        if next == "\"" {
+                            field.append("\"")
+                        } else {
+                            inQuotes = false
+                            pending = next
+                        }
+                    } else {
+                        inQuotes = false
+                    }
+                } else {
+                    if character == "\n" || character == "\r\n" { line += 1 }
+                    field.append(character)
+                }
+                continue
+            }
+            switch character {
+            case "\"" where field.isEmpty:
+                inQuotes = true
+                fieldWasQuoted = true
+            case ",":
+                fields.append(field)
+                field = ""
+                fieldWasQuoted = false
+            case "\n", "\r\n":
+                endRecord()
+                line += 1
+                recordLine = line
+            default:
+                field.append(character)
+            }
+        }
+        if inQuotes { throw RejectedLine(line: recordLine, reason: "a quoted field is not closed") }
+        if !field.isEmpty || !fields.isEmpty || fieldWasQuoted { endRecord() }
+        return records
+    }
+
+    /// Maps CSV records to messages using the header record's column names.
+    static func messages(fromCSV text: String) throws(RejectedLine) -> [(line: Int, result: Result<NewMessage, RejectedLine>)] {
+        let records = try csvRecords(text)
+        guard let header = records.first else { return [] }
+        let names = header.fields.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        for name in names where !columns.contains(name) {
+            throw RejectedLine(line: header.line, reason: "unknown column '\(name)' in the header")
+        }
+        for required in ["cliente_id", "telefone", "conteudo"] where !names.contains(required) {
+            throw RejectedLine(line: header.line, reason: "the header has no '\(required)' column")
+        }
+        return records.dropFirst().map { record in
+            guard record.fields.count == names.count else {
+                return (record.line, .failure(RejectedLine(line: record.line, reason: "has \(record.fields.count) fields, the header has \(names.count)")))
+            }
+            var fields: [String: String] = [:]
+            for (name, value) in zip(names, record.fields) where !value.isEmpty {
+                fields[name] = value
+            }
+            return (record.line, message(from: Record(line: record.line, fields: fields)))
+        }
+    }
+
+    // MARK: - Fields to message
+
+    static func message(from record: Record) -> Result<NewMessage, RejectedLine> {
+        func reject(_ reason: String) -> Result<NewMessage, RejectedLine> {
+            .failure(RejectedLine(line: record.line, reason: reason))
+        }
+        let fields = record.fields
+        guard let clienteID = fields["cliente_id"] else { return reject("cliente_id is missing") }
+        guard let telefone = fields["telefone"] else { return reject("telefone is missing") }
+        guard let conteudo = fields["conteudo"] else { return reject("conteudo is missing") }
+        var message = NewMessage(clienteID: clienteID, telefone: telefone, conteudo: conteudo)
+        if let text = fields["tipo"] {
+            guard let tipo = MessageKind(rawValue: text) else {
+                return reject("tipo '\(text)' is not one of \(MessageKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            message.tipo = tipo
+        }
+        if let text = fields["prioridade"] {
+            guard let value = Int(text) else { return reject("prioridade '\(text)' is not a whole number") }
+            message.prioridade = value
+        }
+        if let text = fields["max_tentativas"] {
+            guard let value = Int(text) else { return reject("max_tentativas '\(text)' is not a whole number") }
+            message.maxTentativas = value
+        }
+        if let text = fields["agendar_para"] {
+            guard let date = parseTimestamp(text) else {
+                return reject("agendar_para '\(text)' is not an ISO 8601 time with a zone (2026-01-23T10:00:00-03:00)")
+            }
+            message.agendarPara = date
+        }
+        message.idempotencyKey = fields["idempotency_key"]
+        message.correlationID = fields["correlation_id"]
+        if let text = fields["metadata"] { message.metadata = text }
+        do {
+            try message.validate()
+        } catch {
+            return reject(error.description)
+        }
+        return .success(message)
+    }
+
+    static func parseTimestamp(_ text: String) -> Date? {
+        if let date = try? Date(text, strategy: .iso8601) { return date }
+        return try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+}

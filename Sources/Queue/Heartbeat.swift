@@ -1,0 +1,128 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Database
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// Who a process is in `worker_heartbeats` and in `fila_mensagens.worker_id`.
+public struct ProcessIdentity: Sendable, Hashable {
+    public enum Kind: String, Sendable {
+        case worker, scheduler, api, all
+    }
+
+    /// `host:pid:random`: unique across machines and restarts.
+    public let id: String
+    public let kind: Kind
+    public let host: String
+    public let pid: Int32
+    public let version: String
+
+    public init(kind: Kind, version: String) {
+        var buffer = [CChar](repeating: 0, count: 256)
+        let host = gethostname(&buffer, buffer.count) == 0
+            ? String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            : "unknown-host"
+        let pid = getpid()
+        let suffix = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        self.init(id: "\(host):\(pid):\(suffix)", kind: kind, host: host, pid: pid, version: version)
+    }
+
+    public init(id: String, kind: Kind, host: String, pid: Int32, version: String) {
+        self.id = id
+        self.kind = kind
+        self.host = host
+        self.pid = pid
+        self.version = version
+    }
+}
+
+/// Live numbers a heartbeat reports, updated by the worker without locks held across awaits.
+public final class ProcessStats: Sendable {
+    public enum Status: String, Sendable {
+        case running, draining, stopped
+    }
+
+    private let inFlightCount = Atomic<Int>(0)
+    private let processedCount = Atomic<Int>(0)
+    private let currentStatus = Mutex(Status.running)
+
+    public init() {}
+
+    public var inFlight: Int { inFlightCount.load(ordering: .relaxed) }
+    public var processed: Int { processedCount.load(ordering: .relaxed) }
+    public var status: Status { currentStatus.withLock { $0 } }
+
+    func addInFlight(_ delta: Int) { inFlightCount.add(delta, ordering: .relaxed) }
+    func addProcessed(_ delta: Int) { processedCount.add(delta, ordering: .relaxed) }
+    public func set(_ status: Status) { currentStatus.withLock { $0 = status } }
+}
+
+/// Upserts this process's `worker_heartbeats` row every `interval` (seed T01.6).
+///
+/// A failed write is logged and retried on the next tick; it never stops the process. On
+/// graceful shutdown the owner writes the final `stopped` row itself, once its work is done.
+public struct HeartbeatService: Service {
+    public let client: PostgresClient
+    public let identity: ProcessIdentity
+    public let stats: ProcessStats
+    public let interval: Duration
+    let logger: Logger
+
+    public init(client: PostgresClient, identity: ProcessIdentity, stats: ProcessStats, interval: Duration = .seconds(5), logger: Logger) {
+        self.client = client
+        self.identity = identity
+        self.stats = stats
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// Beats until graceful shutdown reaches this service (after the worker, which starts
+    /// later in the group, has drained), then writes a last row with the final status.
+    public func run() async throws {
+        var failing = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await beat()
+                if failing {
+                    logger.info("heartbeat written again")
+                    failing = false
+                }
+            } catch {
+                if !failing {
+                    logger.error("heartbeat write failed; retrying every \(interval)", metadata: ["error": .string(String(reflecting: error))])
+                    failing = true
+                }
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
+        }
+        try? await beat()
+    }
+
+    /// Writes the row now.
+    public func beat(status: ProcessStats.Status? = nil) async throws {
+        let status = status ?? stats.status
+        try await client.query(
+            """
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, in_flight, processed_total, status)
+            VALUES (\(identity.id), \(identity.kind.rawValue), \(identity.host), \(identity.pid), \(identity.version),
+                    \(Int32(stats.inFlight)), \(Int64(stats.processed)), \(status.rawValue))
+            ON CONFLICT (id) DO UPDATE
+               SET last_seen_at = now(), in_flight = excluded.in_flight,
+                   processed_total = excluded.processed_total, status = excluded.status
+            """,
+            logger: logger
+        )
+    }
+}

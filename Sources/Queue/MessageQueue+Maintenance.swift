@@ -1,0 +1,97 @@
+import Database
+import Logging
+import PostgresNIO
+
+extension MessageQueue {
+    /// Returns to `pendente` the rows held by workers whose heartbeat is older than
+    /// `heartbeatTimeout` (or that never wrote one, or said they stopped): outcome
+    /// FAILED_WORKER_LOST, no attempt burned. Returns how many rows were rescued.
+    ///
+    /// This is "the worker died", distinct from `resetStuck` ("the attempt ran too long").
+    @discardableResult
+    public func rescueLostWorkers(heartbeatTimeout: Duration = .seconds(120), logger: Logger) async throws -> Int {
+        let query: PostgresQuery = """
+            WITH rescued AS (
+                UPDATE fila_mensagens m
+                   SET status = 'pendente', agendar_para = now(),
+                       outcome = 'FAILED_WORKER_LOST', outcome_reason_code = 'worker_lost:' || m.worker_id,
+                       outcome_at = now(), worker_id = NULL, processando_desde = NULL, updated_at = now()
+                 WHERE m.status = 'processando'
+                   AND NOT EXISTS (
+                       SELECT 1 FROM worker_heartbeats h
+                        WHERE h.id = m.worker_id
+                          AND h.status <> 'stopped'
+                          AND h.last_seen_at > now() - make_interval(secs => \(heartbeatTimeout.seconds)))
+                RETURNING 1)
+            SELECT count(*) FROM rescued
+            """
+        let count = try await countingStatement(query, what: "rescue of rows held by lost workers", logger: logger)
+        if count > 0 {
+            try await notifyWorkers(logger: logger)
+            logger.warning("rows returned to pendente: their worker stopped heart-beating", metadata: ["fila.rescued": .stringConvertible(count)])
+        }
+        return count
+    }
+
+    /// Seed T01.1: rows `processando` for longer than `timeout` (default 60 minutes),
+    /// whoever holds them, go back to `pendente` with an attempt burned (outcome
+    /// FAILED_STUCK), or to `erro` if that was their last attempt. Returns the count.
+    @discardableResult
+    public func resetStuck(timeout: Duration = .seconds(3600), logger: Logger) async throws -> Int {
+        let query: PostgresQuery = """
+            WITH reset AS (
+                UPDATE fila_mensagens m
+                   SET status = CASE WHEN m.tentativas + 1 >= m.max_tentativas THEN 'erro' ELSE 'pendente' END,
+                       tentativas = m.tentativas + 1, agendar_para = now(),
+                       outcome = 'FAILED_STUCK', outcome_reason_code = 'stuck:' || coalesce(m.worker_id, '?'),
+                       outcome_at = now(),
+                       ultimo_erro = 'processando for more than ' || \(Int(timeout.seconds / 60)) || ' minutes',
+                       worker_id = NULL, processando_desde = NULL, updated_at = now()
+                 WHERE m.status = 'processando'
+                   AND m.processando_desde < now() - make_interval(secs => \(timeout.seconds))
+                RETURNING 1)
+            SELECT count(*) FROM reset
+            """
+        let count = try await countingStatement(query, what: "reset of stuck rows", logger: logger)
+        if count > 0 {
+            try await notifyWorkers(logger: logger)
+            logger.warning("stuck rows reset", metadata: ["fila.reset": .stringConvertible(count)])
+        }
+        return count
+    }
+
+    /// Seed T01.2: rows `pendente` for longer than `maximumAge` (default 24 hours) since
+    /// they were created are cancelled with outcome FAILED_EXPIRED. Returns the count.
+    @discardableResult
+    public func expireOld(maximumAge: Duration = .seconds(86_400), logger: Logger) async throws -> Int {
+        let query: PostgresQuery = """
+            WITH expired AS (
+                UPDATE fila_mensagens m
+                   SET status = 'cancelada', outcome = 'FAILED_EXPIRED',
+                       outcome_reason_code = 'expired:' || \(Int(maximumAge.seconds / 3600)) || 'h',
+                       outcome_at = now(), updated_at = now()
+                 WHERE m.status = 'pendente'
+                   AND m.created_at < now() - make_interval(secs => \(maximumAge.seconds))
+                RETURNING 1)
+            SELECT count(*) FROM expired
+            """
+        let count = try await countingStatement(query, what: "expiry of old rows", logger: logger)
+        if count > 0 {
+            logger.warning("old pending rows cancelled", metadata: ["fila.expired": .stringConvertible(count)])
+        }
+        return count
+    }
+
+    /// Wakes every listening worker (rows became claimable outside an INSERT).
+    func notifyWorkers(logger: Logger) async throws {
+        try await client.query("SELECT pg_notify('fila_mensagens', '')", logger: logger)
+    }
+
+    private func countingStatement(_ query: PostgresQuery, what: String, logger: Logger) async throws -> Int {
+        do {
+            return try await client.query(query, logger: logger).collect().first?.decode(Int.self) ?? 0
+        } catch {
+            throw DatabaseError(wrapping: error, context: "\(what) failed")
+        }
+    }
+}

@@ -1,0 +1,134 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Database
+import Logging
+import PostgresNIO
+
+/// How an attempt ended, as the worker reports it.
+public enum AttemptResolution: Sendable, Hashable {
+    /// Sent: `enviada`, outcome SENT.
+    case sent(provider: String?, providerMessageID: String?, chipID: String?)
+    /// A failure worth retrying: back to `pendente` after `retryAfter` with an attempt burned,
+    /// or `erro` when that was the last attempt.
+    case retry(outcome: SendOutcome, reasonCode: String, error: String, retryAfter: Duration)
+    /// A failure no retry can fix: `erro`, an attempt burned.
+    case fail(outcome: SendOutcome, reasonCode: String, error: String)
+    /// Not sendable now, through no fault of the message (circuit open, rate limit, no chip,
+    /// shutdown): back to `pendente` after `until`, no attempt burned.
+    case deferred(outcome: SendOutcome, reasonCode: String, until: Duration)
+}
+
+/// One finished attempt: which claim it ends and how.
+public struct AttemptResult: Sendable, Hashable {
+    public let messageID: UUID
+    public let claim: ClaimToken
+    public let resolution: AttemptResolution
+
+    public init(messageID: UUID, claim: ClaimToken, resolution: AttemptResolution) {
+        self.messageID = messageID
+        self.claim = claim
+        self.resolution = resolution
+    }
+}
+
+/// What a batch of outcome writes did.
+public struct FinishReport: Sendable {
+    /// Messages whose outcome was written.
+    public let written: Set<UUID>
+    /// Messages whose claim no longer held (rescued, cancelled, claimed again): nothing was
+    /// written for them.
+    public let fenced: Set<UUID>
+}
+
+extension MessageQueue {
+    /// Writes many attempts' outcomes in one statement. Each write is fenced by its claim: a
+    /// row that was rescued, cancelled or re-claimed since is left untouched and reported
+    /// in `fenced`, so a worker presumed dead cannot overwrite what happened meanwhile.
+    public func finish(_ results: [AttemptResult], logger: Logger) async throws -> FinishReport {
+        guard !results.isEmpty else { return FinishReport(written: [], fenced: []) }
+        var kinds: [String] = []
+        var outcomes: [String] = []
+        var reasons: [String] = []
+        var errors: [String] = []
+        var delays: [Double] = []
+        var providers: [String] = []
+        var providerIDs: [String] = []
+        var chips: [String] = []
+        for result in results {
+            switch result.resolution {
+            case .sent(let provider, let providerMessageID, let chipID):
+                kinds.append("sent"); outcomes.append(SendOutcome.sent.rawValue); reasons.append(""); errors.append("")
+                delays.append(0); providers.append(provider ?? ""); providerIDs.append(providerMessageID ?? ""); chips.append(chipID ?? "")
+            case .retry(let outcome, let reasonCode, let error, let retryAfter):
+                kinds.append("retry"); outcomes.append(outcome.rawValue); reasons.append(reasonCode); errors.append(error)
+                delays.append(retryAfter.seconds); providers.append(""); providerIDs.append(""); chips.append("")
+            case .fail(let outcome, let reasonCode, let error):
+                kinds.append("fail"); outcomes.append(outcome.rawValue); reasons.append(reasonCode); errors.append(error)
+                delays.append(0); providers.append(""); providerIDs.append(""); chips.append("")
+            case .deferred(let outcome, let reasonCode, let until):
+                kinds.append("defer"); outcomes.append(outcome.rawValue); reasons.append(reasonCode); errors.append("")
+                delays.append(until.seconds); providers.append(""); providerIDs.append(""); chips.append("")
+            }
+        }
+        let query: PostgresQuery = """
+            UPDATE fila_mensagens m SET
+                status = CASE
+                    WHEN r.kind = 'sent' THEN 'enviada'
+                    WHEN r.kind = 'fail' THEN 'erro'
+                    WHEN r.kind = 'retry' AND m.tentativas + 1 >= m.max_tentativas THEN 'erro'
+                    ELSE 'pendente' END,
+                tentativas = m.tentativas + CASE WHEN r.kind IN ('retry', 'fail') THEN 1 ELSE 0 END,
+                agendar_para = CASE WHEN r.kind IN ('retry', 'defer')
+                    THEN now() + make_interval(secs => r.delay) ELSE m.agendar_para END,
+                outcome = r.outcome,
+                outcome_reason_code = nullif(r.reason, ''),
+                outcome_at = now(),
+                ultimo_erro = CASE WHEN r.kind IN ('retry', 'fail') THEN r.error ELSE m.ultimo_erro END,
+                enviada_em = CASE WHEN r.kind = 'sent' THEN now() ELSE m.enviada_em END,
+                provider = coalesce(nullif(r.provider, ''), m.provider),
+                provider_message_id = coalesce(nullif(r.provider_id, ''), m.provider_message_id),
+                chip_id = coalesce(nullif(r.chip, ''), m.chip_id),
+                worker_id = CASE WHEN r.kind = 'sent' THEN m.worker_id ELSE NULL END,
+                processando_desde = CASE WHEN r.kind = 'sent' THEN m.processando_desde ELSE NULL END,
+                updated_at = now()
+            FROM unnest(
+                \(results.map(\.messageID))::uuid[], \(results.map(\.claim.workerID))::text[],
+                \(results.map(\.claim.tentativas))::int4[], \(results.map(\.claim.claimedAtMicroseconds))::int8[],
+                \(kinds)::text[], \(outcomes)::text[], \(reasons)::text[], \(errors)::text[], \(delays)::float8[],
+                \(providers)::text[], \(providerIDs)::text[], \(chips)::text[]
+            ) AS r(id, worker_id, tentativas, claimed_at, kind, outcome, reason, error, delay, provider, provider_id, chip)
+            WHERE m.id = r.id
+              AND m.status = 'processando'
+              AND m.worker_id = r.worker_id
+              AND m.tentativas = r.tentativas
+              AND (extract(epoch FROM m.processando_desde) * 1000000)::int8 = r.claimed_at
+            RETURNING m.id
+            """
+        var written = Set<UUID>()
+        do {
+            for try await id in try await client.query(query, logger: logger).decode(UUID.self) {
+                written.insert(id)
+            }
+        } catch {
+            throw DatabaseError(wrapping: error, context: "writing outcomes failed")
+        }
+        let fenced = Set(results.map(\.messageID)).subtracting(written)
+        if !fenced.isEmpty {
+            logger.warning(
+                "outcomes not written: these claims no longer hold (rescued or cancelled meanwhile)",
+                metadata: ["fila.fenced": .stringConvertible(fenced.count)]
+            )
+        }
+        return FinishReport(written: written, fenced: fenced)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, fractions included.
+    var seconds: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

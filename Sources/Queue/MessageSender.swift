@@ -1,0 +1,24 @@
+import Logging
+
+/// Sends one message somewhere (a WhatsApp provider, the sandbox) and says how it went.
+///
+/// A sender never throws: every failure is classified into an `AttemptResolution`, because
+/// only the sender knows whether an error is worth retrying. Cancellation (shutdown past its
+/// deadline) may interrupt it; the worker then hands the message back.
+public protocol MessageSender: Sendable {
+    /// A short name for logs and `fila_mensagens.provider`.
+    var name: String { get }
+
+    func send(_ message: ClaimedMessage, logger: Logger) async -> SendResult
+}
+
+/// What a sender reports; the worker turns retries into a backoff schedule.
+public enum SendResult: Sendable, Hashable {
+    case sent(provider: String?, providerMessageID: String?, chipID: String?)
+    /// Retry later with backoff; after the last attempt the message ends in `erro`.
+    case retryableFailure(outcome: SendOutcome, reasonCode: String, error: String)
+    /// Final: no retry can fix it.
+    case permanentFailure(outcome: SendOutcome, reasonCode: String, error: String)
+    /// Try again after `until` without spending an attempt.
+    case deferred(outcome: SendOutcome, reasonCode: String, until: Duration)
+}

@@ -1,0 +1,312 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Logging
+import PostgresNIO
+import ServiceLifecycle
+import Synchronization
+
+/// The worker loop: claims messages, hands each to a `MessageSender`, writes outcomes.
+///
+/// - At most `concurrency` messages are in flight; it claims only when there is room, in
+///   batches of up to `batchSize`, so a busy worker never holds rows it cannot start.
+/// - Outcomes go to the database in batches: while one write is under way, finished
+///   attempts accumulate for the next, so the write rate adapts to the send rate.
+/// - It sleeps when the queue is empty and wakes on NOTIFY (`QueueListener`) or on the poll
+///   interval, whichever comes first.
+/// - Database errors (Postgres restarting) are logged once per outage and retried with
+///   backoff; the worker never exits on them.
+/// - Graceful shutdown: stop claiming, let in-flight sends finish until `drainTimeout`,
+///   hand back whatever did not finish without burning an attempt, write every outcome,
+///   then mark the heartbeat `stopped`.
+///
+/// ```swift
+/// let worker = Worker(queue: queue, sender: sender, heartbeat: heartbeat, wake: wake, logger: logger)
+/// // run it in a ServiceGroup after the PostgresClient, the HeartbeatService and the QueueListener
+/// ```
+public final class Worker: Service {
+    public struct Configuration: Sendable {
+        /// The most messages in flight at once.
+        public var concurrency: Int
+        /// The most messages claimed by one statement.
+        public var batchSize: Int
+        /// How often to look for due rows when no notification came (scheduled rows,
+        /// retries, lost notifications).
+        public var pollInterval: Duration
+        /// How long in-flight sends may run after shutdown begins.
+        public var drainTimeout: Duration
+        /// The retry schedule for retryable failures.
+        public var retryBackoff: Backoff
+
+        public init(
+            concurrency: Int = 50,
+            batchSize: Int = 100,
+            pollInterval: Duration = .seconds(1),
+            drainTimeout: Duration = .seconds(20),
+            retryBackoff: Backoff = .messageRetry
+        ) {
+            self.concurrency = max(1, concurrency)
+            self.batchSize = max(1, batchSize)
+            self.pollInterval = pollInterval
+            self.drainTimeout = drainTimeout
+            self.retryBackoff = retryBackoff
+        }
+    }
+
+    public let configuration: Configuration
+    let queue: MessageQueue
+    let sender: any MessageSender
+    let heartbeat: HeartbeatService
+    let wake: WakeSignal
+    let logger: Logger
+    private let stopping = Atomic<Bool>(false)
+    private let results = ResultBuffer()
+
+    public init(
+        configuration: Configuration = .init(),
+        queue: MessageQueue,
+        sender: any MessageSender,
+        heartbeat: HeartbeatService,
+        wake: WakeSignal,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.queue = queue
+        self.sender = sender
+        self.heartbeat = heartbeat
+        self.wake = wake
+        self.logger = logger
+    }
+
+    var stats: ProcessStats { heartbeat.stats }
+    var workerID: String { heartbeat.identity.id }
+
+    public func run() async throws {
+        stats.set(.running)
+        // A row claimed by a worker with no heartbeat row would look abandoned: register first.
+        guard await registerHeartbeat() else { return }
+        logger.info(
+            "worker started",
+            metadata: [
+                "worker.id": .string(workerID), "worker.sender": .string(sender.name),
+                "worker.concurrency": .stringConvertible(configuration.concurrency),
+                "worker.batch": .stringConvertible(configuration.batchSize),
+            ]
+        )
+
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { background in
+                background.addTask { await self.pollForWork() }
+                background.addTask { await self.writeOutcomes() }
+                await withDiscardingTaskGroup { sends in
+                    await self.claimLoop(sends: &sends)
+                    await self.drain(sends: &sends)
+                }
+                // Every send has returned: write what is left, then let the helpers end.
+                results.close()
+                wake.finish()
+            }
+        } onGracefulShutdown: {
+            self.stopping.store(true, ordering: .releasing)
+            self.stats.set(.draining)
+            self.wake.signal()
+        }
+        stats.set(.stopped)
+        try? await heartbeat.beat(status: .stopped)
+        logger.info("worker stopped", metadata: ["worker.processed": .stringConvertible(stats.processed)])
+    }
+
+    private var isStopping: Bool { stopping.load(ordering: .acquiring) }
+
+    private func registerHeartbeat() async -> Bool {
+        var attempt = 0
+        while !isStopping && !Task.isCancelled {
+            do {
+                try await heartbeat.beat(status: .running)
+                return true
+            } catch {
+                attempt += 1
+                if attempt == 1 {
+                    logger.error("cannot register the worker's heartbeat; retrying", metadata: ["error": .string(String(reflecting: error))])
+                }
+                try? await Task.sleep(for: Backoff(base: .milliseconds(200), multiplier: 2, maximum: .seconds(5), jitter: .full).delay(forAttempt: attempt))
+            }
+        }
+        return false
+    }
+
+    // MARK: - Claiming
+
+    private func claimLoop(sends: inout DiscardingTaskGroup) async {
+        var waiter = wake.makeWaiter()
+        var mayHaveWork = true
+        var failures = 0
+        // Claiming one row at a time under load wastes round trips: wait for a useful batch.
+        let threshold = max(1, min(configuration.batchSize, configuration.concurrency) / 4)
+
+        while !isStopping {
+            if wake.takeWork() { mayHaveWork = true }
+            let room = configuration.concurrency - stats.inFlight
+            if mayHaveWork && room >= threshold {
+                let limit = min(room, configuration.batchSize)
+                do {
+                    let claimed = try await queue.claim(workerID: workerID, limit: limit, logger: logger)
+                    if failures > 0 {
+                        logger.info("claiming again after a database error")
+                        failures = 0
+                    }
+                    mayHaveWork = claimed.count == limit
+                    for message in claimed {
+                        stats.addInFlight(1)
+                        sends.addTask { await self.process(message) }
+                    }
+                    if mayHaveWork { continue }
+                } catch {
+                    failures += 1
+                    if failures == 1 {
+                        logger.error("claiming failed; retrying with backoff", metadata: ["error": .string(String(reflecting: error))])
+                    }
+                    let delay = Backoff(base: .milliseconds(100), multiplier: 2, maximum: .seconds(5), jitter: .full).delay(forAttempt: failures)
+                    try? await Task.sleep(for: delay)
+                    continue
+                }
+            }
+            // Nothing to claim, or no room: wait for a notification, the poll tick, a freed
+            // slot or shutdown.
+            guard await waiter.next() != nil else { return }
+        }
+    }
+
+    private func drain(sends: inout DiscardingTaskGroup) async {
+        guard stats.inFlight > 0 else { return }
+        logger.info("draining in-flight sends", metadata: ["worker.in_flight": .stringConvertible(stats.inFlight)])
+        let deadline = ContinuousClock.now + configuration.drainTimeout
+        var waiter = wake.makeWaiter()
+        while stats.inFlight > 0 && ContinuousClock.now < deadline {
+            // The poll tick bounds each wait, so the deadline is checked at least that often.
+            _ = await waiter.next()
+        }
+        if stats.inFlight > 0 {
+            logger.warning(
+                "drain deadline passed; cancelling the sends still in flight and handing their messages back",
+                metadata: ["worker.in_flight": .stringConvertible(stats.inFlight)]
+            )
+            sends.cancelAll()
+        }
+    }
+
+    private func pollForWork() async {
+        while !results.isClosed {
+            try? await Task.sleep(for: configuration.pollInterval)
+            wake.signalWork()
+        }
+    }
+
+    // MARK: - Sending
+
+    private func process(_ message: ClaimedMessage) async {
+        var logger = self.logger
+        logger[metadataKey: "fila.message_id"] = .stringConvertible(message.id)
+        if let correlationID = message.correlationID { logger[metadataKey: "correlation_id"] = .string(correlationID) }
+
+        let resolution: AttemptResolution
+        if isStopping {
+            // Claimed but never started: hand it back untouched.
+            resolution = .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:not_started", until: .zero)
+        } else {
+            let result = await sender.send(message, logger: logger)
+            if Task.isCancelled {
+                // Cut off by the drain deadline: whether it reached the provider is unknown,
+                // so it goes back without an attempt burned (delivery is at least once).
+                resolution = .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:drain_deadline", until: .zero)
+            } else {
+                resolution = self.resolution(of: result, for: message)
+            }
+        }
+        results.append(AttemptResult(messageID: message.id, claim: message.claim, resolution: resolution))
+        stats.addInFlight(-1)
+        wake.signal()
+    }
+
+    func resolution(of result: SendResult, for message: ClaimedMessage) -> AttemptResolution {
+        switch result {
+        case .sent(let provider, let providerMessageID, let chipID):
+            return .sent(provider: provider, providerMessageID: providerMessageID, chipID: chipID)
+        case .retryableFailure(let outcome, let reasonCode, let error):
+            let delay = configuration.retryBackoff.delay(forAttempt: message.tentativas + 1)
+            return .retry(outcome: outcome, reasonCode: reasonCode, error: error, retryAfter: delay)
+        case .permanentFailure(let outcome, let reasonCode, let error):
+            return .fail(outcome: outcome, reasonCode: reasonCode, error: error)
+        case .deferred(let outcome, let reasonCode, let until):
+            return .deferred(outcome: outcome, reasonCode: reasonCode, until: until)
+        }
+    }
+
+    // MARK: - Writing outcomes
+
+    private func writeOutcomes() async {
+        var failures = 0
+        while true {
+            let batch = await results.next()
+            guard !batch.isEmpty else { return }  // closed and empty
+            while true {
+                do {
+                    let report = try await queue.finish(batch, logger: logger)
+                    stats.addProcessed(report.written.count)
+                    if failures > 0 {
+                        logger.info("outcomes written again after a database error")
+                        failures = 0
+                    }
+                    break
+                } catch {
+                    failures += 1
+                    if failures == 1 {
+                        logger.error(
+                            "writing outcomes failed; keeping them and retrying",
+                            metadata: ["error": .string(String(reflecting: error)), "worker.pending_outcomes": .stringConvertible(batch.count)]
+                        )
+                    }
+                    try? await Task.sleep(for: Backoff(base: .milliseconds(100), multiplier: 2, maximum: .seconds(5), jitter: .full).delay(forAttempt: failures))
+                }
+            }
+        }
+    }
+}
+
+/// Finished attempts waiting to be written. `next()` returns everything accumulated
+/// since the last call, waiting while there is nothing; an empty array means closed.
+final class ResultBuffer: Sendable {
+    private struct State {
+        var items: [AttemptResult] = []
+        var closed = false
+    }
+
+    private let state = Mutex(State())
+    private let signal = WakeSignal()
+
+    func append(_ result: AttemptResult) {
+        state.withLock { $0.items.append(result) }
+        signal.signal()
+    }
+
+    func close() {
+        state.withLock { $0.closed = true }
+        signal.signal()
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    func next() async -> [AttemptResult] {
+        var waiter = signal.makeWaiter()
+        while true {
+            let (items, closed) = state.withLock { state -> ([AttemptResult], Bool) in
+                defer { state.items.removeAll(keepingCapacity: true) }
+                return (state.items, state.closed)
+            }
+            if !items.isEmpty || closed { return items }
+            _ = await waiter.next()
+        }
+    }
+}
