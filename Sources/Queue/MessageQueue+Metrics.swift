@@ -13,6 +13,22 @@ public struct QueueMetrics: Sendable, Hashable, Codable {
     /// How long the most overdue due message has waited; 0 when none is waiting.
     public let mensagemMaisAntigaMinutos: Int
 
+    public init(
+        pendentes: Int,
+        processando: Int,
+        enviadasUltimaHora: Int,
+        errosUltimaHora: Int,
+        tempoMedioProcessamentoMs: Int?,
+        mensagemMaisAntigaMinutos: Int
+    ) {
+        self.pendentes = pendentes
+        self.processando = processando
+        self.enviadasUltimaHora = enviadasUltimaHora
+        self.errosUltimaHora = errosUltimaHora
+        self.tempoMedioProcessamentoMs = tempoMedioProcessamentoMs
+        self.mensagemMaisAntigaMinutos = mensagemMaisAntigaMinutos
+    }
+
     enum CodingKeys: String, CodingKey {
         case pendentes
         case processando

@@ -137,21 +137,26 @@ public struct MessageQueue: Sendable {
     // MARK: - Claim
 
     /// Claims up to `limit` due messages for `workerID` in one statement: highest priority
-    /// first, then earliest schedule. Rows another worker is claiming are skipped, not waited
-    /// for.
+    /// first, then earliest schedule, and returns them in that order. Rows another worker is
+    /// claiming are skipped, not waited for.
     public func claim(workerID: String, limit: Int, logger: Logger) async throws -> [ClaimedMessage] {
         let query: PostgresQuery = """
-            UPDATE fila_mensagens m
-               SET status = 'processando', processando_desde = now(), worker_id = \(workerID), updated_at = now()
-             WHERE m.id IN (
-                   SELECT id FROM fila_mensagens
-                    WHERE status = 'pendente' AND agendar_para <= now()
-                    ORDER BY prioridade DESC, agendar_para, id
-                    LIMIT \(Int32(limit))
-                      FOR UPDATE SKIP LOCKED)
-            RETURNING m.id, m.cliente_id, m.telefone, m.conteudo, m.tipo, m.prioridade, m.tentativas,
-                      m.max_tentativas, coalesce(m.correlation_id, ''), m.metadata::text,
-                      (extract(epoch FROM m.processando_desde) * 1000000)::int8
+            WITH claimed AS (
+                UPDATE fila_mensagens m
+                   SET status = 'processando', processando_desde = now(), worker_id = \(workerID), updated_at = now()
+                 WHERE m.id IN (
+                       SELECT id FROM fila_mensagens
+                        WHERE status = 'pendente' AND agendar_para <= now()
+                        ORDER BY prioridade DESC, agendar_para, id
+                        LIMIT \(Int32(limit))
+                          FOR UPDATE SKIP LOCKED)
+                RETURNING m.id, m.cliente_id, m.telefone, m.conteudo, m.tipo, m.prioridade, m.tentativas,
+                          m.max_tentativas, coalesce(m.correlation_id, '') AS correlation_id, m.metadata::text AS metadata,
+                          (extract(epoch FROM m.processando_desde) * 1000000)::int8 AS claimed_at, m.agendar_para)
+            SELECT id, cliente_id, telefone, conteudo, tipo, prioridade, tentativas, max_tentativas,
+                   correlation_id, metadata, claimed_at
+              FROM claimed
+             ORDER BY prioridade DESC, agendar_para, id
             """
         var claimed: [ClaimedMessage] = []
         claimed.reserveCapacity(limit)

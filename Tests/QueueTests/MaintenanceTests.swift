@@ -1,0 +1,157 @@
+import Database
+import FilaTestSupport
+import Foundation
+import PostgresNIO
+import Queue
+import Testing
+
+/// Rescue and expiry, evaluated against rows with past timestamps and the database's now().
+@Suite("Rescue, stuck reset and expiry")
+struct MaintenanceTests {
+    @Test func rowsOfALostWorkerComeBackWithoutBurningAnAttempt() async throws {
+        try await withQueue { queue throws in
+            let ids = try await queue.enqueue((0..<4).map { message($0) }, logger: logger).map(\.id)
+            try await queue.registerWorker("alive")
+            try await queue.registerWorker("dead", lastSeenSecondsAgo: 121)
+            let alive = try await queue.claim(workerID: "alive", limit: 1, logger: logger)[0].id
+            let dead = try await queue.claim(workerID: "dead", limit: 1, logger: logger)[0].id
+            _ = try await queue.claim(workerID: "never-registered", limit: 1, logger: logger)
+            // A worker that said it stopped holds nothing any more, however recent its row.
+            try await queue.registerWorker("stopped")
+            try await queue.execute("UPDATE worker_heartbeats SET status = 'stopped' WHERE id = 'stopped'")
+            _ = try await queue.claim(workerID: "stopped", limit: 1, logger: logger)
+            #expect(try await queue.count(where: "status = 'processando'") == ids.count)
+
+            #expect(try await queue.rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger) == 3)
+            let aliveRow = try await queue.row(alive)
+            #expect(aliveRow.status == "processando" && aliveRow.workerID == "alive")
+            #expect(try await queue.row(dead).reason == "worker_lost:dead")
+            for id in ids where id != alive {
+                let row = try await queue.row(id)
+                #expect(row.status == "pendente")
+                #expect(row.tentativas == 0)
+                #expect(row.outcome == "FAILED_WORKER_LOST")
+                #expect(row.workerID == nil)
+                #expect(row.dueInSeconds <= 0)
+            }
+            // Nothing left to rescue.
+            #expect(try await queue.rescueLostWorkers(logger: logger) == 0)
+        }
+    }
+
+    @Test func anAttemptRunningOverAnHourIsResetWithAnAttemptBurned() async throws {
+        try await withQueue { queue throws in
+            var lastChance = message(2)
+            lastChance.maxTentativas = 1
+            let ids = try await queue.enqueue([message(1), lastChance, message(3)], logger: logger).map(\.id)
+            try await queue.registerWorker("slow")
+            _ = try await queue.claim(workerID: "slow", limit: 3, logger: logger)
+            try await queue.execute("UPDATE fila_mensagens SET processando_desde = now() - interval '61 minutes' WHERE id IN ('\(ids[0])', '\(ids[1])')")
+            try await queue.execute("UPDATE fila_mensagens SET processando_desde = now() - interval '59 minutes' WHERE id = '\(ids[2])'")
+
+            #expect(try await queue.resetStuck(timeout: .seconds(3600), logger: logger) == 2)
+            let reset = try await queue.row(ids[0])
+            #expect(reset.status == "pendente")
+            #expect(reset.tentativas == 1)
+            #expect(reset.outcome == "FAILED_STUCK")
+            #expect(reset.reason == "stuck:slow")
+            #expect(reset.workerID == nil)
+            let exhausted = try await queue.row(ids[1])
+            #expect(exhausted.status == "erro")
+            #expect(exhausted.tentativas == 1)
+            let young = try await queue.row(ids[2])
+            #expect(young.status == "processando")
+        }
+    }
+
+    @Test func pendingRowsOlderThanADayAreCancelledAsExpired() async throws {
+        try await withQueue { queue throws in
+            let ids = try await queue.enqueue([message(1), message(2), message(3)], logger: logger).map(\.id)
+            try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '25 hours' WHERE id IN ('\(ids[0])', '\(ids[2])')")
+            try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '23 hours' WHERE id = '\(ids[1])'")
+            // An old row already being processed is not expired under its worker.
+            try await queue.registerWorker("w1")
+            try await queue.execute("UPDATE fila_mensagens SET status = 'processando', processando_desde = now(), worker_id = 'w1' WHERE id = '\(ids[2])'")
+
+            #expect(try await queue.expireOld(maximumAge: .seconds(86_400), logger: logger) == 1)
+            let expired = try await queue.row(ids[0])
+            #expect(expired.status == "cancelada")
+            #expect(expired.outcome == "FAILED_EXPIRED")
+            #expect(try await queue.row(ids[1]).status == "pendente")
+            #expect(try await queue.row(ids[2]).status == "processando")
+        }
+    }
+
+    @Test func metricsCountWhatTheRowsSay() async throws {
+        try await withQueue { queue throws in
+            let ids = try await queue.enqueue((0..<6).map { message($0) }, logger: logger).map(\.id)
+            try await queue.registerWorker("w1")
+            let claimed = try await queue.claim(workerID: "w1", limit: 4, logger: logger)
+            _ = try await queue.finish(
+                [
+                    AttemptResult(messageID: claimed[0].id, claim: claimed[0].claim, resolution: .sent(provider: nil, providerMessageID: nil, chipID: nil)),
+                    AttemptResult(messageID: claimed[1].id, claim: claimed[1].claim, resolution: .sent(provider: nil, providerMessageID: nil, chipID: nil)),
+                    AttemptResult(messageID: claimed[2].id, claim: claimed[2].claim, resolution: .retry(outcome: .failedProvider, reasonCode: "x", error: "x", retryAfter: .seconds(600))),
+                ],
+                logger: logger
+            )
+            // One sent row took 1.5 s from claim to send; one pending row has been due for 42 minutes.
+            try await queue.execute("UPDATE fila_mensagens SET processando_desde = outcome_at - interval '1500 milliseconds' WHERE id = '\(claimed[0].id)'")
+            try await queue.execute("UPDATE fila_mensagens SET processando_desde = outcome_at - interval '500 milliseconds' WHERE id = '\(claimed[1].id)'")
+            let waiting = ids.first { id in !claimed.contains { $0.id == id } }!
+            try await queue.execute("UPDATE fila_mensagens SET agendar_para = now() - interval '42 minutes 30 seconds' WHERE id = '\(waiting)'")
+
+            let metrics = try await queue.metrics(logger: logger)
+            #expect(metrics.pendentes == 3)  // two never claimed, one retry
+            #expect(metrics.processando == 1)
+            #expect(metrics.enviadasUltimaHora == 2)
+            #expect(metrics.errosUltimaHora == 1)
+            #expect(metrics.tempoMedioProcessamentoMs == 1000)
+            #expect(metrics.mensagemMaisAntigaMinutos == 42)
+        }
+    }
+
+    @Test func metricsOfAnEmptyQueue() async throws {
+        try await withQueue { queue throws in
+            let metrics = try await queue.metrics(logger: logger)
+            #expect(metrics == QueueMetrics(pendentes: 0, processando: 0, enviadasUltimaHora: 0, errosUltimaHora: 0, tempoMedioProcessamentoMs: nil, mensagemMaisAntigaMinutos: 0))
+        }
+    }
+}
+
+@Suite("Backoff and jitter")
+struct BackoffTests {
+    @Test func theRetryScheduleDoublesUpToItsCap() {
+        let backoff = Backoff(base: .seconds(30), multiplier: 2, maximum: .seconds(1800), jitter: .none)
+        let delays = (1...9).map { backoff.delay(forAttempt: $0) }
+        #expect(delays == [30, 60, 120, 240, 480, 960, 1800, 1800, 1800].map { Duration.seconds($0) })
+        #expect(backoff.delay(forAttempt: 10_000) == .seconds(1800))
+    }
+
+    @Test func jitterStaysWithinItsBounds() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let full = Jitter.full.apply(to: .seconds(10), using: &generator)
+            #expect(full >= .zero && full <= .seconds(10))
+            let proportional = Jitter.proportional(0.2).apply(to: .seconds(10), using: &generator)
+            #expect(proportional >= .seconds(8) && proportional <= .seconds(10))
+        }
+        #expect(Jitter.full.apply(to: .seconds(-5), using: &generator) == .zero)
+        #expect(Jitter.proportional(7).apply(to: .seconds(4), using: &generator) <= .seconds(4))
+    }
+
+    @Test func jitterActuallySpreadsDelays() {
+        var generator = SystemRandomNumberGenerator()
+        let delays = Set((0..<100).map { _ in Jitter.full.apply(to: .seconds(60), using: &generator) })
+        #expect(delays.count > 90)
+    }
+
+    @Test func theMessageRetryScheduleKeepsItsOrder() {
+        var generator = SystemRandomNumberGenerator()
+        for attempt in 1...5 {
+            let this = Backoff.messageRetry.delay(forAttempt: attempt, using: &generator)
+            let next = Backoff.messageRetry.delay(forAttempt: attempt + 1, using: &generator)
+            #expect(this < next)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import Database
+import FilaTestSupport
+import Foundation
+import Logging
+import PostgresNIO
+import Queue
+
+let logger = TestDatabase.logger
+
+/// A queue on a fresh migrated database.
+func withQueue<Result: Sendable>(_ body: (MessageQueue) async throws -> Result) async throws -> Result {
+    try await TestDatabase.withMigrated { url throws in
+        try await TestDatabase.withClient(url) { client throws in
+            try await body(MessageQueue(client: client))
+        }
+    }
+}
+
+func message(_ number: Int, tipo: MessageKind = .resposta, prioridade: Int = 0, key: String? = nil) -> NewMessage {
+    NewMessage(
+        clienteID: "medico-\(number)",
+        telefone: String(format: "55119%08d", number),
+        conteudo: "mensagem \(number)",
+        tipo: tipo,
+        prioridade: prioridade,
+        idempotencyKey: key
+    )
+}
+
+/// A row as psql shows it, for assertions.
+struct Row: Sendable {
+    let status: String
+    let tentativas: Int
+    let outcome: String?
+    let reason: String?
+    let workerID: String?
+    let dueInSeconds: Double
+}
+
+extension MessageQueue {
+    func row(_ id: UUID) async throws -> Row {
+        let result = try await client.query(
+            """
+            SELECT status, tentativas, outcome, outcome_reason_code, worker_id,
+                   extract(epoch FROM agendar_para - now())::float8
+              FROM fila_mensagens WHERE id = \(id)
+            """,
+            logger: logger
+        ).collect().first!.decode((String, Int32, String?, String?, String?, Double).self)
+        return Row(status: result.0, tentativas: Int(result.1), outcome: result.2, reason: result.3, workerID: result.4, dueInSeconds: result.5)
+    }
+
+    func count(where condition: String = "true") async throws -> Int {
+        try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM fila_mensagens WHERE \(condition)"), logger: logger)
+            .collect().first!.decode(Int.self)
+    }
+
+    func execute(_ sql: String) async throws {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+    }
+
+    /// Registers a live heartbeat for `workerID`, as a running worker would.
+    func registerWorker(_ workerID: String, lastSeenSecondsAgo: Int = 0) async throws {
+        try await client.query(
+            """
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at)
+            VALUES (\(workerID), 'worker', 'test', 1, 'test', now() - make_interval(secs => \(Double(lastSeenSecondsAgo))))
+            ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at
+            """,
+            logger: logger
+        )
+    }
+}
