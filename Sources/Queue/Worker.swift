@@ -98,13 +98,16 @@ public final class Worker: Service {
 
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { background in
-                background.addTask { await self.pollForWork() }
                 background.addTask { await self.writeOutcomes() }
-                await withDiscardingTaskGroup { sends in
-                    await self.claimLoop(sends: &sends)
-                    await self.drain(sends: &sends)
+                await withDiscardingTaskGroup { timers in
+                    timers.addTask { await self.pollForWork() }
+                    await withDiscardingTaskGroup { sends in
+                        await self.claimLoop(sends: &sends)
+                        await self.drain(sends: &sends)
+                    }
+                    timers.cancelAll()
                 }
-                // Every send has returned: write what is left, then let the helpers end.
+                // Every send has returned: write what is left, then let the writer end.
                 results.close()
                 wake.finish()
             }
@@ -183,9 +186,13 @@ public final class Worker: Service {
         guard stats.inFlight > 0 else { return }
         logger.info("draining in-flight sends", metadata: ["worker.in_flight": .stringConvertible(stats.inFlight)])
         let deadline = ContinuousClock.now + configuration.drainTimeout
+        let timeout = configuration.drainTimeout
+        sends.addTask { [wake] in
+            try? await Task.sleep(for: timeout)
+            wake.signal()
+        }
         var waiter = wake.makeWaiter()
         while stats.inFlight > 0 && ContinuousClock.now < deadline {
-            // The poll tick bounds each wait, so the deadline is checked at least that often.
             _ = await waiter.next()
         }
         if stats.inFlight > 0 {
@@ -193,13 +200,19 @@ public final class Worker: Service {
                 "drain deadline passed; cancelling the sends still in flight and handing their messages back",
                 metadata: ["worker.in_flight": .stringConvertible(stats.inFlight)]
             )
-            sends.cancelAll()
         }
+        // Ends the deadline timer and cuts off any send still running.
+        sends.cancelAll()
     }
 
+    /// Signals work every poll interval until cancelled.
     private func pollForWork() async {
-        while !results.isClosed {
-            try? await Task.sleep(for: configuration.pollInterval)
+        while true {
+            do {
+                try await Task.sleep(for: configuration.pollInterval)
+            } catch {
+                return
+            }
             wake.signalWork()
         }
     }

@@ -64,6 +64,19 @@ pg_choose_owner() {
     fi
 }
 
+# Runs a command with only standard input, output and error open. The server pg_ctl starts
+# must not keep descriptors it inherited from our caller: a parent that waits for a pipe or
+# socket to close (as process runners do) would otherwise wait for as long as Postgres runs.
+pg_without_inherited_fds() {
+    (
+        for fd in /proc/"$BASHPID"/fd/*; do
+            fd=${fd##*/}
+            if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+        done
+        "$@"
+    )
+}
+
 # A port nobody listens on, from a range clear of the usual services.
 pg_free_port() {
     local port attempt
@@ -115,7 +128,7 @@ pg_start() {
 
     for attempt in 1 2 3 4 5; do
         PG_PORT=$(pg_free_port)
-        if pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null; then
+        if pg_without_inherited_fds pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null; then
             PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
             export PG_URL PG_DIR PG_PORT PG_BIN
             pg_log "Postgres ($("$PG_BIN/postgres" --version | awk '{print $3}')) is up at $PG_URL"
@@ -125,6 +138,12 @@ pg_start() {
     done
     tail -n 20 "$PG_DIR/server.log" >&2 || true
     return 1
+}
+
+# Restarts a running cluster in place (same port), e.g. to test reconnects.
+pg_restart_dir() {
+    local dir=$1
+    pg_without_inherited_fds pg_as_owner "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m fast -w -t 60 restart >/dev/null
 }
 
 # Stops a cluster left behind by a killed run, then clears its folder.

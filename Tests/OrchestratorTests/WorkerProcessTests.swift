@@ -1,0 +1,170 @@
+import Database
+import FilaTestSupport
+import Foundation
+import Logging
+import PostgresNIO
+import Queue
+import Testing
+
+/// `fila worker` processes, as operators run them: several at once, killed, and across a
+/// Postgres restart.
+@Suite("fila worker processes")
+struct WorkerProcessTests {
+    let logger = TestDatabase.logger
+
+    private func environment(_ url: DatabaseURL, record: String, extra: [String: String] = [:]) -> [String: String] {
+        var environment = [
+            "DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable",
+            "FILA_SENDER": "sandbox",
+            "FILA_SANDBOX_RECORD": record,
+            "LOG_LEVEL": "warning",
+        ]
+        environment.merge(extra) { _, new in new }
+        return environment
+    }
+
+    private func recordFile() -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("fila-sent-\(UUID().uuidString).txt").path
+    }
+
+    private func recordedIDs(_ path: String) -> [String] {
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").map(String.init)
+    }
+
+    private func count(_ client: PostgresClient, where condition: String) async throws -> Int {
+        try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*) FROM fila_mensagens WHERE \(condition)"), logger: logger)
+            .collect().first!.decode(Int.self)
+    }
+
+    private func waitUntil(seconds: Double = 120, _ condition: () async throws -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try await condition() { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return try await condition()
+    }
+
+    private func enqueue(_ count: Int, client: PostgresClient) async throws -> Set<String> {
+        let messages = (0..<count).map { index in
+            NewMessage(clienteID: "medico-\(index % 700)", telefone: String(format: "55219%08d", index), conteudo: "campanha \(index)", tipo: .campanha)
+        }
+        let results = try await MessageQueue(client: client).enqueue(messages, logger: logger)
+        return Set(results.map { $0.id.uuidString.lowercased() })
+    }
+
+    @Test func threeWorkersSendTenThousandMessagesExactlyOnce() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await TestDatabase.withClient(url) { client throws in
+                let ids = try await enqueue(10_000, client: client)
+                let record = recordFile()
+                defer { try? FileManager.default.removeItem(atPath: record) }
+                let workers = try (0..<3).map { _ in
+                    try FilaProcess.start(["worker", "--concurrency", "40", "--batch", "50"], environment: environment(url, record: record))
+                }
+                let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 10_000 }
+                for worker in workers { worker.signal(SIGTERM) }
+                var outputs: [FilaProcess.Output] = []
+                for worker in workers { outputs.append(await worker.waitForExit()) }
+
+                #expect(drained)
+                #expect(outputs.map(\.status) == [0, 0, 0], "\(outputs.map(\.standardError))")
+                let sent = recordedIDs(record)
+                #expect(sent.count == 10_000)
+                #expect(Set(sent) == ids)
+                #expect(try await count(client, where: "status <> 'enviada'") == 0)
+                // All three took part.
+                let busy = try await client.query("SELECT count(DISTINCT worker_id) FROM fila_mensagens", logger: logger).collect().first!.decode(Int.self)
+                #expect(busy == 3)
+            }
+        }
+    }
+
+    /// SIGKILL gives the worker no chance to clean up: its rows stay `processando` until the
+    /// rescue finds its heartbeat stale, and are then delivered by another worker.
+    @Test func aKilledWorkersRowsAreRescuedAndDelivered() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await TestDatabase.withClient(url) { client throws in
+                let ids = try await enqueue(300, client: client)
+                let record = recordFile()
+                defer { try? FileManager.default.removeItem(atPath: record) }
+                let doomed = try FilaProcess.start(
+                    ["worker", "--concurrency", "30", "--batch", "30"],
+                    environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "400"])
+                )
+                let midBatch = try await waitUntil(seconds: 60) {
+                    let sent = try await count(client, where: "status = 'enviada'")
+                    let held = try await count(client, where: "status = 'processando'")
+                    return sent > 0 && held > 0
+                }
+                #expect(midBatch)
+                doomed.signal(SIGKILL)
+                let killed = await doomed.waitForExit()
+                #expect(killed.status != 0)
+                let stranded = try await count(client, where: "status = 'processando'")
+                #expect(stranded > 0)
+
+                // Time is a parameter: age the dead worker's heartbeat instead of waiting 2 minutes.
+                try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
+                let rescued = try await MessageQueue(client: client).rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger)
+                #expect(rescued == stranded)
+
+                let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))
+                let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 300 }
+                survivor.signal(SIGTERM)
+                let output = await survivor.waitForExit()
+                #expect(drained)
+                #expect(output.status == 0, "\(output.standardError)")
+                // Nothing lost; a message whose send finished just as the worker died may go twice.
+                #expect(Set(recordedIDs(record)) == ids)
+                #expect(try await count(client, where: "outcome_reason_code LIKE 'worker_lost:%' OR status <> 'enviada'") == 0)
+                let redelivered = try await count(client, where: "tentativas = 0 AND status = 'enviada'")
+                #expect(redelivered == 300)
+            }
+        }
+    }
+
+    /// The worker outlives a Postgres restart: it reconnects and drains the queue.
+    @Test func aWorkerSurvivesAPostgresRestart() async throws {
+        try await TestCluster.with { cluster throws in
+            let url = cluster.url
+            try await url.withConnection(logger: logger) { connection in
+                _ = try await Migrator().migrate(on: connection, logger: logger)
+            }
+            let record = recordFile()
+            defer { try? FileManager.default.removeItem(atPath: record) }
+            let ids = try await TestDatabase.withClient(url) { client throws in
+                try await enqueue(2_000, client: client)
+            }
+            let worker = try FilaProcess.start(
+                ["worker", "--concurrency", "20", "--batch", "20"],
+                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "20"])
+            )
+            let started = try await waitUntil(seconds: 60) { recordedIDs(record).count > 100 }
+            #expect(started)
+            try await cluster.restart()
+
+            let drained = try await TestDatabase.withClient(url) { client throws in
+                try await waitUntil(seconds: 120) { try await count(client, where: "status = 'enviada'") == 2_000 }
+            }
+            #expect(drained, "worker output: \(worker.standardErrorSoFar)")
+            worker.signal(SIGTERM)
+            let output = await worker.waitForExit()
+            #expect(output.status == 0, "\(output.standardError)")
+            #expect(Set(recordedIDs(record)) == ids)
+            // It did see the outage (and carried on).
+            #expect(output.standardError.contains("LISTEN connection lost"), "\(output.standardError)")
+        }
+    }
+
+    @Test func aWorkerWithoutASenderRefusesToStart() async throws {
+        let output = try await FilaProcess.run(["worker"], environment: ["DATABASE_URL": "postgres://u@127.0.0.1:1/db"])
+        #expect(output.status == 78)
+        #expect(output.errorLines == ["fila: FILA_SENDER is not set: choose where messages go with --sender or FILA_SENDER (available: sandbox)"])
+
+        let unknown = try await FilaProcess.run(["worker", "--sender", "carrier-pigeon"], environment: ["DATABASE_URL": "postgres://u@127.0.0.1:1/db"])
+        #expect(unknown.status == 78)
+        #expect(unknown.errorLines == ["fila: FILA_SENDER is 'carrier-pigeon'; available: sandbox"])
+    }
+}
