@@ -9,13 +9,14 @@ struct FilaCommand: AsyncParsableCommand {
         abstract: "Postgres-backed message queue and job runner for WhatsApp sends.",
         discussion: """
             Postgres is the queue, the lock manager, the heartbeat store and the audit log.
-            Run `fila migrate` once per release, then any number of `fila serve` processes.
+            Run `fila migrate` once per release, then any number of `fila serve` and
+            `fila worker` processes (or `fila all`, both in one).
 
             Exit codes: 0 success, 1 failure, 64 usage error, 65 inconsistent schema,
             69 database unreachable, 78 configuration error.
             """,
         version: FilaVersion.current,
-        subcommands: [MigrateCommand.self, ServeCommand.self, WorkerCommand.self, EnqueueCommand.self, VersionCommand.self]
+        subcommands: [MigrateCommand.self, ServeCommand.self, WorkerCommand.self, AllCommand.self, EnqueueCommand.self, VersionCommand.self]
     )
 }
 

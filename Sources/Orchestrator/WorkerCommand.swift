@@ -3,6 +3,7 @@ import Database
 import Logging
 import PostgresNIO
 import Queue
+import ServiceLifecycle
 
 /// `fila worker`.
 struct WorkerCommand: AsyncParsableCommand {
@@ -24,7 +25,30 @@ struct WorkerCommand: AsyncParsableCommand {
     )
 
     @OptionGroup var global: GlobalOptions
+    @OptionGroup var worker: WorkerOptions
 
+    func run() async throws {
+        try await reportingErrors {
+            let context = try CommandContext(options: global)
+            let configuration = context.configuration
+            let databaseURL = try configuration.requireDatabaseURL()
+            let sender = try worker.makeSender(configuration: configuration)
+            let client = PostgresClient(
+                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
+                backgroundLogger: context.logger
+            )
+            try await FilaServices.run(
+                [.init(service: client, serviceName: "postgres")]
+                    + worker.services(kind: .worker, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger),
+                configuration: configuration,
+                logger: context.logger
+            )
+        }
+    }
+}
+
+/// The worker's options, shared by `fila worker` and `fila all`.
+struct WorkerOptions: ParsableArguments {
     @Option(help: "The most messages in flight at once.")
     var concurrency = 50
 
@@ -43,45 +67,40 @@ struct WorkerCommand: AsyncParsableCommand {
         guard (10...600_000).contains(pollIntervalMilliseconds) else { throw ValidationError("--poll-interval-ms must be 10-600000") }
     }
 
-    func run() async throws {
-        try await reportingErrors {
-            let context = try CommandContext(options: global)
-            let configuration = context.configuration
-            let logger = context.logger
-            let databaseURL = try configuration.requireDatabaseURL()
-            let sender = try SenderFactory.make(name: sender ?? configuration.sender, configuration: configuration)
+    func makeSender(configuration: FilaConfiguration) throws -> any MessageSender {
+        try SenderFactory.make(name: sender ?? configuration.sender, configuration: configuration)
+    }
 
-            let client = PostgresClient(
-                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
-                backgroundLogger: logger
-            )
-            let identity = ProcessIdentity(kind: .worker, version: FilaVersion.current)
-            let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: logger)
-            let wake = WakeSignal()
-            let worker = Worker(
-                configuration: .init(
-                    concurrency: concurrency,
-                    batchSize: batch,
-                    pollInterval: .milliseconds(pollIntervalMilliseconds),
-                    drainTimeout: configuration.drainTimeout
-                ),
-                queue: MessageQueue(client: client),
-                sender: sender,
-                heartbeat: heartbeat,
-                wake: wake,
-                logger: logger
-            )
-            try await FilaServices.run(
-                [
-                    .init(service: client, serviceName: "postgres"),
-                    .init(service: heartbeat, serviceName: "heartbeat"),
-                    .init(service: QueueListener(url: configuration.databaseListenURL ?? databaseURL, wake: wake, logger: logger), serviceName: "listener"),
-                    .init(service: worker, serviceName: "worker"),
-                ],
-                configuration: configuration,
-                logger: logger
-            )
-        }
+    /// Heartbeat, LISTEN connection and worker loop, to run after `client` in one group.
+    func services(
+        kind: ProcessIdentity.Kind,
+        client: PostgresClient,
+        sender: any MessageSender,
+        databaseURL: DatabaseURL,
+        configuration: FilaConfiguration,
+        logger: Logger
+    ) -> [ServiceGroupConfiguration.ServiceConfiguration] {
+        let identity = ProcessIdentity(kind: kind, version: FilaVersion.current)
+        let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: logger)
+        let wake = WakeSignal()
+        let worker = Worker(
+            configuration: .init(
+                concurrency: concurrency,
+                batchSize: batch,
+                pollInterval: .milliseconds(pollIntervalMilliseconds),
+                drainTimeout: configuration.drainTimeout
+            ),
+            queue: MessageQueue(client: client),
+            sender: sender,
+            heartbeat: heartbeat,
+            wake: wake,
+            logger: logger
+        )
+        return [
+            .init(service: heartbeat, serviceName: "heartbeat"),
+            .init(service: QueueListener(url: configuration.databaseListenURL ?? databaseURL, wake: wake, logger: logger), serviceName: "listener"),
+            .init(service: worker, serviceName: "worker"),
+        ]
     }
 }
 

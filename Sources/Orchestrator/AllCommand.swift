@@ -1,0 +1,44 @@
+import ArgumentParser
+import Logging
+import PostgresNIO
+
+/// `fila all`: the API and a worker in one process, sharing one connection pool.
+struct AllCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "all",
+        abstract: "Run the HTTP API and a worker in one process until SIGTERM or SIGINT.",
+        discussion: """
+            For a single machine or development (ops/dev runs it with the sandbox sender). \
+            It behaves exactly like `fila serve` and `fila worker` run side by side; in \
+            production you may prefer to scale them separately. Takes the worker's options; \
+            the sender must be chosen explicitly, as for `fila worker`.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var worker: WorkerOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let context = try CommandContext(options: global)
+            let configuration = context.configuration
+            let databaseURL = try configuration.requireDatabaseURL()
+            let sender = try worker.makeSender(configuration: configuration)
+            let client = PostgresClient(
+                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
+                backgroundLogger: context.logger
+            )
+            let application = HTTPServer.makeApplication(configuration: configuration, logger: context.logger)
+            // The HTTP server stops last: health stays answerable while the worker drains.
+            try await FilaServices.run(
+                [
+                    .init(service: client, serviceName: "postgres"),
+                    .init(service: application, serviceName: "http"),
+                ]
+                    + worker.services(kind: .all, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger),
+                configuration: configuration,
+                logger: context.logger
+            )
+        }
+    }
+}
