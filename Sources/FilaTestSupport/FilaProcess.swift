@@ -39,14 +39,15 @@ public struct FilaProcess: Sendable {
         return environment
     }
 
-    /// Runs `fila ARGUMENTS` to completion and returns its status and output.
-    public static func run(_ arguments: [String], environment extra: [String: String] = [:]) async throws -> Output {
-        let process = try start(arguments, environment: extra)
+    /// Runs `fila ARGUMENTS` to completion and returns its status and output. `input`, when
+    /// given, is written to its standard input (otherwise it reads an empty one).
+    public static func run(_ arguments: [String], environment extra: [String: String] = [:], input: Data? = nil) async throws -> Output {
+        let process = try start(arguments, environment: extra, input: input)
         return await process.waitForExit()
     }
 
     /// Starts `fila ARGUMENTS` and returns at once; pair with `waitForExit()` or `terminate`.
-    public static func start(_ arguments: [String], environment extra: [String: String] = [:]) throws -> RunningFila {
+    public static func start(_ arguments: [String], environment extra: [String: String] = [:], input: Data? = nil) throws -> RunningFila {
         let process = Process()
         process.executableURL = try executableURL()
         process.arguments = arguments
@@ -55,9 +56,19 @@ public struct FilaProcess: Sendable {
         let stderr = Pipe()
         process.standardOutput = stdout
         process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
+        let stdin = input.map { _ in Pipe() }
+        process.standardInput = stdin ?? FileHandle.nullDevice
         let running = RunningFila(process: process, stdout: stdout, stderr: stderr)
         try process.run()
+        if let stdin, let input {
+            // On a thread of its own: a large input must not block the caller while the
+            // child is still busy reading.
+            let writer = stdin.fileHandleForWriting
+            Thread.detachNewThread {
+                writer.write(input)
+                try? writer.close()
+            }
+        }
         return running
     }
 }

@@ -12,7 +12,8 @@ struct EnqueueCommand: AsyncParsableCommand {
         abstract: "Enqueue messages from a JSON-lines or CSV file (or standard input).",
         discussion: """
             One message per line (JSON lines) or per record (CSV with a header row). Fields are \
-            fila_mensagens' columns: cliente_id, telefone, conteudo (required), tipo, prioridade, \
+            fila_mensagens' columns: cliente_id, telefone, conteudo, tipo (required; resposta, \
+            campanha, followup or sistema, which decides the rate-limit weight), prioridade, \
             max_tentativas, agendar_para (ISO 8601), idempotency_key, correlation_id, metadata.
 
             Valid lines are inserted in batches; a line with an idempotency_key already queued \

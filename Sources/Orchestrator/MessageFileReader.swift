@@ -5,7 +5,7 @@ import Queue
 /// message per line (CSV: per record, with a header naming the columns). A line that cannot
 /// become a message is rejected with its number and reason; the others go on.
 ///
-/// Columns use `fila_mensagens`' names: cliente_id, telefone, conteudo (required), tipo,
+/// Columns use `fila_mensagens`' names: cliente_id, telefone, conteudo, tipo (required),
 /// prioridade, max_tentativas, agendar_para (ISO 8601), idempotency_key, correlation_id,
 /// metadata (a JSON object).
 enum MessageFileFormat: String, CaseIterable, Sendable {
@@ -145,7 +145,7 @@ enum MessageFileReader {
         for name in names where !columns.contains(name) {
             throw RejectedLine(line: header.line, reason: "unknown column '\(name)' in the header")
         }
-        for required in ["cliente_id", "telefone", "conteudo"] where !names.contains(required) {
+        for required in ["cliente_id", "telefone", "conteudo", "tipo"] where !names.contains(required) {
             throw RejectedLine(line: header.line, reason: "the header has no '\(required)' column")
         }
         return records.dropFirst().map { record in
@@ -170,13 +170,12 @@ enum MessageFileReader {
         guard let clienteID = fields["cliente_id"] else { return reject("cliente_id is missing") }
         guard let telefone = fields["telefone"] else { return reject("telefone is missing") }
         guard let conteudo = fields["conteudo"] else { return reject("conteudo is missing") }
-        var message = NewMessage(clienteID: clienteID, telefone: telefone, conteudo: conteudo)
-        if let text = fields["tipo"] {
-            guard let tipo = MessageKind(rawValue: text) else {
-                return reject("tipo '\(text)' is not one of \(MessageKind.allCases.map(\.rawValue).joined(separator: ", "))")
-            }
-            message.tipo = tipo
-        }
+        // tipo is required here: it decides how much of a doctor's daily budget a message
+        // costs, and a campaign file must not slip through as replies by default.
+        let kinds = MessageKind.allCases.map(\.rawValue).joined(separator: ", ")
+        guard let text = fields["tipo"] else { return reject("tipo is missing (one of \(kinds))") }
+        guard let tipo = MessageKind(rawValue: text) else { return reject("tipo '\(text)' is not one of \(kinds)") }
+        var message = NewMessage(clienteID: clienteID, telefone: telefone, conteudo: conteudo, tipo: tipo)
         if let text = fields["prioridade"] {
             guard let value = Int(text) else { return reject("prioridade '\(text)' is not a whole number") }
             message.prioridade = value
