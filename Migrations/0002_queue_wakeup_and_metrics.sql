@@ -19,8 +19,11 @@ CREATE TRIGGER fila_mensagens_notify
 --   pendentes                      rows waiting (due now or scheduled later)
 --   processando                    rows held by a worker
 --   enviadas_ultima_hora           rows sent in the last hour
---   erros_ultima_hora              rows whose latest attempt failed in the last hour
---                                  (outcome FAILED_*, whether retried, deferred or final)
+--   erros_ultima_hora              rows whose latest attempt failed in the last hour, retried
+--                                  or final: provider, timeout, validation, stuck, expired.
+--                                  Deferrals (rate limit, open circuit, no chip), guardrail
+--                                  blocks and hand-backs of a stopped or lost worker are not
+--                                  errors and are not counted.
 --   tempo_medio_processamento_ms   mean claim-to-sent time of the last hour's sends
 --   mensagem_mais_antiga_minutos   how long the most overdue due message has waited
 CREATE VIEW ops.fila_metricas AS
@@ -32,7 +35,8 @@ SELECT
         AND status = 'enviada') AS enviadas_ultima_hora,
     (SELECT count(*) FROM fila_mensagens
       WHERE outcome IS NOT NULL AND outcome_at > now() - interval '1 hour'
-        AND outcome LIKE 'FAILED\_%') AS erros_ultima_hora,
+        AND outcome IN ('FAILED_PROVIDER', 'FAILED_TIMEOUT', 'FAILED_VALIDATION',
+                        'FAILED_STUCK', 'FAILED_EXPIRED')) AS erros_ultima_hora,
     (SELECT round(avg(extract(epoch FROM outcome_at - processando_desde) * 1000))::bigint
        FROM fila_mensagens
       WHERE outcome IS NOT NULL AND outcome_at > now() - interval '1 hour'

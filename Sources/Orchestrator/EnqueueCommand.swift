@@ -45,47 +45,70 @@ struct EnqueueCommand: AsyncParsableCommand {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let databaseURL = try context.configuration.requireDatabaseURL()
-            let text = try readInput()
+            let data = try readInput()
             let format = MessageFileFormat(rawValue: format)!
 
-            var parsed: [(line: Int, result: Result<NewMessage, RejectedLine>)] = []
+            // Chunks of at most batchSize lines. JSON lines are parsed one chunk ahead of the
+            // insert, so parsing overlaps the database's work; CSV records can span lines and
+            // are parsed first.
+            var chunks: [@Sendable () -> [ParsedLine]] = []
+            var total = 0
             switch format {
             case .jsonl:
-                for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-                    let trimmed = line.hasSuffix("\r") ? line.dropLast() : line
-                    if trimmed.allSatisfy(\.isWhitespace) { continue }
-                    parsed.append((index + 1, MessageFileReader.message(fromJSONLine: trimmed, line: index + 1)))
+                let lines = MessageFileReader.jsonLineRanges(data)
+                total = lines.count
+                var start = 0
+                while start < lines.count {
+                    let slice = Array(lines[start..<min(start + batchSize, lines.count)])
+                    chunks.append { MessageFileReader.messages(fromJSONLines: data, lines: slice) }
+                    start += batchSize
                 }
             case .csv:
+                guard let text = String(data: data, encoding: .utf8) else {
+                    throw InputError(description: "the input is not UTF-8 text")
+                }
+                let parsed: [ParsedLine]
                 do {
                     parsed = try MessageFileReader.messages(fromCSV: text)
                 } catch {
                     throw InputError(description: "the CSV cannot be read: \(error)")
                 }
-            }
-
-            var rejected: [RejectedLine] = []
-            var valid: [NewMessage] = []
-            for entry in parsed {
-                switch entry.result {
-                case .success(let message): valid.append(message)
-                case .failure(let rejection): rejected.append(rejection)
+                total = parsed.count
+                var start = 0
+                while start < parsed.count {
+                    let slice = Array(parsed[start..<min(start + batchSize, parsed.count)])
+                    chunks.append { slice }
+                    start += batchSize
                 }
             }
 
-            let progress = ProgressBar(total: valid.count)
+            let progress = ProgressBar(total: total)
+            var done = 0
+            var rejected: [RejectedLine] = []
             var inserted = 0
             var duplicates = 0
             let logger = context.logger
             try await databaseURL.withConnection(logger: logger) { connection in
-                var start = 0
-                while start < valid.count {
-                    let end = min(start + batchSize, valid.count)
-                    let results = try await MessageQueue.enqueue(Array(valid[start..<end]), on: connection, logger: logger)
-                    inserted += results.filter(\.inserted).count
-                    duplicates += results.count - results.filter(\.inserted).count
-                    start = end
-                    progress.update(done: end)
+                var next: Task<[ParsedLine], Never>? = chunks.first.map { parse in Task { parse() } }
+                for index in chunks.indices {
+                    let parsed = await next!.value
+                    next = index + 1 < chunks.count ? Task { [parse = chunks[index + 1]] in parse() } : nil
+                    var valid: [NewMessage] = []
+                    valid.reserveCapacity(parsed.count)
+                    for entry in parsed {
+                        switch entry.result {
+                        case .success(let message): valid.append(message)
+                        case .failure(let rejection): rejected.append(rejection)
+                        }
+                    }
+                    if !valid.isEmpty {
+                        let results = try await MessageQueue.enqueue(valid, on: connection, logger: logger)
+                        let new = results.filter(\.inserted).count
+                        inserted += new
+                        duplicates += results.count - new
+                    }
+                    done += parsed.count
+                    progress.update(done: done)
                 }
             }
             progress.finish()
@@ -96,7 +119,7 @@ struct EnqueueCommand: AsyncParsableCommand {
         }
     }
 
-    private func readInput() throws -> String {
+    private func readInput() throws -> Data {
         let data: Data
         if let file, file != "-" {
             guard let contents = FileManager.default.contents(atPath: file) else {
@@ -106,12 +129,14 @@ struct EnqueueCommand: AsyncParsableCommand {
         } else {
             data = FileHandle.standardInput.readDataToEndOfFile()
         }
-        guard let text = String(data: data, encoding: .utf8) else {
+        guard String(validating: data, as: UTF8.self) != nil else {
             throw InputError(description: "the input is not UTF-8 text")
         }
-        return text
+        return data
     }
 }
+
+typealias ParsedLine = (line: Int, result: Result<NewMessage, RejectedLine>)
 
 /// A problem with the input file as a whole (unreadable, not UTF-8, a broken CSV header).
 struct InputError: Error, CustomStringConvertible {

@@ -33,35 +33,52 @@ enum MessageFileReader {
 
     // MARK: - JSON lines
 
-    static func message(fromJSONLine text: Substring, line: Int) -> Result<NewMessage, RejectedLine> {
-        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+    /// The byte ranges of the non-blank lines of JSON-lines input, with their line numbers.
+    /// Splits on newline bytes, with no Character processing: a campaign file has hundreds
+    /// of thousands of lines.
+    static func jsonLineRanges(_ data: Data) -> [(line: Int, range: Range<Int>)] {
+        var ranges: [(line: Int, range: Range<Int>)] = []
+        data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+            var start = 0
+            var line = 1
+            let count = bytes.count
+            while start < count {
+                var end = start
+                while end < count && bytes[end] != 0x0A { end += 1 }
+                var lineEnd = end
+                if lineEnd > start && bytes[lineEnd - 1] == 0x0D { lineEnd -= 1 }
+                if (start..<lineEnd).contains(where: { bytes[$0] != 0x20 && bytes[$0] != 0x09 }) {
+                    ranges.append((line, start..<lineEnd))
+                }
+                start = end + 1
+                line += 1
+            }
+        }
+        return ranges
+    }
+
+    /// Parses the given lines of `data` (from `jsonLineRanges`).
+    static func messages(fromJSONLines data: Data, lines: some Collection<(line: Int, range: Range<Int>)>) -> [(line: Int, result: Result<NewMessage, RejectedLine>)] {
+        let decoder = JSONDecoder()
+        return lines.map { entry in
+            (entry.line, message(fromJSONLine: data.subdata(in: entry.range), line: entry.line, decoder: decoder))
+        }
+    }
+
+    static func messages(fromJSONLines data: Data) -> [(line: Int, result: Result<NewMessage, RejectedLine>)] {
+        messages(fromJSONLines: data, lines: jsonLineRanges(data))
+    }
+
+    static func message(fromJSONLine data: Data, line: Int, decoder: JSONDecoder = JSONDecoder()) -> Result<NewMessage, RejectedLine> {
+        let object: JSONLineObject
+        do {
+            object = try decoder.decode(JSONLineObject.self, from: data)
+        } catch let rejection as JSONLineObject.Rejection {
+            return .failure(RejectedLine(line: line, reason: rejection.reason))
+        } catch {
             return .failure(RejectedLine(line: line, reason: "not a JSON object"))
         }
-        var fields: [String: String] = [:]
-        for (key, value) in object {
-            guard columns.contains(key) else {
-                return .failure(RejectedLine(line: line, reason: "unknown field '\(key)'"))
-            }
-            switch value {
-            case is NSNull:
-                continue
-            case let string as String:
-                fields[key] = string
-            case let number as NSNumber where key == "prioridade" || key == "max_tentativas":
-                guard let whole = Int(exactly: number.doubleValue) else {
-                    return .failure(RejectedLine(line: line, reason: "\(key) must be a whole number"))
-                }
-                fields[key] = String(whole)
-            case let nested as [String: Any] where key == "metadata":
-                guard let data = try? JSONSerialization.data(withJSONObject: nested, options: [.sortedKeys]) else {
-                    return .failure(RejectedLine(line: line, reason: "metadata is not serialisable"))
-                }
-                fields[key] = String(decoding: data, as: UTF8.self)
-            default:
-                return .failure(RejectedLine(line: line, reason: "\(key) has the wrong type"))
-            }
-        }
-        return message(from: Record(line: line, fields: fields))
+        return message(from: Record(line: line, fields: object.fields))
     }
 
     // MARK: - CSV (RFC 4180)
@@ -204,5 +221,108 @@ enum MessageFileReader {
     static func parseTimestamp(_ text: String) -> Date? {
         if let date = try? Date(text, strategy: .iso8601) { return date }
         return try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+}
+
+/// One JSON-lines record: an object whose keys are column names and whose values are
+/// strings, whole numbers (prioridade, max_tentativas), an object (metadata) or null.
+struct JSONLineObject: Decodable {
+    struct Rejection: Error {
+        let reason: String
+    }
+
+    struct Key: CodingKey {
+        let stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    var fields: [String: String] = [:]
+
+    init(from decoder: any Decoder) throws {
+        let container: KeyedDecodingContainer<Key>
+        do {
+            container = try decoder.container(keyedBy: Key.self)
+        } catch {
+            throw Rejection(reason: "not a JSON object")
+        }
+        for key in container.allKeys {
+            let name = key.stringValue
+            guard MessageFileReader.columns.contains(name) else { throw Rejection(reason: "unknown field '\(name)'") }
+            if try container.decodeNil(forKey: key) { continue }
+            switch name {
+            case "prioridade", "max_tentativas":
+                if let whole = try? container.decode(Int.self, forKey: key) {
+                    fields[name] = String(whole)
+                } else if let text = try? container.decode(String.self, forKey: key) {
+                    fields[name] = text
+                } else if (try? container.decode(Double.self, forKey: key)) != nil {
+                    throw Rejection(reason: "\(name) must be a whole number")
+                } else {
+                    throw Rejection(reason: "\(name) has the wrong type")
+                }
+            case "metadata":
+                guard let value = try? container.decode(JSONValue.self, forKey: key), case .object = value else {
+                    throw Rejection(reason: "metadata has the wrong type")
+                }
+                fields[name] = value.text
+            default:
+                guard let text = try? container.decode(String.self, forKey: key) else {
+                    throw Rejection(reason: "\(name) has the wrong type")
+                }
+                fields[name] = text
+            }
+        }
+    }
+}
+
+/// Any JSON value, to carry `metadata` through as text.
+enum JSONValue: Codable, Equatable {
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case number(Double)
+    case string(String)
+    case array([JSONValue])
+    case object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Int.self) {
+            self = .integer(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .integer(let value): try container.encode(value)
+        case .number(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+
+    /// Compact JSON text with sorted keys.
+    var text: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 }

@@ -62,6 +62,9 @@ extension MessageQueue {
 
     /// Seed T01.2: rows `pendente` for longer than `maximumAge` (default 24 hours) since
     /// they were created are cancelled with outcome FAILED_EXPIRED. Returns the count.
+    /// A row scheduled for later (`agendar_para` still ahead) is not stale, only waiting:
+    /// it is judged once it is due, so a message booked two days out is not cancelled
+    /// before its time.
     @discardableResult
     public func expireOld(maximumAge: Duration = .seconds(86_400), logger: Logger) async throws -> Int {
         let query: PostgresQuery = """
@@ -71,6 +74,7 @@ extension MessageQueue {
                        outcome_reason_code = 'expired:' || \(Int(maximumAge.seconds / 3600)) || 'h',
                        outcome_at = now(), updated_at = now()
                  WHERE m.status = 'pendente'
+                   AND m.agendar_para <= now()
                    AND m.created_at < now() - make_interval(secs => \(maximumAge.seconds))
                 RETURNING 1)
             SELECT count(*) FROM expired

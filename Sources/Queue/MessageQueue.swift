@@ -86,7 +86,8 @@ public struct MessageQueue: Sendable {
     /// input knows its row; a row skipped by ON CONFLICT is a duplicate, whose existing id is
     /// looked up by key.
     private static func insertChunk(_ messages: ArraySlice<NewMessage>, on connection: PostgresConnection, logger: Logger) async throws -> [EnqueueResult] {
-        let ids = messages.map { _ in UUID() }
+        let now = Date()
+        let ids = messages.map { _ in TimeOrderedID.make(at: now) }
         // Arrays cannot carry NULL elements here, so absent values travel as sentinels
         // ('' for text, the epoch for a time) and become NULL again in SQL.
         let epoch = Date(timeIntervalSince1970: 0)

@@ -66,8 +66,10 @@ struct MaintenanceTests {
 
     @Test func pendingRowsOlderThanADayAreCancelledAsExpired() async throws {
         try await withQueue { queue throws in
-            let ids = try await queue.enqueue([message(1), message(2), message(3)], logger: logger).map(\.id)
-            try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '25 hours' WHERE id IN ('\(ids[0])', '\(ids[2])')")
+            let ids = try await queue.enqueue([message(1), message(2), message(3), message(4)], logger: logger).map(\.id)
+            try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '25 hours' WHERE id IN ('\(ids[0])', '\(ids[2])', '\(ids[3])')")
+            // Booked days ago for tomorrow: waiting, not stale.
+            try await queue.execute("UPDATE fila_mensagens SET agendar_para = now() + interval '1 day' WHERE id = '\(ids[3])'")
             try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '23 hours' WHERE id = '\(ids[1])'")
             // An old row already being processed is not expired under its worker.
             try await queue.registerWorker("w1")
@@ -79,19 +81,22 @@ struct MaintenanceTests {
             #expect(expired.outcome == "FAILED_EXPIRED")
             #expect(try await queue.row(ids[1]).status == "pendente")
             #expect(try await queue.row(ids[2]).status == "processando")
+            #expect(try await queue.row(ids[3]).status == "pendente")
         }
     }
 
     @Test func metricsCountWhatTheRowsSay() async throws {
         try await withQueue { queue throws in
-            let ids = try await queue.enqueue((0..<6).map { message($0) }, logger: logger).map(\.id)
+            let ids = try await queue.enqueue((0..<7).map { message($0) }, logger: logger).map(\.id)
             try await queue.registerWorker("w1")
-            let claimed = try await queue.claim(workerID: "w1", limit: 4, logger: logger)
+            let claimed = try await queue.claim(workerID: "w1", limit: 5, logger: logger)
             _ = try await queue.finish(
                 [
                     AttemptResult(messageID: claimed[0].id, claim: claimed[0].claim, resolution: .sent(provider: nil, providerMessageID: nil, chipID: nil)),
                     AttemptResult(messageID: claimed[1].id, claim: claimed[1].claim, resolution: .sent(provider: nil, providerMessageID: nil, chipID: nil)),
                     AttemptResult(messageID: claimed[2].id, claim: claimed[2].claim, resolution: .retry(outcome: .failedProvider, reasonCode: "x", error: "x", retryAfter: .seconds(600))),
+                    // A deferral is not an error.
+                    AttemptResult(messageID: claimed[3].id, claim: claimed[3].claim, resolution: .deferred(outcome: .failedRateLimit, reasonCode: "rate_limit:medico-3", until: .seconds(3600))),
                 ],
                 logger: logger
             )
@@ -102,7 +107,7 @@ struct MaintenanceTests {
             try await queue.execute("UPDATE fila_mensagens SET agendar_para = now() - interval '42 minutes 30 seconds' WHERE id = '\(waiting)'")
 
             let metrics = try await queue.metrics(logger: logger)
-            #expect(metrics.pendentes == 3)  // two never claimed, one retry
+            #expect(metrics.pendentes == 4)  // two never claimed, one retry, one deferral
             #expect(metrics.processando == 1)
             #expect(metrics.enviadasUltimaHora == 2)
             #expect(metrics.errosUltimaHora == 1)
