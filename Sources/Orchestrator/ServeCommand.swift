@@ -2,6 +2,7 @@ import ArgumentParser
 import Hummingbird
 import Logging
 import PostgresNIO
+import Queue
 import ServiceLifecycle
 
 /// `fila serve`.
@@ -28,9 +29,17 @@ struct ServeCommand: AsyncParsableCommand {
                 backgroundLogger: context.logger
             )
             let application = HTTPServer.makeApplication(configuration: configuration, logger: context.logger)
+            // Every process is visible in worker_heartbeats, the API included.
+            let heartbeat = HeartbeatService(
+                client: client,
+                identity: ProcessIdentity(kind: .api, version: FilaVersion.current),
+                stats: ProcessStats(),
+                logger: context.logger
+            )
             try await FilaServices.run(
                 [
                     .init(service: client, serviceName: "postgres"),
+                    .init(service: heartbeat, serviceName: "heartbeat"),
                     .init(service: application, serviceName: "http"),
                 ],
                 configuration: configuration,

@@ -71,8 +71,7 @@ public final class ProcessStats: Sendable {
 
 /// Upserts this process's `worker_heartbeats` row every `interval` (seed T01.6).
 ///
-/// A failed write is logged and retried on the next tick; it never stops the process. On
-/// graceful shutdown the owner writes the final `stopped` row itself, once its work is done.
+/// A failed write is logged and retried on the next tick; it never stops the process.
 public struct HeartbeatService: Service {
     public let client: PostgresClient
     public let identity: ProcessIdentity
@@ -88,8 +87,8 @@ public struct HeartbeatService: Service {
         self.logger = logger
     }
 
-    /// Beats until graceful shutdown reaches this service (after the worker, which starts
-    /// later in the group, has drained), then writes a last row with the final status.
+    /// Beats until graceful shutdown reaches this service (after the services started later
+    /// in the group, such as the worker, have stopped), then writes a last row: `stopped`.
     public func run() async throws {
         var failing = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -107,6 +106,7 @@ public struct HeartbeatService: Service {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
+        stats.set(.stopped)
         try? await beat()
     }
 

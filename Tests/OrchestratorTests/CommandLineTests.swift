@@ -151,9 +151,19 @@ struct CommandLineTests {
             let body = try await response.body.collect(upTo: 4096)
             #expect(String(buffer: body).contains(#""status":"pass""#))
 
+            // The API process is in worker_heartbeats like every other; stopped after SIGTERM.
+            let running = try await url.withConnection(logger: logger) { connection in
+                try await connection.query("SELECT kind, status FROM worker_heartbeats", logger: logger).collect().map { try $0.decode((String, String).self) }
+            }
+            #expect(running.map { [$0.0, $0.1] } == [["api", "running"]])
+
             serve.signal(SIGTERM)
             let output = await serve.waitForExit()
             #expect(output.status == 0, "\(output.standardError)")
+            let stopped = try await url.withConnection(logger: logger) { connection in
+                try await connection.query("SELECT status FROM worker_heartbeats", logger: logger).collect().map { try $0.decode(String.self) }
+            }
+            #expect(stopped == ["stopped"])
             for line in output.errorLines {
                 let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
                 #expect(object?["level"] != nil && object?["msg"] != nil, "not a JSON log line: \(line)")
