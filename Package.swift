@@ -40,6 +40,16 @@ let package = Package(
             ]
         ),
         .target(
+            name: "Jobs",
+            dependencies: [
+                "Database",
+                "Queue",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
             name: "Observability",
             dependencies: [
                 .product(name: "Logging", package: "swift-log"),
@@ -50,6 +60,7 @@ let package = Package(
             dependencies: [
                 "Database",
                 "Queue",
+                "Jobs",
                 "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -83,6 +94,10 @@ let package = Package(
         .testTarget(
             name: "QueueTests",
             dependencies: ["Queue", "FilaTestSupport"]
+        ),
+        .testTarget(
+            name: "JobsTests",
+            dependencies: ["Jobs", "FilaTestSupport"]
         ),
         .testTarget(
             name: "OrchestratorTests",

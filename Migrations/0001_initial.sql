@@ -106,7 +106,7 @@ CREATE INDEX fila_mensagens_correlation_idx
 
 CREATE TABLE worker_heartbeats (
     id              text PRIMARY KEY CHECK (length(id) BETWEEN 1 AND 200),
-    kind            text NOT NULL CHECK (kind IN ('worker', 'scheduler', 'api', 'all')),
+    kind            text NOT NULL CHECK (kind IN ('worker', 'scheduler', 'api', 'all', 'cli')),
     host            text NOT NULL,
     pid             integer NOT NULL CHECK (pid > 0),
     version         text NOT NULL,

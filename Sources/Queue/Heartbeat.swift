@@ -19,7 +19,7 @@ import Synchronization
 /// Who a process is in `worker_heartbeats` and in `fila_mensagens.worker_id`.
 public struct ProcessIdentity: Sendable, Hashable {
     public enum Kind: String, Sendable {
-        case worker, scheduler, api, all
+        case worker, scheduler, api, all, cli
     }
 
     /// `host:pid:random`: unique across machines and restarts.

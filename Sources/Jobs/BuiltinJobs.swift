@@ -1,0 +1,288 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Database
+import Logging
+import PostgresNIO
+import Queue
+
+/// The maintenance jobs every Fila installation runs. Their results are JSON objects in
+/// `job_executions.result`; the checks report what they found there (and, once alerting is
+/// wired, to Slack).
+public enum BuiltinJobs {
+    public struct Settings: Sendable {
+        /// Cron schedules are evaluated here (the TZ setting).
+        public var timeZone: TimeZone
+        /// Pending messages due longer than `backlogAge` above `backlogLimit` are a backlog (T01.5).
+        public var backlogLimit: Int
+        public var backlogAge: Duration
+        /// Metric snapshots are kept this long (T03.2).
+        public var metricsRetention: Duration
+        /// Ended messages older than this move to fila_mensagens_arquivo.
+        public var archiveAfter: Duration
+        public var archiveBatchSize: Int
+        /// A process silent this long is lost (T01.6).
+        public var heartbeatTimeout: Duration
+
+        public init(
+            timeZone: TimeZone,
+            backlogLimit: Int = 50,
+            backlogAge: Duration = .seconds(1800),
+            metricsRetention: Duration = .seconds(7 * 86_400),
+            archiveAfter: Duration = .seconds(30 * 86_400),
+            archiveBatchSize: Int = 5000,
+            heartbeatTimeout: Duration = .seconds(120)
+        ) {
+            self.timeZone = timeZone
+            self.backlogLimit = backlogLimit
+            self.backlogAge = backlogAge
+            self.metricsRetention = metricsRetention
+            self.archiveAfter = archiveAfter
+            self.archiveBatchSize = archiveBatchSize
+            self.heartbeatTimeout = heartbeatTimeout
+        }
+    }
+
+    public static func all(settings: Settings) -> [JobDefinition] {
+        let zone = settings.timeZone
+        return [
+            JobDefinition(
+                name: "resetar-fila-travada",
+                schedule: .every(seconds: 900),
+                description: "Returns to the queue the messages of workers that stopped heart-beating, and those processing for over 60 minutes (T01.1)",
+                sla: .seconds(60)
+            ) { context in
+                let queue = MessageQueue(client: context.client)
+                let rescued = try await queue.rescueLostWorkers(heartbeatTimeout: settings.heartbeatTimeout, logger: context.logger)
+                let reset = try await queue.resetStuck(logger: context.logger)
+                return ["rescued": .integer(rescued), "reset": .integer(reset)]
+            },
+            JobDefinition(
+                name: "limpar-fila-antiga",
+                schedule: .cron(try! CronExpression("0 3 * * *"), timeZone: zone),
+                description: "Cancels messages pending for over 24 hours as FAILED_EXPIRED (T01.2)",
+                sla: .seconds(300)
+            ) { context in
+                ["expired": .integer(try await MessageQueue(client: context.client).expireOld(logger: context.logger))]
+            },
+            JobDefinition(
+                name: "verificar-fila-acumulada",
+                schedule: .every(seconds: 600),
+                description: "Reports a backlog: more than 50 messages due for over 30 minutes (T01.5)",
+                sla: .seconds(30)
+            ) { context in
+                try await checkBacklog(context, settings: settings)
+            },
+            JobDefinition(
+                name: "snapshot-metricas",
+                schedule: .every(seconds: 300),
+                description: "Samples the queue metrics into metrics_snapshots (T03.2)",
+                sla: .seconds(30)
+            ) { context in
+                try await snapshotMetrics(context, settings: settings)
+            },
+            JobDefinition(
+                name: "limpar-metricas-antigas",
+                schedule: .cron(try! CronExpression("30 3 * * *"), timeZone: zone),
+                description: "Deletes metric snapshots older than 7 days (T03.2)",
+                sla: .seconds(300)
+            ) { context in
+                try await deleteOldSnapshots(context, settings: settings)
+            },
+            JobDefinition(
+                name: "verificar-jobs-atrasados",
+                schedule: .every(seconds: 60),
+                description: "Reports jobs whose last success is older than twice their interval, and runs over their SLA (T03.6)",
+                sla: .seconds(30)
+            ) { context in
+                try await checkLateJobs(context)
+            },
+            JobDefinition(
+                name: "verificar-heartbeats",
+                schedule: .every(seconds: 60),
+                description: "Reports processes silent for over 2 minutes, and a queue with no live worker (T01.6)",
+                sla: .seconds(30)
+            ) { context in
+                try await checkHeartbeats(context, settings: settings)
+            },
+            JobDefinition(
+                name: "arquivar-fila",
+                schedule: .cron(try! CronExpression("0 4 * * *"), timeZone: zone),
+                description: "Moves ended messages older than 30 days to fila_mensagens_arquivo, in batches",
+                sla: .seconds(1800),
+                timeout: .seconds(3600)
+            ) { context in
+                try await archive(context, settings: settings)
+            },
+        ]
+    }
+
+    static func checkBacklog(_ context: JobContext, settings: Settings) async throws -> JSONValue {
+        let row = try await context.client.query(
+            """
+            SELECT count(*), coalesce(floor(extract(epoch FROM now() - min(agendar_para)) / 60), 0)::bigint
+              FROM fila_mensagens
+             WHERE status = 'pendente' AND agendar_para < now() - make_interval(secs => \(settings.backlogAge.seconds))
+            """,
+            logger: context.logger
+        ).collect().first!
+        let (count, oldest) = try row.decode((Int, Int).self)
+        let backlog = count > settings.backlogLimit
+        if backlog {
+            context.logger.warning("queue backlog", metadata: ["fila.overdue": .stringConvertible(count), "fila.oldest_minutes": .stringConvertible(oldest)])
+        }
+        return [
+            "acumulada": .bool(backlog),
+            "pendentes_atrasadas": .integer(count),
+            "mensagem_mais_antiga_minutos": .integer(oldest),
+            "limite": .integer(settings.backlogLimit),
+            "minutos": .integer(Int(settings.backlogAge.seconds / 60)),
+        ]
+    }
+
+    static func snapshotMetrics(_ context: JobContext, settings: Settings) async throws -> JSONValue {
+        let count = try await context.client.query(
+            """
+            WITH m AS (SELECT * FROM ops.fila_metricas),
+                 w AS (SELECT count(*) AS vivos FROM worker_heartbeats
+                        WHERE kind IN ('worker', 'all') AND status <> 'stopped'
+                          AND last_seen_at > now() - make_interval(secs => \(settings.heartbeatTimeout.seconds))),
+                 inserted AS (
+                INSERT INTO metrics_snapshots (metric_name, value)
+                SELECT name, value FROM m, w, LATERAL (VALUES
+                    ('fila_pendentes', m.pendentes::numeric),
+                    ('fila_processando', m.processando::numeric),
+                    ('fila_enviadas_ultima_hora', m.enviadas_ultima_hora::numeric),
+                    ('fila_erros_ultima_hora', m.erros_ultima_hora::numeric),
+                    ('fila_tempo_medio_processamento_ms', m.tempo_medio_processamento_ms::numeric),
+                    ('fila_mensagem_mais_antiga_minutos', m.mensagem_mais_antiga_minutos::numeric),
+                    ('workers_vivos', w.vivos::numeric)
+                ) AS v(name, value)
+                WHERE value IS NOT NULL
+                RETURNING 1)
+            SELECT count(*) FROM inserted
+            """,
+            logger: context.logger
+        ).collect().first!.decode(Int.self)
+        return ["snapshots": .integer(count)]
+    }
+
+    static func deleteOldSnapshots(_ context: JobContext, settings: Settings) async throws -> JSONValue {
+        var total = 0
+        while true {
+            let deleted = try await context.client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM metrics_snapshots
+                     WHERE id IN (SELECT id FROM metrics_snapshots
+                                   WHERE created_at < now() - make_interval(secs => \(settings.metricsRetention.seconds))
+                                   LIMIT 10000)
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: context.logger
+            ).collect().first!.decode(Int.self)
+            total += deleted
+            if deleted < 10_000 || Task.isCancelled { break }
+        }
+        return ["removidas": .integer(total)]
+    }
+
+    static func checkLateJobs(_ context: JobContext) async throws -> JSONValue {
+        var late: [JSONValue] = []
+        let rows = try await context.client.query(
+            """
+            SELECT d.name, s.last_success,
+                   floor(extract(epoch FROM now() - coalesce(s.last_success, d.synced_at)))::bigint, d.late_after_seconds
+              FROM job_definitions d
+              LEFT JOIN LATERAL (SELECT max(finished_at) AS last_success FROM job_executions e
+                                  WHERE e.job_name = d.name AND e.status = 'success') s ON true
+             WHERE d.enabled
+               AND coalesce(s.last_success, d.synced_at) < now() - make_interval(secs => d.late_after_seconds)
+             ORDER BY d.name
+            """,
+            logger: context.logger
+        )
+        for try await (name, lastSuccess, age, limit) in rows.decode((String, Date?, Int, Int).self) {
+            late.append([
+                "job": .string(name),
+                "ultimo_sucesso": lastSuccess.map { .string($0.formatted(.iso8601)) } ?? .null,
+                "segundos_sem_sucesso": .integer(age),
+                "limite_segundos": .integer(limit),
+            ])
+        }
+        var overSLA: [JSONValue] = []
+        let running = try await context.client.query(
+            """
+            SELECT e.job_name, floor(extract(epoch FROM now() - e.started_at))::bigint, d.sla_seconds
+              FROM job_executions e JOIN job_definitions d ON d.name = e.job_name
+             WHERE e.status = 'running' AND e.started_at < now() - make_interval(secs => d.sla_seconds)
+             ORDER BY e.started_at
+            """,
+            logger: context.logger
+        )
+        for try await (name, seconds, sla) in running.decode((String, Int, Int).self) {
+            overSLA.append(["job": .string(name), "rodando_segundos": .integer(seconds), "sla_segundos": .integer(sla)])
+        }
+        if !late.isEmpty || !overSLA.isEmpty {
+            context.logger.warning("late jobs", metadata: ["jobs.late": .stringConvertible(late.count), "jobs.over_sla": .stringConvertible(overSLA.count)])
+        }
+        return ["atrasados": .array(late), "acima_do_sla": .array(overSLA)]
+    }
+
+    static func checkHeartbeats(_ context: JobContext, settings: Settings) async throws -> JSONValue {
+        var silent: [JSONValue] = []
+        var liveWorkers = 0
+        let rows = try await context.client.query(
+            """
+            SELECT id, kind, floor(extract(epoch FROM now() - last_seen_at))::bigint,
+                   last_seen_at > now() - make_interval(secs => \(settings.heartbeatTimeout.seconds))
+              FROM worker_heartbeats
+             WHERE status <> 'stopped'
+             ORDER BY last_seen_at
+            """,
+            logger: context.logger
+        )
+        for try await (id, kind, age, alive) in rows.decode((String, String, Int, Bool).self) {
+            if alive {
+                if kind == "worker" || kind == "all" { liveWorkers += 1 }
+            } else {
+                silent.append(["id": .string(id), "kind": .string(kind), "segundos_sem_heartbeat": .integer(age)])
+            }
+        }
+        if liveWorkers == 0 {
+            context.logger.warning("no worker is running: nothing is sending messages")
+        }
+        return ["sem_heartbeat": .array(silent), "workers_vivos": .integer(liveWorkers), "sem_worker": .bool(liveWorkers == 0)]
+    }
+
+    static func archive(_ context: JobContext, settings: Settings) async throws -> JSONValue {
+        var total = 0
+        while !Task.isCancelled {
+            let moved = try await context.client.query(
+                """
+                WITH moved AS (
+                    DELETE FROM fila_mensagens
+                     WHERE id IN (SELECT id FROM fila_mensagens
+                                   WHERE outcome IS NOT NULL
+                                     AND outcome_at < now() - make_interval(secs => \(settings.archiveAfter.seconds))
+                                     AND status IN ('enviada', 'erro', 'cancelada')
+                                   ORDER BY outcome_at
+                                   LIMIT \(settings.archiveBatchSize)
+                                   FOR UPDATE SKIP LOCKED)
+                    RETURNING *),
+                 archived AS (
+                    INSERT INTO fila_mensagens_arquivo SELECT moved.*, now() FROM moved
+                    RETURNING 1)
+                SELECT count(*) FROM archived
+                """,
+                logger: context.logger
+            ).collect().first!.decode(Int.self)
+            total += moved
+            if moved < settings.archiveBatchSize { break }
+        }
+        return ["arquivadas": .integer(total)]
+    }
+}

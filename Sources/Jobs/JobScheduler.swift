@@ -1,0 +1,243 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Database
+import Logging
+import PostgresNIO
+import Queue
+import ServiceLifecycle
+
+/// Runs periodic jobs on time, once per slot across every replica (seed T01.1, T01.2,
+/// T01.5, T03.2, T03.6).
+///
+/// Any number of processes may run a scheduler. Each tick reads the database clock and the
+/// `job_definitions` rows; a due slot belongs to the replica whose compare-and-set advances
+/// `next_run_at`, and its `job_executions` row is unique per `(job_name, scheduled_for)`, so
+/// a slot runs once by constraint, never because a leader decided. After downtime a job runs
+/// once to catch up and the slots it missed are recorded as `skipped`. A job disabled with
+/// psql (`enabled = false`) is not run from the next tick on; a `pending` row inserted with
+/// psql is run within a tick. A run whose process stopped heart-beating is marked `failed`.
+public struct JobScheduler: Service {
+    public struct Configuration: Sendable {
+        /// How often due slots and requested runs are looked for.
+        public var tickInterval: Duration
+        /// A process silent for this long no longer owns its running jobs.
+        public var heartbeatTimeout: Duration
+        /// Missed slots recorded as `skipped` after downtime, at most (the newest).
+        public var maximumSkippedSlots: Int
+
+        public init(tickInterval: Duration = .seconds(1), heartbeatTimeout: Duration = .seconds(120), maximumSkippedSlots: Int = 1000) {
+            self.tickInterval = tickInterval
+            self.heartbeatTimeout = heartbeatTimeout
+            self.maximumSkippedSlots = maximumSkippedSlots
+        }
+    }
+
+    public let catalog: JobCatalog
+    public let runner: JobRunner
+    public let configuration: Configuration
+    let logger: Logger
+
+    public init(catalog: JobCatalog, runner: JobRunner, configuration: Configuration = .init(), logger: Logger) {
+        self.catalog = catalog
+        self.runner = runner
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        var synced = false
+        var failing = false
+        logger.info("scheduler started", metadata: ["scheduler.jobs": .stringConvertible(catalog.jobs.count)])
+        await withDiscardingTaskGroup { runs in
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
+                do {
+                    if !synced {
+                        try await catalog.sync(client: runner.client, logger: logger)
+                        synced = true
+                    }
+                    for (job, executionID) in try await tick() {
+                        runs.addTask {
+                            do {
+                                _ = try await runner.run(job, executionID: executionID, logger: logger)
+                            } catch {
+                                logger.error("job run could not be recorded", metadata: ["job.name": .string(job.name), "error": .string(String(reflecting: error))])
+                            }
+                        }
+                    }
+                    if failing {
+                        logger.info("scheduler reaches the database again")
+                        failing = false
+                    }
+                } catch {
+                    if !failing {
+                        logger.error("scheduler tick failed; retrying every tick", metadata: ["error": .string(String(reflecting: error))])
+                        failing = true
+                    }
+                }
+                try? await cancelWhenGracefulShutdown { try await Task.sleep(for: configuration.tickInterval) }
+            }
+            // Runs in progress finish (or are cancelled when the shutdown time is up).
+        }
+        logger.info("scheduler stopped")
+    }
+
+    /// One pass: fail runs of dead processes, claim due slots and requested runs. Returns
+    /// the executions this process must now run.
+    public func tick() async throws -> [(JobDefinition, UUID)] {
+        try await failRunsOfLostProcesses()
+        var claimed: [(JobDefinition, UUID)] = []
+        for state in try await dueJobs() {
+            guard let job = catalog[state.name] else { continue }
+            if let id = try await claimSlots(of: job, state: state) {
+                claimed.append((job, id))
+            }
+        }
+        claimed += try await claimRequestedRuns()
+        return claimed
+    }
+
+    struct DueState {
+        let name: String
+        let enabled: Bool
+        let nextRunAt: Date?
+        let now: Date
+    }
+
+    /// Jobs of this catalog whose next slot has come (or was never set).
+    private func dueJobs() async throws -> [DueState] {
+        let names = catalog.jobs.map(\.name)
+        var due: [DueState] = []
+        let rows = try await runner.client.query(
+            """
+            SELECT name, enabled, next_run_at, now() FROM job_definitions
+             WHERE name = ANY(\(names)) AND (next_run_at IS NULL OR next_run_at <= now())
+            """,
+            logger: logger
+        )
+        for try await (name, enabled, next, now) in rows.decode((String, Bool, Date?, Date).self) {
+            due.append(DueState(name: name, enabled: enabled, nextRunAt: next, now: now))
+        }
+        return due
+    }
+
+    /// Advances the job's `next_run_at` past now (compare-and-set: one replica wins) and, if
+    /// enabled, records the missed slots as skipped and the newest as this process's run.
+    private func claimSlots(of job: JobDefinition, state: DueState) async throws -> UUID? {
+        guard let newNext = job.schedule.nextSlot(after: state.now) else { return nil }
+        let slots: [Date]
+        if let nextRunAt = state.nextRunAt {
+            slots = [nextRunAt] + job.schedule.slots(after: nextRunAt, through: state.now, limit: configuration.maximumSkippedSlots)
+        } else {
+            slots = []  // first sight of the job: schedule it, run nothing yet
+        }
+        let workerID = runner.workerID
+        let maximumSkipped = configuration.maximumSkippedSlots
+        return try await runner.client.withTransaction(logger: logger) { connection -> UUID? in
+            let advanced = try await connection.query(
+                """
+                UPDATE job_definitions SET next_run_at = \(newNext)
+                 WHERE name = \(job.name) AND next_run_at IS NOT DISTINCT FROM \(state.nextRunAt)
+                RETURNING enabled
+                """,
+                logger: logger
+            ).collect()
+            guard let row = advanced.first, try row.decode(Bool.self), let slot = slots.last else { return nil }
+            let missed = Array(slots.dropLast().suffix(maximumSkipped))
+            if !missed.isEmpty {
+                try await connection.query(
+                    """
+                    INSERT INTO job_executions (job_name, scheduled_for, status, finished_at, error, triggered_by, worker_id)
+                    SELECT \(job.name), slot, 'skipped', now(), 'missed while no scheduler ran; caught up by the run for ' || \(slot)::timestamptz,
+                           'scheduler', \(workerID)
+                      FROM unnest(\(missed)::timestamptz[]) AS slot
+                    ON CONFLICT (job_name, scheduled_for) WHERE triggered_by = 'scheduler' DO NOTHING
+                    """,
+                    logger: logger
+                )
+                logger.warning(
+                    "job slots missed while no scheduler ran; catching up with one run",
+                    metadata: ["job.name": .string(job.name), "job.skipped": .stringConvertible(missed.count)]
+                )
+            }
+            return try await connection.query(
+                """
+                INSERT INTO job_executions (job_name, scheduled_for, status, triggered_by, worker_id)
+                VALUES (\(job.name), \(slot), 'pending', 'scheduler', \(workerID))
+                ON CONFLICT (job_name, scheduled_for) WHERE triggered_by = 'scheduler' DO NOTHING
+                RETURNING id
+                """,
+                logger: logger
+            ).collect().first?.decode(UUID.self)
+        }
+    }
+
+    /// Rows inserted with psql (`INSERT INTO job_executions (job_name) VALUES (…)`) wait as
+    /// `pending` with no worker; a scheduler takes a few per tick.
+    private func claimRequestedRuns() async throws -> [(JobDefinition, UUID)] {
+        let names = catalog.jobs.map(\.name)
+        var claimed: [(JobDefinition, UUID)] = []
+        let rows = try await runner.client.query(
+            """
+            UPDATE job_executions SET worker_id = \(runner.workerID)
+             WHERE id IN (SELECT id FROM job_executions
+                           WHERE status = 'pending' AND worker_id IS NULL AND job_name = ANY(\(names))
+                           ORDER BY created_at
+                           FOR UPDATE SKIP LOCKED
+                           LIMIT 10)
+            RETURNING id, job_name
+            """,
+            logger: logger
+        )
+        for try await (id, name) in rows.decode((UUID, String).self) {
+            if let job = catalog[name] { claimed.append((job, id)) }
+        }
+        // A request for a job no replica knows stays visible, then fails with a reason.
+        try await runner.client.query(
+            """
+            UPDATE job_executions e
+               SET status = 'failed', finished_at = now(),
+                   error = 'no job named ' || e.job_name || ' (see job_definitions)'
+             WHERE e.status = 'pending' AND e.worker_id IS NULL AND e.created_at < now() - interval '1 minute'
+               AND NOT EXISTS (SELECT 1 FROM job_definitions d WHERE d.name = e.job_name)
+            """,
+            logger: logger
+        )
+        return claimed
+    }
+
+    /// Runs (and claimed, unstarted runs) of processes whose heartbeat went stale: their
+    /// process died, and their advisory lock died with its connection.
+    private func failRunsOfLostProcesses() async throws {
+        let failed = try await runner.client.query(
+            """
+            WITH lost AS (
+                UPDATE job_executions e
+                   SET status = 'failed', finished_at = now(),
+                       duration_ms = CASE WHEN e.started_at IS NULL THEN NULL
+                                          ELSE greatest(0, (extract(epoch FROM now() - e.started_at) * 1000)::bigint) END,
+                       error = 'the process running it (' || e.worker_id || ') stopped heart-beating'
+                 WHERE e.status IN ('pending', 'running') AND e.worker_id IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h
+                                    WHERE h.id = e.worker_id AND h.status <> 'stopped'
+                                      AND h.last_seen_at > now() - make_interval(secs => \(configuration.heartbeatTimeout.seconds)))
+                RETURNING e.job_name)
+            SELECT job_name FROM lost
+            """,
+            logger: logger
+        ).collect()
+        for row in failed {
+            let name = try row.decode(String.self)
+            logger.warning("job run marked failed: its process stopped heart-beating", metadata: ["job.name": .string(name)])
+        }
+    }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
