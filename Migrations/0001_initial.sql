@@ -143,8 +143,9 @@ CREATE TABLE job_executions (
     correlation_id text,
     created_at     timestamptz NOT NULL DEFAULT now(),
 
+    -- A failed run may never have started (its process died first, or no job has its name).
     CONSTRAINT job_executions_running_started
-        CHECK (status NOT IN ('running', 'success', 'failed', 'timeout') OR started_at IS NOT NULL),
+        CHECK (status NOT IN ('running', 'success', 'timeout') OR started_at IS NOT NULL),
     CONSTRAINT job_executions_finished
         CHECK (status NOT IN ('success', 'failed', 'timeout', 'skipped') OR finished_at IS NOT NULL)
 );

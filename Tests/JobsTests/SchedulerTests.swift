@@ -1,0 +1,281 @@
+import Database
+import FilaTestSupport
+import Foundation
+import Jobs
+import Logging
+import PostgresNIO
+import Synchronization
+import Testing
+
+private let logger = TestDatabase.logger
+
+/// A database with a client, plus helpers to act as one or more fila processes.
+private struct Harness: Sendable {
+    let client: PostgresClient
+
+    /// A live process in worker_heartbeats (the scheduler fails runs of dead ones).
+    func process(_ id: String, lastSeen: String = "now()") async throws -> JobRunner {
+        try await execute(
+            "INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at) VALUES ('\(id)', 'scheduler', 'test', 1, 'test', \(lastSeen))"
+        )
+        return JobRunner(client: client, workerID: id)
+    }
+
+    func scheduler(_ catalog: JobCatalog, runner: JobRunner, tick: Duration = .milliseconds(50)) -> JobScheduler {
+        JobScheduler(catalog: catalog, runner: runner, configuration: .init(tickInterval: tick), logger: logger)
+    }
+
+    func execute(_ sql: String) async throws {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+    }
+
+    func rows(_ sql: String) async throws -> [PostgresRow] {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+    }
+
+    func int(_ sql: String) async throws -> Int {
+        try await rows(sql).first!.decode(Int.self)
+    }
+
+    /// (status, triggered_by) of a job's executions, oldest slot first.
+    func executions(_ job: String) async throws -> [(status: String, trigger: String, error: String?)] {
+        try await rows("SELECT status, triggered_by, error FROM job_executions WHERE job_name = '\(job)' ORDER BY scheduled_for, created_at")
+            .map { try $0.decode((String, String, String?).self) }
+            .map { (status: $0.0, trigger: $0.1, error: $0.2) }
+    }
+}
+
+private func withHarness(_ body: (Harness) async throws -> Void) async throws {
+    try await TestDatabase.withMigrated { url throws in
+        try await TestDatabase.withClient(url, maximumConnections: 20) { client throws in
+            try await body(Harness(client: client))
+        }
+    }
+}
+
+private func job(
+    _ name: String,
+    _ schedule: JobSchedule = .every(seconds: 60),
+    timeout: Duration = .seconds(30),
+    handler: @escaping JobDefinition.Handler = { _ in ["ok": true] }
+) -> JobDefinition {
+    JobDefinition(name: name, schedule: schedule, description: "test job", sla: .seconds(5), timeout: timeout, handler: handler)
+}
+
+/// Runs the tick's claimed executions the way the scheduler service does.
+private func tickAndRun(_ scheduler: JobScheduler) async throws -> [JobRunner.Outcome] {
+    var outcomes: [JobRunner.Outcome] = []
+    for (job, id) in try await scheduler.tick() {
+        outcomes.append(try await scheduler.runner.run(job, executionID: id, logger: logger))
+    }
+    return outcomes
+}
+
+@Suite("Job scheduler on Postgres")
+struct SchedulerTests {
+    /// Three replicas tick every 50 ms over an every-second job for about five seconds:
+    /// every slot from the first to the last ran exactly once, and none was skipped.
+    @Test func threeReplicasRunEachSlotExactlyOnce() async throws {
+        try await withHarness { harness throws in
+            let ran = Mutex<[Date]>([])
+            let catalog = try JobCatalog([
+                job("pulso", .every(seconds: 1)) { context in
+                    let slot = try await context.client.query("SELECT scheduled_for FROM job_executions WHERE id = \(context.executionID)", logger: logger)
+                        .collect().first!.decode(Date.self)
+                    ran.withLock { $0.append(slot) }
+                    return [:]
+                }
+            ])
+            var replicas: [JobScheduler] = []
+            for index in 1...3 {
+                replicas.append(harness.scheduler(catalog, runner: try await harness.process("replica-\(index)")))
+            }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for replica in replicas { group.addTask { try await replica.run() } }
+                try await Task.sleep(for: .milliseconds(5_500))
+                group.cancelAll()
+            }
+            let slots = try await harness.rows(
+                "SELECT scheduled_for, status, worker_id FROM job_executions WHERE job_name = 'pulso' ORDER BY scheduled_for"
+            ).map { try $0.decode((Date, String, String).self) }
+            #expect(slots.count >= 4)
+            #expect(slots.allSatisfy { $0.1 == "success" }, "\(slots)")
+            // Consecutive seconds: none missed, none twice.
+            let seconds = slots.map { Int($0.0.timeIntervalSince1970) }
+            #expect(seconds == Array(seconds[0]...seconds[seconds.count - 1]))
+            #expect(ran.withLock { $0.count } == slots.count)
+            #expect(Set(ran.withLock { $0 }).count == slots.count)
+        }
+    }
+
+    @Test func aSlowJobNeverOverlapsItself() async throws {
+        try await withHarness { harness throws in
+            let started = Mutex(0)
+            let slow = job("lento") { _ in
+                started.withLock { $0 += 1 }
+                try await Task.sleep(for: .milliseconds(1_500))
+                return ["done": true]
+            }
+            let catalog = try JobCatalog([slow])
+            let a = try await harness.process("a")
+            let b = try await harness.process("b")
+            try await catalog.sync(client: harness.client, logger: logger)
+
+            async let first = a.runNow(slow, trigger: .http, logger: logger)
+            try await Task.sleep(for: .milliseconds(300))
+            // Another replica, asked directly: refused, nothing written.
+            let second = try await b.runNow(slow, trigger: .cli, logger: logger)
+            guard case .alreadyRunning = second else { Issue.record("expected alreadyRunning, got \(second)"); return }
+            // The scheduler's slot comes due meanwhile: recorded as skipped, not run.
+            try await harness.execute("UPDATE job_definitions SET next_run_at = now() - interval '1 second' WHERE name = 'lento'")
+            let scheduled = try await tickAndRun(harness.scheduler(catalog, runner: b))
+            guard case .alreadyRunning = scheduled.first else { Issue.record("expected the slot skipped, got \(scheduled)"); return }
+
+            guard case .finished(let row) = try await first else { Issue.record("the first run did not finish"); return }
+            #expect(row.status == .success)
+            #expect(row.result == ["done": true])
+            #expect(row.durationMs.map { $0 >= 1_400 } == true)
+            #expect(started.withLock { $0 } == 1)
+            let executions = try await harness.executions("lento")
+            #expect(executions.map(\.status).sorted() == ["skipped", "success"])
+            #expect(executions.first { $0.status == "skipped" }?.error == "the previous run was still going")
+        }
+    }
+
+    @Test func aRunWhoseProcessDiedIsMarkedFailed() async throws {
+        try await withHarness { harness throws in
+            let catalog = try JobCatalog([job("orfao")])
+            try await catalog.sync(client: harness.client, logger: logger)
+            _ = try await harness.process("morto", lastSeen: "now() - interval '3 minutes'")
+            _ = try await harness.process("parado")
+            try await harness.execute("UPDATE worker_heartbeats SET status = 'stopped' WHERE id = 'parado'")
+            _ = try await harness.process("vivo")
+            for (worker, slot) in [("morto", 1), ("parado", 2), ("vivo", 3)] {
+                try await harness.execute(
+                    """
+                    INSERT INTO job_executions (job_name, scheduled_for, status, started_at, triggered_by, worker_id)
+                    VALUES ('orfao', now() - interval '\(slot) minutes', 'running', now() - interval '90 seconds', 'scheduler', '\(worker)')
+                    """
+                )
+            }
+            // Claimed but never started by the dead process.
+            try await harness.execute(
+                "INSERT INTO job_executions (job_name, scheduled_for, status, triggered_by, worker_id) VALUES ('orfao', now() - interval '4 minutes', 'pending', 'scheduler', 'morto')"
+            )
+            let survivor = harness.scheduler(catalog, runner: try await harness.process("sobrevivente"))
+            _ = try await survivor.tick()
+            #expect(try await harness.int("SELECT count(*) FROM job_executions WHERE status = 'failed' AND started_at IS NULL AND duration_ms IS NULL") == 1)
+            try await harness.execute("DELETE FROM job_executions WHERE started_at IS NULL")
+            let rows = try await harness.rows("SELECT worker_id, status, error, duration_ms FROM job_executions ORDER BY worker_id")
+                .map { try $0.decode((String, String, String?, Int64?).self) }
+            #expect(rows.map(\.0) == ["morto", "parado", "vivo"])
+            #expect(rows.map(\.1) == ["failed", "failed", "running"])
+            #expect(rows[0].2 == "the process running it (morto) stopped heart-beating")
+            #expect(rows[0].3.map { $0 >= 90_000 } == true)
+        }
+    }
+
+    /// Ten minutes without a scheduler: one catch-up run for the newest slot, the ten
+    /// before it recorded as skipped.
+    @Test func afterDowntimeOneRunCatchesUpAndMissedSlotsAreSkipped() async throws {
+        try await withHarness { harness throws in
+            let catalog = try JobCatalog([job("minuto", .every(seconds: 60))])
+            try await catalog.sync(client: harness.client, logger: logger)
+            try await harness.execute("UPDATE job_definitions SET next_run_at = date_trunc('minute', now()) - interval '10 minutes' WHERE name = 'minuto'")
+            let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1"))
+            let outcomes = try await tickAndRun(scheduler)
+            #expect(outcomes.count == 1)
+            let executions = try await harness.executions("minuto")
+            #expect(executions.count == 11)
+            #expect(executions.prefix(10).allSatisfy { $0.status == "skipped" && $0.trigger == "scheduler" })
+            #expect(executions.last?.status == "success")
+            let caughtUp = try await harness.rows(
+                "SELECT scheduled_for = date_trunc('minute', now()), (SELECT next_run_at = date_trunc('minute', now()) + interval '1 minute' FROM job_definitions) FROM job_executions WHERE status = 'success'"
+            ).first!.decode((Bool, Bool).self)
+            #expect(caughtUp == (true, true))
+            // Nothing more is due: a second tick runs nothing.
+            #expect(try await tickAndRun(scheduler).isEmpty)
+        }
+    }
+
+    @Test func aJobDisabledWithSQLStopsAndResumes() async throws {
+        try await withHarness { harness throws in
+            let catalog = try JobCatalog([job("pausavel")])
+            try await catalog.sync(client: harness.client, logger: logger)
+            let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1"))
+            try await harness.execute("UPDATE job_definitions SET enabled = false, next_run_at = now() - interval '5 minutes' WHERE name = 'pausavel'")
+            #expect(try await tickAndRun(scheduler).isEmpty)
+            #expect(try await harness.int("SELECT count(*) FROM job_executions") == 0)
+            // Its schedule moved on while disabled.
+            #expect(try await harness.int("SELECT count(*) FROM job_definitions WHERE next_run_at > now()") == 1)
+
+            // A restart (sync) leaves the operator's choice alone.
+            try await catalog.sync(client: harness.client, logger: logger)
+            #expect(try await harness.int("SELECT count(*) FROM job_definitions WHERE NOT enabled") == 1)
+
+            try await harness.execute("UPDATE job_definitions SET enabled = true, next_run_at = now() - interval '1 second' WHERE name = 'pausavel'")
+            #expect(try await tickAndRun(scheduler).count == 1)
+            #expect(try await harness.executions("pausavel").map(\.status) == ["success"])
+        }
+    }
+
+    @Test func aRunRequestedWithPsqlIsPickedUp() async throws {
+        try await withHarness { harness throws in
+            let catalog = try JobCatalog([job("manual") { context in ["execution": .string(context.executionID.uuidString.lowercased())] }])
+            try await catalog.sync(client: harness.client, logger: logger)
+            try await harness.execute("UPDATE job_definitions SET next_run_at = now() + interval '1 hour'")
+            try await harness.execute("INSERT INTO job_executions (job_name) VALUES ('manual')")
+            try await harness.execute("INSERT INTO job_executions (job_name, created_at) VALUES ('nao-existe', now() - interval '2 minutes')")
+            let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1"))
+            #expect(try await tickAndRun(scheduler).count == 1)
+            #expect(try await harness.executions("manual").map { [$0.status, $0.trigger] } == [["success", "psql"]])
+            let unknown = try await harness.executions("nao-existe")
+            #expect(unknown.map(\.status) == ["failed"])
+            #expect(unknown.first?.error == "no job named nao-existe (see job_definitions)")
+        }
+    }
+
+    @Test func failuresAndTimeoutsAreRecorded() async throws {
+        struct ProviderDown: Error, CustomStringConvertible {
+            var description: String { "provider down" }
+        }
+        try await withHarness { harness throws in
+            let failing = job("falha") { _ in throw ProviderDown() }
+            let hanging = job("trava", timeout: .milliseconds(200)) { _ in
+                try await Task.sleep(for: .seconds(30))
+                return [:]
+            }
+            _ = try JobCatalog([failing, hanging])
+            let runner = try await harness.process("s1")
+            guard case .finished(let failed) = try await runner.runNow(failing, trigger: .cli, logger: logger),
+                case .finished(let timedOut) = try await runner.runNow(hanging, trigger: .http, logger: logger)
+            else {
+                Issue.record("runs did not finish")
+                return
+            }
+            #expect(failed.status == .failed)
+            #expect(failed.error == "provider down")
+            #expect(failed.triggeredBy == .cli)
+            #expect(timedOut.status == .timeout)
+            #expect(timedOut.error == "still running after 0.2 seconds; cancelled")
+            #expect(timedOut.durationMs.map { $0 < 5_000 } == true)
+        }
+    }
+
+    @Test func syncKeepsTheNextRunUnlessTheScheduleChanged() async throws {
+        try await withHarness { harness throws in
+            let utc = TimeZone(identifier: "UTC")!
+            try await JobCatalog([job("relatorio", try JobSchedule("0 6 * * *", timeZone: utc))]).sync(client: harness.client, logger: logger)
+            try await harness.execute("UPDATE job_definitions SET next_run_at = '2030-01-01T06:00:00Z'")
+            try await JobCatalog([job("relatorio", try JobSchedule("0 6 * * *", timeZone: utc))]).sync(client: harness.client, logger: logger)
+            #expect(try await harness.int("SELECT count(*) FROM job_definitions WHERE next_run_at = '2030-01-01T06:00:00Z'") == 1)
+            try await JobCatalog([job("relatorio", try JobSchedule("0 7 * * *", timeZone: utc))]).sync(client: harness.client, logger: logger)
+            let row = try await harness.rows("SELECT schedule, extract(hour FROM next_run_at AT TIME ZONE 'UTC')::int, next_run_at > now() FROM job_definitions")
+                .first!.decode((String, Int, Bool).self)
+            #expect(row == ("cron 0 7 * * *", 7, true))
+            #expect(throws: ScheduleError("two jobs are named relatorio")) {
+                try JobCatalog([job("relatorio"), job("relatorio")])
+            }
+        }
+    }
+}
