@@ -47,6 +47,23 @@ public struct JobExecution: Sendable, Codable, Hashable {
           FROM job_executions e
         """
 
+    /// Ids as Postgres prints them (lowercase), so JSON and psql agree.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id.uuidString.lowercased(), forKey: .id)
+        try container.encode(jobName, forKey: .jobName)
+        try container.encode(scheduledFor, forKey: .scheduledFor)
+        try container.encode(startedAt, forKey: .startedAt)
+        try container.encode(finishedAt, forKey: .finishedAt)
+        try container.encode(status, forKey: .status)
+        try container.encode(durationMs, forKey: .durationMs)
+        try container.encode(result, forKey: .result)
+        try container.encode(error, forKey: .error)
+        try container.encode(triggeredBy, forKey: .triggeredBy)
+        try container.encode(workerID, forKey: .workerID)
+        try container.encode(correlationID, forKey: .correlationID)
+    }
+
     init(row: PostgresRow) throws {
         let (id, jobName, scheduledFor, startedAt, finishedAt, status, durationMs, result, error, triggeredBy, workerID, correlationID) =
             try row.decode((UUID, String, Date, Date?, Date?, String, Int64?, String?, String?, String, String?, String?).self)

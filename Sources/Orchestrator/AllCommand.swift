@@ -2,14 +2,15 @@ import ArgumentParser
 import Logging
 import PostgresNIO
 
-/// `fila all`: the API and a worker in one process, sharing one connection pool.
+/// `fila all`: the API, a worker and the scheduler in one process, sharing one pool.
 struct AllCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "all",
-        abstract: "Run the HTTP API and a worker in one process until SIGTERM or SIGINT.",
+        abstract: "Run the HTTP API, a worker and the job scheduler in one process until SIGTERM or SIGINT.",
         discussion: """
             For a single machine or development (ops/dev runs it with the sandbox sender). \
-            It behaves exactly like `fila serve` and `fila worker` run side by side; in \
+            It behaves exactly like `fila serve`, `fila worker` and `fila scheduler` run side \
+            by side; in \
             production you may prefer to scale them separately. Takes the worker's options; \
             the sender must be chosen explicitly, as for `fila worker`.
             """
@@ -28,14 +29,21 @@ struct AllCommand: AsyncParsableCommand {
                 configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
                 backgroundLogger: context.logger
             )
-            let application = HTTPServer.makeApplication(configuration: configuration, logger: context.logger)
+            let workerServices = worker.services(kind: .all, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
+            let identity = workerServices.identity
+            let application = HTTPServer.makeApplication(
+                configuration: configuration,
+                jobs: JobsAssembly.api(client: client, identity: identity, configuration: configuration, logger: context.logger),
+                logger: context.logger
+            )
             // The HTTP server stops last: health stays answerable while the worker drains.
             try await FilaServices.run(
                 [
                     .init(service: client, serviceName: "postgres"),
                     .init(service: application, serviceName: "http"),
                 ]
-                    + worker.services(kind: .all, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger),
+                    + workerServices.services
+                    + [.init(service: JobsAssembly.scheduler(client: client, identity: identity, configuration: configuration, logger: context.logger), serviceName: "scheduler")],
                 configuration: configuration,
                 logger: context.logger
             )

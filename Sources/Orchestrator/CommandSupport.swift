@@ -16,6 +16,8 @@ enum FilaExitCode {
     static let dataError: Int32 = 65
     /// Postgres could not be reached.
     static let unavailable: Int32 = 69
+    /// Try again later (a run of the job is still going).
+    static let temporaryFailure: Int32 = 75
     /// A configuration value is missing or invalid.
     static let configuration: Int32 = 78
 }

@@ -9,14 +9,15 @@ struct FilaCommand: AsyncParsableCommand {
         abstract: "Postgres-backed message queue and job runner for WhatsApp sends.",
         discussion: """
             Postgres is the queue, the lock manager, the heartbeat store and the audit log.
-            Run `fila migrate` once per release, then any number of `fila serve` and
-            `fila worker` processes (or `fila all`, both in one).
+            Run `fila migrate` once per release, then any number of `fila serve`,
+            `fila worker` and `fila scheduler` processes (or `fila all`, all three in one).
 
-            Exit codes: 0 success, 1 failure, 64 usage error, 65 inconsistent schema,
-            69 database unreachable, 78 configuration error.
+            Exit codes: 0 success, 1 failure, 64 usage error, 65 bad data (a changed
+            migration, rejected input lines), 69 database unreachable, 75 try again later,
+            78 configuration error.
             """,
         version: FilaVersion.current,
-        subcommands: [MigrateCommand.self, ServeCommand.self, WorkerCommand.self, AllCommand.self, EnqueueCommand.self, VersionCommand.self]
+        subcommands: [MigrateCommand.self, ServeCommand.self, WorkerCommand.self, SchedulerCommand.self, AllCommand.self, JobCommand.self, EnqueueCommand.self, VersionCommand.self]
     )
 }
 

@@ -9,11 +9,16 @@ import ServiceLifecycle
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run the HTTP API (health endpoints) until SIGTERM or SIGINT.",
+        abstract: "Run the HTTP API (health, jobs) until SIGTERM or SIGINT.",
         discussion: """
             Listens on $HOST:$PORT (default 0.0.0.0:8080). GET /health answers 200 while the
             process is alive; it does not depend on Postgres, so a database outage never makes
             an orchestrator restart the API. Run `fila migrate` first.
+
+            With ADMIN_TOKEN set (sent as 'Authorization: Bearer TOKEN'): GET /jobs lists the
+            jobs with their last and next runs and SLA state, GET /jobs/NAME/executions?limit=N
+            their history, and POST /jobs/NAME runs one now and returns its job_executions row
+            (404 unknown job, 409 a run still going, 401 without the token).
             """
     )
 
@@ -28,12 +33,13 @@ struct ServeCommand: AsyncParsableCommand {
                 configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
                 backgroundLogger: context.logger
             )
-            let application = HTTPServer.makeApplication(configuration: configuration, logger: context.logger)
-            // Every process is visible in worker_heartbeats, the API included.
-            let heartbeat = HeartbeatService(
-                client: client,
-                identity: ProcessIdentity(kind: .api, version: FilaVersion.current),
-                stats: ProcessStats(),
+            // Every process is visible in worker_heartbeats, the API included (it runs jobs
+            // on POST /jobs/NAME).
+            let identity = ProcessIdentity(kind: .api, version: FilaVersion.current)
+            let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger)
+            let application = HTTPServer.makeApplication(
+                configuration: configuration,
+                jobs: JobsAssembly.api(client: client, identity: identity, configuration: configuration, logger: context.logger),
                 logger: context.logger
             )
             try await FilaServices.run(

@@ -39,7 +39,7 @@ struct WorkerCommand: AsyncParsableCommand {
             )
             try await FilaServices.run(
                 [.init(service: client, serviceName: "postgres")]
-                    + worker.services(kind: .worker, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger),
+                    + worker.services(kind: .worker, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger).services,
                 configuration: configuration,
                 logger: context.logger
             )
@@ -71,7 +71,8 @@ struct WorkerOptions: ParsableArguments {
         try SenderFactory.make(name: sender ?? configuration.sender, configuration: configuration)
     }
 
-    /// Heartbeat, LISTEN connection and worker loop, to run after `client` in one group.
+    /// Heartbeat, LISTEN connection and worker loop, to run after `client` in one group,
+    /// and the process identity they use.
     func services(
         kind: ProcessIdentity.Kind,
         client: PostgresClient,
@@ -79,7 +80,7 @@ struct WorkerOptions: ParsableArguments {
         databaseURL: DatabaseURL,
         configuration: FilaConfiguration,
         logger: Logger
-    ) -> [ServiceGroupConfiguration.ServiceConfiguration] {
+    ) -> (identity: ProcessIdentity, services: [ServiceGroupConfiguration.ServiceConfiguration]) {
         let identity = ProcessIdentity(kind: kind, version: FilaVersion.current)
         let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: logger)
         let wake = WakeSignal()
@@ -96,11 +97,11 @@ struct WorkerOptions: ParsableArguments {
             wake: wake,
             logger: logger
         )
-        return [
+        return (identity, [
             .init(service: heartbeat, serviceName: "heartbeat"),
             .init(service: QueueListener(url: configuration.databaseListenURL ?? databaseURL, wake: wake, logger: logger), serviceName: "listener"),
             .init(service: worker, serviceName: "worker"),
-        ]
+        ])
     }
 }
 

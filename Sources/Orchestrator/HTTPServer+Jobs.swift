@@ -1,0 +1,113 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import HTTPTypes
+import Hummingbird
+import Jobs
+import Logging
+import PostgresNIO
+
+/// `/jobs`: list jobs, read a job's executions, and run one now (the seed's
+/// `POST /jobs/resetar-fila-travada` and friends). Every route needs the admin token.
+struct JobsAPI: Sendable {
+    let client: PostgresClient
+    let catalog: JobCatalog
+    let runner: JobRunner
+    let admin: AdminAuthorization
+    let logger: Logger
+
+    func register(on router: Router<BasicRequestContext>) {
+        router.get("/jobs") { request, _ in
+            try await admin.guarded(request) {
+                try await databaseCall {
+                    try HTTPServer.jsonResponse(["jobs": try await JobReport.list(client: client, logger: logger)])
+                }
+            }
+        }
+        router.get("/jobs/:name/executions") { request, context in
+            try await admin.guarded(request) {
+                let name = context.parameters.get("name") ?? ""
+                var limit = 20
+                if let text = request.uri.queryParameters.get("limit") {
+                    guard let value = Int(text), (1...1000).contains(value) else {
+                        return try HTTPServer.errorResponse(.badRequest, code: "invalid_limit", message: "limit must be a whole number from 1 to 1000")
+                    }
+                    limit = value
+                }
+                return try await databaseCall {
+                    guard try await !JobReport.list(client: client, name: name, logger: logger).isEmpty else {
+                        return try HTTPServer.errorResponse(.notFound, code: "unknown_job", message: "no job named '\(name)'")
+                    }
+                    let executions = try await JobReport.history(client: client, name: name, limit: limit, logger: logger)
+                    return try HTTPServer.jsonResponse(["executions": executions])
+                }
+            }
+        }
+        router.post("/jobs/:name") { request, context in
+            try await admin.guarded(request) {
+                let name = context.parameters.get("name") ?? ""
+                guard let job = catalog[name] else {
+                    return try HTTPServer.errorResponse(
+                        .notFound, code: "unknown_job",
+                        message: "no job named '\(name)'; jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))"
+                    )
+                }
+                let correlationID = request.headers[.correlationID]
+                return try await databaseCall {
+                    switch try await runner.runNow(job, trigger: .http, correlationID: correlationID, logger: logger) {
+                    case .alreadyRunning:
+                        return try HTTPServer.errorResponse(.conflict, code: "already_running", message: "a run of \(name) is still going; try again when it ends")
+                    case .finished(let execution):
+                        return try HTTPServer.jsonResponse(execution)
+                    }
+                }
+            }
+        }
+    }
+
+    /// A database failure is a 503 with a reason, never a dropped connection.
+    private func databaseCall(_ body: () async throws -> Response) async throws -> Response {
+        do {
+            return try await body()
+        } catch {
+            logger.error("jobs API: database call failed", metadata: ["error": .string(String(reflecting: error))])
+            return try HTTPServer.errorResponse(.serviceUnavailable, code: "database_unavailable", message: "the database did not answer; try again")
+        }
+    }
+}
+
+/// The admin API's bearer token (`ADMIN_TOKEN`). Without one configured, the admin routes
+/// are off: they answer 403 rather than run unauthenticated.
+struct AdminAuthorization: Sendable {
+    let token: String?
+
+    func guarded(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+        guard let token else {
+            return try HTTPServer.errorResponse(.forbidden, code: "admin_disabled", message: "the admin API is off: set ADMIN_TOKEN to use it")
+        }
+        let presented = request.headers[.authorization].flatMap { value -> Substring? in
+            value.hasPrefix("Bearer ") ? value.dropFirst(7) : nil
+        }
+        guard let presented, Self.constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
+            var response = try HTTPServer.errorResponse(.unauthorized, code: "unauthorized", message: "send the admin token as 'Authorization: Bearer TOKEN'")
+            response.headers[.wwwAuthenticate] = "Bearer"
+            return response
+        }
+        return try await body()
+    }
+
+    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for index in 0..<max(a.count, b.count) {
+            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
+        }
+        return difference == 0
+    }
+}
+
+extension HTTPField.Name {
+    /// Carried into `job_executions.correlation_id` and the logs.
+    static let correlationID = Self("X-Correlation-ID")!
+}

@@ -1,0 +1,44 @@
+import ArgumentParser
+import Jobs
+import Logging
+import PostgresNIO
+import Queue
+
+/// `fila scheduler`.
+struct SchedulerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scheduler",
+        abstract: "Run the periodic maintenance jobs on schedule until SIGTERM or SIGINT.",
+        discussion: """
+            Run as many replicas as you like: each schedule slot runs once across all of them \
+            (a unique job_executions row per slot), and two runs of one job never overlap \
+            (a transaction-scoped advisory lock). `fila job list` shows the jobs; disable one \
+            with `UPDATE job_definitions SET enabled = false WHERE name = '…'`. Cron \
+            schedules use $TZ (default America/Sao_Paulo).
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            let context = try CommandContext(options: global)
+            let configuration = context.configuration
+            let databaseURL = try configuration.requireDatabaseURL()
+            let client = PostgresClient(
+                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
+                backgroundLogger: context.logger
+            )
+            let identity = ProcessIdentity(kind: .scheduler, version: FilaVersion.current)
+            try await FilaServices.run(
+                [
+                    .init(service: client, serviceName: "postgres"),
+                    .init(service: HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger), serviceName: "heartbeat"),
+                    .init(service: JobsAssembly.scheduler(client: client, identity: identity, configuration: configuration, logger: context.logger), serviceName: "scheduler"),
+                ],
+                configuration: configuration,
+                logger: context.logger
+            )
+        }
+    }
+}
