@@ -1,0 +1,145 @@
+import Database
+import FilaTestSupport
+import Foundation
+import Jobs
+import Logging
+import PostgresNIO
+import Testing
+
+private let logger = TestDatabase.logger
+
+/// Each maintenance job run for real (`runNow`) against rows set up with past timestamps.
+@Suite("Built-in maintenance jobs")
+struct BuiltinJobsTests {
+    private let settings = BuiltinJobs.Settings(timeZone: TimeZone(identifier: "America/Sao_Paulo")!, archiveBatchSize: 3)
+
+    private func withJobs(_ body: @escaping @Sendable (PostgresClient, (String) async throws -> JobExecution) async throws -> Void) async throws {
+        let settings = settings
+        try await TestDatabase.withMigrated { url throws in
+            try await TestDatabase.withClient(url) { client throws in
+                let catalog = try JobCatalog(BuiltinJobs.all(settings: settings))
+                try await catalog.sync(client: client, logger: logger)
+                try await client.query("INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('cli-1', 'cli', 't', 1, 't')", logger: logger)
+                let runner = JobRunner(client: client, workerID: "cli-1")
+                try await body(client) { name in
+                    guard case .finished(let execution) = try await runner.runNow(catalog[name]!, trigger: .cli, logger: logger) else {
+                        throw TestSetupError("\(name) did not run")
+                    }
+                    #expect(execution.status == .success, "\(execution.error ?? "")")
+                    return execution
+                }
+            }
+        }
+    }
+
+    private func execute(_ client: PostgresClient, _ sql: String) async throws {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+    }
+
+    private func int(_ client: PostgresClient, _ sql: String) async throws -> Int {
+        try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect().first!.decode(Int.self)
+    }
+
+    private func insertMessages(_ client: PostgresClient, count: Int, set: String = "") async throws {
+        try await execute(
+            client,
+            """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, tipo)
+            SELECT 'medico-' || i, '5521' || lpad(i::text, 9, '0'), 'x', 'campanha' FROM generate_series(1, \(count)) i
+            """
+        )
+        if !set.isEmpty { try await execute(client, "UPDATE fila_mensagens SET \(set)") }
+    }
+
+    @Test func theBacklogCheckCountsMessagesDueForOverHalfAnHour() async throws {
+        try await withJobs { client, run in
+            try await insertMessages(client, count: 51, set: "agendar_para = now() - interval '45 minutes'")
+            try await insertMessages(client, count: 10)  // due just now: not overdue
+            let backlog = try await run("verificar-fila-acumulada")
+            #expect(backlog.result == ["acumulada": true, "pendentes_atrasadas": 51, "mensagem_mais_antiga_minutos": 45, "limite": 50, "minutos": 30])
+            try await execute(client, "UPDATE fila_mensagens SET status = 'cancelada', outcome = 'CANCELLED_MANUAL', outcome_at = now() WHERE cliente_id = 'medico-1' AND agendar_para < now() - interval '1 minute'")
+            #expect(try await run("verificar-fila-acumulada").result?["acumulada"] == false)
+        }
+    }
+
+    @Test func stuckAndExpiredMessagesAreHandled() async throws {
+        try await withJobs { client, run in
+            try await insertMessages(client, count: 2, set: "created_at = now() - interval '25 hours', agendar_para = now() - interval '25 hours'")
+            try await insertMessages(client, count: 1)
+            try await execute(
+                client,
+                "UPDATE fila_mensagens SET status = 'processando', processando_desde = now() - interval '61 minutes', worker_id = 'cli-1' WHERE ctid = (SELECT ctid FROM fila_mensagens WHERE created_at > now() - interval '1 hour' LIMIT 1)"
+            )
+            #expect(try await run("resetar-fila-travada").result == ["rescued": 0, "reset": 1])
+            #expect(try await run("limpar-fila-antiga").result == ["expired": 2])
+            #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE outcome = 'FAILED_EXPIRED' AND status = 'cancelada'") == 2)
+        }
+    }
+
+    @Test func snapshotsAreTakenAndOldOnesDeleted() async throws {
+        try await withJobs { client, run in
+            try await insertMessages(client, count: 4)
+            #expect(try await run("snapshot-metricas").result == ["snapshots": 6])  // no sends yet: no mean time
+            #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'fila_pendentes'") == 4)
+            #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'workers_vivos'") == 0)
+            try await execute(client, "UPDATE metrics_snapshots SET created_at = now() - interval '8 days' WHERE metric_name LIKE 'fila_%'")
+            #expect(try await run("limpar-metricas-antigas").result == ["removidas": 5])
+            #expect(try await int(client, "SELECT count(*) FROM metrics_snapshots") == 1)
+        }
+    }
+
+    @Test func heartbeatsAndANoWorkerQueueAreReported() async throws {
+        try await withJobs { client, run in
+            try await execute(
+                client,
+                """
+                INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at, status) VALUES
+                    ('w-silent', 'worker', 't', 2, 't', now() - interval '3 minutes', 'running'),
+                    ('w-stopped', 'worker', 't', 3, 't', now() - interval '3 hours', 'stopped')
+                """
+            )
+            let silent = try await run("verificar-heartbeats")
+            #expect(silent.result?["sem_worker"] == true)
+            #expect(silent.result?["workers_vivos"] == 0)
+            #expect(silent.result?["sem_heartbeat"] == [["id": "w-silent", "kind": "worker", "segundos_sem_heartbeat": 180]])
+            try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('w-alive', 'all', 't', 4, 't')")
+            #expect(try await run("verificar-heartbeats").result?["sem_worker"] == false)
+        }
+    }
+
+    @Test func lateJobsAndRunsOverTheirSLAAreReported() async throws {
+        try await withJobs { client, run in
+            // Every job was synced now, so none is late yet except those made to look old.
+            try await execute(client, "UPDATE job_definitions SET synced_at = now() - interval '1 hour' WHERE name = 'snapshot-metricas'")
+            try await execute(
+                client,
+                """
+                INSERT INTO job_executions (job_name, scheduled_for, status, started_at, finished_at, triggered_by, worker_id)
+                VALUES ('verificar-heartbeats', now() - interval '10 minutes', 'success', now() - interval '10 minutes', now() - interval '10 minutes', 'scheduler', 'cli-1'),
+                       ('arquivar-fila', now() - interval '2 hours', 'running', now() - interval '2 hours', NULL, 'scheduler', 'cli-1')
+                """
+            )
+            let report = try await run("verificar-jobs-atrasados")
+            guard case .array(let late) = report.result?["atrasados"], case .array(let overSLA) = report.result?["acima_do_sla"] else {
+                Issue.record("unexpected result \(String(describing: report.result))")
+                return
+            }
+            #expect(late.map { $0["job"] } == ["snapshot-metricas", "verificar-heartbeats"])
+            #expect(late.first?["limite_segundos"] == 600)
+            #expect(late.first?["ultimo_sucesso"] == .null)
+            #expect(overSLA.map { $0["job"] } == ["arquivar-fila"])
+        }
+    }
+
+    @Test func endedMessagesPastRetentionAreArchivedInBatches() async throws {
+        try await withJobs { client, run in
+            try await insertMessages(client, count: 7, set: "status = 'enviada', outcome = 'SENT', enviada_em = now(), outcome_at = now() - interval '31 days'")
+            try await insertMessages(client, count: 2)  // pending: stays
+            try await execute(client, "UPDATE fila_mensagens SET outcome_at = now() - interval '29 days' WHERE cliente_id = 'medico-7'")
+            #expect(try await run("arquivar-fila").result == ["arquivadas": 6])
+            #expect(try await int(client, "SELECT count(*) FROM fila_mensagens") == 3)
+            #expect(try await int(client, "SELECT count(*) FROM fila_mensagens_arquivo WHERE status = 'enviada' AND arquivada_em IS NOT NULL") == 6)
+            #expect(try await run("arquivar-fila").result == ["arquivadas": 0])
+        }
+    }
+}
