@@ -1,0 +1,109 @@
+import Database
+import FilaTestSupport
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+/// `fila job` and `fila scheduler` as operators run them.
+@Suite("fila job and fila scheduler")
+struct JobProcessTests {
+    let logger = TestDatabase.logger
+
+    private func environment(_ url: DatabaseURL) -> [String: String] {
+        ["DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable", "LOG_LEVEL": "warning"]
+    }
+
+    private func int(_ url: DatabaseURL, _ sql: String) async throws -> Int {
+        try await url.withConnection(logger: logger) { connection in
+            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect().first!.decode(Int.self)
+        }
+    }
+
+    @Test func runListAndHistory() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            let run = try await FilaProcess.run(["job", "run", "resetar-fila-travada"], environment: environment(url))
+            #expect(run.status == 0, "\(run.standardError)")
+            let lines = run.standardOutput.split(separator: "\n").map(String.init)
+            #expect(lines.count == 2)
+            #expect(lines.first?.hasPrefix("resetar-fila-travada: success in ") == true)
+            #expect(lines.last == #"{"rescued":0,"reset":0}"#)
+            #expect(try await int(url, "SELECT count(*) FROM job_executions WHERE triggered_by = 'cli' AND status = 'success'") == 1)
+            // The run's process heart-beat while it worked, and says it stopped.
+            #expect(try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'cli' AND status = 'stopped'") == 1)
+
+            let list = try await FilaProcess.run(["job", "list"], environment: environment(url))
+            #expect(list.status == 0)
+            let rows = list.standardOutput.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
+            #expect(rows.first == ["JOB", "SCHEDULE", "STATE", "LAST", "RUN", "LAST", "STATUS", "NEXT", "RUN"])
+            #expect(rows.count == 9)
+            let reset = rows.first { $0.first == "resetar-fila-travada" }
+            #expect(reset?[1...3] == ["every", "15m", "ok"])
+            #expect(reset?[5] == "success")
+
+            let history = try await FilaProcess.run(["job", "history", "resetar-fila-travada", "--limit", "5"], environment: environment(url))
+            #expect(history.status == 0)
+            let entries = history.standardOutput.split(separator: "\n")
+            #expect(entries.count == 2)
+            #expect(entries.last?.contains(#"success  cli  "#) == true)
+        }
+    }
+
+    @Test func badJobCommandsExitWithTheRightStatus() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            let unknown = try await FilaProcess.run(["job", "run", "nao-existe"], environment: environment(url))
+            #expect(unknown.status == 64)
+            #expect(unknown.errorLines.first?.hasPrefix("fila: no job named 'nao-existe'; jobs: arquivar-fila, ") == true)
+
+            let noHistory = try await FilaProcess.run(["job", "history", "nao-existe"], environment: environment(url))
+            #expect(noHistory.status == 64)
+            #expect(noHistory.errorLines == ["fila: no job named 'nao-existe' in job_definitions"])
+
+            let unreachable = try await FilaProcess.run(["job", "list"], environment: ["DATABASE_URL": "postgres://u@127.0.0.1:1/db?sslmode=disable"])
+            #expect(unreachable.status == 69)
+            #expect(unreachable.errorLines.count == 1)
+
+            // A run of the job is going (its lock is held): exit 75, nothing written.
+            try await url.withConnection(logger: logger) { connection in
+                try await connection.query("BEGIN", logger: logger)
+                try await connection.query("SELECT pg_advisory_xact_lock(\(Int32(0x6669_6A62)), hashtext('limpar-fila-antiga'))", logger: logger)
+                let busy = try await FilaProcess.run(["job", "run", "limpar-fila-antiga"], environment: environment(url))
+                #expect(busy.status == 75)
+                #expect(busy.errorLines == ["fila: a run of limpar-fila-antiga is still going; try again when it ends"])
+                try await connection.query("ROLLBACK", logger: logger)
+            }
+            #expect(try await int(url, "SELECT count(*) FROM job_executions") == 0)
+        }
+    }
+
+    /// Two `fila scheduler` processes: a run requested with psql is taken by one of them
+    /// within seconds, and both stop cleanly on SIGTERM.
+    @Test func schedulerProcessesPickUpARunRequestedWithPsql() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            let schedulers = try (0..<2).map { _ in try FilaProcess.start(["scheduler"], environment: environment(url)) }
+            var registered = false
+            for _ in 0..<100 where !registered {
+                let definitions = try await int(url, "SELECT count(*) FROM job_definitions")
+                let heartbeats = try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler'")
+                registered = definitions == 8 && heartbeats == 2
+                if !registered { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(registered)
+            try await url.withConnection(logger: logger) { connection in
+                try await connection.query("INSERT INTO job_executions (job_name) VALUES ('verificar-heartbeats')", logger: logger)
+            }
+            var done = false
+            for _ in 0..<100 where !done {
+                done = try await int(url, "SELECT count(*) FROM job_executions WHERE triggered_by = 'psql' AND status = 'success'") == 1
+                if !done { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(done)
+            for scheduler in schedulers { scheduler.signal(SIGTERM) }
+            for scheduler in schedulers {
+                let output = await scheduler.waitForExit()
+                #expect(output.status == 0, "\(output.standardError)")
+            }
+            #expect(try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler' AND status = 'stopped'") == 2)
+        }
+    }
+}
