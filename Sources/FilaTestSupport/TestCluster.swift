@@ -55,7 +55,8 @@ public final class TestCluster: Sendable {
 
     public func startServer() async throws {
         try await clusterCommand(
-            #"pg_without_inherited_fds pg_as_owner "$PG_BIN/pg_ctl" -D "$1/data" -l "$1/server.log" -w -t 60 start >/dev/null"#
+            #"pg_without_inherited_fds pg_as_owner "$PG_BIN/pg_ctl" -D "$1/data" -l "$1/server.log" -o "-p "# + String(url.port)
+                + #" " -w -t 60 start >/dev/null"#
         )
     }
 

@@ -275,10 +275,25 @@ public final class Worker: Service {
                     break
                 } catch {
                     failures += 1
+                    if Task.isCancelled {
+                        // Shutdown ran out of time with the database away: these rows stay
+                        // `processando` under this worker and come back through the rescue
+                        // of lost workers. Nothing is lost; retrying here would only hang.
+                        logger.error(
+                            "shutting down with outcomes unwritten; their messages will be rescued",
+                            metadata: ["worker.pending_outcomes": .stringConvertible(batch.count + results.drainCount())]
+                        )
+                        return
+                    }
                     if failures == 1 {
                         logger.error(
                             "writing outcomes failed; keeping them and retrying",
                             metadata: ["error": .string(String(reflecting: error)), "worker.pending_outcomes": .stringConvertible(batch.count)]
+                        )
+                    } else if failures % 20 == 0 {
+                        logger.error(
+                            "writing outcomes still failing",
+                            metadata: ["error": .string(String(reflecting: error)), "worker.attempts": .stringConvertible(failures)]
                         )
                     }
                     try? await Task.sleep(for: Backoff(base: .milliseconds(100), multiplier: 2, maximum: .seconds(5), jitter: .full).delay(forAttempt: failures))
@@ -289,7 +304,8 @@ public final class Worker: Service {
 }
 
 /// Finished attempts waiting to be written. `next()` returns everything accumulated
-/// since the last call, waiting while there is nothing; an empty array means closed.
+/// since the last call, waiting while there is nothing; an empty array means closed (or
+/// the waiting task was cancelled).
 final class ResultBuffer: Sendable {
     private struct State {
         var items: [AttemptResult] = []
@@ -319,7 +335,16 @@ final class ResultBuffer: Sendable {
                 return (state.items, state.closed)
             }
             if !items.isEmpty || closed { return items }
-            _ = await waiter.next()
+            // Cancelled (shutdown out of time): stop waiting; the caller sees "closed".
+            guard await waiter.next() != nil else { return [] }
+        }
+    }
+
+    /// Empties the buffer and says how many results it held.
+    func drainCount() -> Int {
+        state.withLock { state in
+            defer { state.items.removeAll() }
+            return state.items.count
         }
     }
 }

@@ -139,14 +139,15 @@ struct WorkerProcessTests {
             }
             let worker = try FilaProcess.start(
                 ["worker", "--concurrency", "20", "--batch", "20"],
-                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "20"])
+                // Info logs: if it ever fails to recover, the output says where it stopped.
+                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "20", "LOG_LEVEL": "info"])
             )
             let started = try await waitUntil(seconds: 60) { recordedIDs(record).count > 100 }
             #expect(started)
             try await cluster.restart()
 
             let drained = try await TestDatabase.withClient(url) { client throws in
-                try await waitUntil(seconds: 120) { try await count(client, where: "status = 'enviada'") == 2_000 }
+                try await waitUntil(seconds: 180) { try await count(client, where: "status = 'enviada'") == 2_000 }
             }
             #expect(drained, "worker output: \(worker.standardErrorSoFar)")
             worker.signal(SIGTERM)
@@ -155,6 +156,41 @@ struct WorkerProcessTests {
             #expect(Set(recordedIDs(record)) == ids)
             // It did see the outage (and carried on).
             #expect(output.standardError.contains("LISTEN connection lost"), "\(output.standardError)")
+        }
+    }
+
+    /// SIGTERM while Postgres is down: the worker gives up on what it cannot write within
+    /// the shutdown timeout and exits; its rows wait for the rescue. It must not hang or crash.
+    @Test func aWorkerStopsOnSIGTERMEvenWithPostgresDown() async throws {
+        try await TestCluster.with { cluster throws in
+            let url = cluster.url
+            try await url.withConnection(logger: logger) { connection in
+                _ = try await Migrator().migrate(on: connection, logger: logger)
+            }
+            let record = recordFile()
+            defer { try? FileManager.default.removeItem(atPath: record) }
+            _ = try await TestDatabase.withClient(url) { client throws in try await enqueue(2_000, client: client) }
+            let worker = try FilaProcess.start(
+                ["worker", "--concurrency", "20", "--batch", "20"],
+                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "20", "SHUTDOWN_TIMEOUT": "2"])
+            )
+            let started = try await waitUntil(seconds: 60) { recordedIDs(record).count > 100 }
+            #expect(started)
+            try await cluster.stopServer()
+            try await Task.sleep(for: .milliseconds(300))
+            worker.signal(SIGTERM)
+            let output = await worker.waitForExit()
+            #expect(output.status == 0, "\(output.standardError)")
+            #expect(output.standardError.contains("shutting down with outcomes unwritten") || !output.standardError.contains("writing outcomes failed"))
+
+            // Back up: whatever it held is rescued (its heartbeat is stale) and nothing is lost.
+            try await cluster.startServer()
+            try await TestDatabase.withClient(url) { client throws in
+                try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
+                _ = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
+                #expect(try await count(client, where: "status = 'processando'") == 0)
+                #expect(try await count(client, where: "status = 'pendente' OR status = 'enviada'") == 2_000)
+            }
         }
     }
 
