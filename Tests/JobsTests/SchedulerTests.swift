@@ -98,22 +98,30 @@ struct SchedulerTests {
             let slots = try await harness.rows(
                 "SELECT scheduled_for, status, worker_id FROM job_executions WHERE job_name = 'pulso' ORDER BY scheduled_for"
             ).map { try $0.decode((Date, String, String).self) }
-            #expect(slots.count >= 4)
-            #expect(slots.allSatisfy { $0.1 == "success" }, "\(slots)")
-            // Consecutive seconds: none missed, none twice.
+            // Every second from the first slot to the last has exactly one row: run, or (on a
+            // machine so loaded that no replica ticked within a second) recorded as skipped.
             let seconds = slots.map { Int($0.0.timeIntervalSince1970) }
+            #expect(seconds.count >= 4)
             #expect(seconds == Array(seconds[0]...seconds[seconds.count - 1]))
-            #expect(ran.withLock { $0.count } == slots.count)
-            #expect(Set(ran.withLock { $0 }).count == slots.count)
+            #expect(slots.allSatisfy { $0.1 == "success" || $0.1 == "skipped" }, "\(slots)")
+            let succeeded = slots.filter { $0.1 == "success" }.map(\.0)
+            #expect(succeeded.count >= 3)
+            // Each run's handler ran once, for its own slot.
+            #expect(ran.withLock { $0.sorted() } == succeeded)
         }
     }
 
     @Test func aSlowJobNeverOverlapsItself() async throws {
         try await withHarness { harness throws in
-            let started = Mutex(0)
+            // The job says when it has started and waits until the test lets it finish, so
+            // the overlap is certain however slow the machine.
+            let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+            let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
+            let runs = Mutex(0)
             let slow = job("lento") { _ in
-                started.withLock { $0 += 1 }
-                try await Task.sleep(for: .milliseconds(1_500))
+                runs.withLock { $0 += 1 }
+                startedContinuation.yield()
+                for await _ in release { break }
                 return ["done": true]
             }
             let catalog = try JobCatalog([slow])
@@ -122,7 +130,7 @@ struct SchedulerTests {
             try await catalog.sync(client: harness.client, logger: logger)
 
             async let first = a.runNow(slow, trigger: .http, logger: logger)
-            try await Task.sleep(for: .milliseconds(300))
+            for await _ in started { break }
             // Another replica, asked directly: refused, nothing written.
             let second = try await b.runNow(slow, trigger: .cli, logger: logger)
             guard case .alreadyRunning = second else { Issue.record("expected alreadyRunning, got \(second)"); return }
@@ -131,11 +139,11 @@ struct SchedulerTests {
             let scheduled = try await tickAndRun(harness.scheduler(catalog, runner: b))
             guard case .alreadyRunning = scheduled.first else { Issue.record("expected the slot skipped, got \(scheduled)"); return }
 
+            releaseContinuation.yield()
             guard case .finished(let row) = try await first else { Issue.record("the first run did not finish"); return }
             #expect(row.status == .success)
             #expect(row.result == ["done": true])
-            #expect(row.durationMs.map { $0 >= 1_400 } == true)
-            #expect(started.withLock { $0 } == 1)
+            #expect(runs.withLock { $0 } == 1)
             let executions = try await harness.executions("lento")
             #expect(executions.map(\.status).sorted() == ["skipped", "success"])
             #expect(executions.first { $0.status == "skipped" }?.error == "the previous run was still going")
@@ -175,24 +183,31 @@ struct SchedulerTests {
         }
     }
 
-    /// Ten minutes without a scheduler: one catch-up run for the newest slot, the ten
-    /// before it recorded as skipped.
+    /// Ten hours without a scheduler: one catch-up run for the newest slot, the ones before
+    /// it recorded as skipped. (Hourly, and checked against the slot the run got, so a clock
+    /// boundary passing mid-test changes nothing.)
     @Test func afterDowntimeOneRunCatchesUpAndMissedSlotsAreSkipped() async throws {
         try await withHarness { harness throws in
-            let catalog = try JobCatalog([job("minuto", .every(seconds: 60))])
+            let catalog = try JobCatalog([job("hora", .every(seconds: 3600))])
             try await catalog.sync(client: harness.client, logger: logger)
-            try await harness.execute("UPDATE job_definitions SET next_run_at = date_trunc('minute', now()) - interval '10 minutes' WHERE name = 'minuto'")
+            let anchor = try await harness.rows(
+                "UPDATE job_definitions SET next_run_at = date_trunc('hour', now()) - interval '10 hours' WHERE name = 'hora' RETURNING next_run_at"
+            ).first!.decode(Date.self)
             let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1"))
             let outcomes = try await tickAndRun(scheduler)
             #expect(outcomes.count == 1)
-            let executions = try await harness.executions("minuto")
-            #expect(executions.count == 11)
-            #expect(executions.prefix(10).allSatisfy { $0.status == "skipped" && $0.trigger == "scheduler" })
-            #expect(executions.last?.status == "success")
-            let caughtUp = try await harness.rows(
-                "SELECT scheduled_for = date_trunc('minute', now()), (SELECT next_run_at = date_trunc('minute', now()) + interval '1 minute' FROM job_definitions) FROM job_executions WHERE status = 'success'"
-            ).first!.decode((Bool, Bool).self)
-            #expect(caughtUp == (true, true))
+
+            let rows = try await harness.rows("SELECT scheduled_for, status, triggered_by FROM job_executions WHERE job_name = 'hora' ORDER BY scheduled_for")
+                .map { try $0.decode((Date, String, String).self) }
+            guard let run = rows.last else { Issue.record("no executions"); return }
+            #expect(run.1 == "success")
+            #expect(run.0 >= anchor.addingTimeInterval(10 * 3600))
+            // Every hour from the anchor to the run's slot: all skipped but the last.
+            let hours = Int(run.0.timeIntervalSince(anchor) / 3600)
+            #expect(rows.map(\.0) == (0...hours).map { anchor.addingTimeInterval(Double($0) * 3600) })
+            #expect(rows.dropLast().allSatisfy { $0.1 == "skipped" && $0.2 == "scheduler" })
+            let next = try await harness.rows("SELECT next_run_at FROM job_definitions WHERE name = 'hora'").first!.decode(Date.self)
+            #expect(next == run.0.addingTimeInterval(3600))
             // Nothing more is due: a second tick runs nothing.
             #expect(try await tickAndRun(scheduler).isEmpty)
         }

@@ -97,18 +97,23 @@ struct JobsAPITests {
     }
 
     @Test func aSecondRunWhileOneIsGoingIsAConflict() async throws {
+        // The slow job says when it has started, and waits until the test lets it finish.
+        let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
+        let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
         let slow = JobDefinition(name: "lento", schedule: .every(seconds: 60), description: "slow", sla: .seconds(5)) { _ in
-            try await Task.sleep(for: .milliseconds(1_500))
+            startedContinuation.yield()
+            for await _ in release { break }
             return [:]
         }
         try await withAPI(jobs: [slow], adminToken: token) { http, client in
             let auth = auth
             async let first: HTTPResponse.Status = http.execute(uri: "/jobs/lento", method: .post, headers: auth) { $0.status }
-            try await Task.sleep(for: .milliseconds(400))
+            for await _ in started { break }
             try await http.execute(uri: "/jobs/lento", method: .post, headers: auth) { response throws in
                 #expect(response.status == .conflict)
                 #expect(try json(response)["error"]?["code"] == "already_running")
             }
+            releaseContinuation.yield()
             #expect(try await first == .ok)
             let runs = try await client.query("SELECT count(*) FROM job_executions WHERE job_name = 'lento'", logger: logger).collect().first!.decode(Int.self)
             #expect(runs == 1)
