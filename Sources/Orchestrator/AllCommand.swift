@@ -23,12 +23,8 @@ struct AllCommand: AsyncParsableCommand {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
-            let databaseURL = try configuration.requireDatabaseURL()
+            let (databaseURL, client) = try context.makeClient()
             let sender = try worker.makeSender(configuration: configuration)
-            let client = PostgresClient(
-                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
-                backgroundLogger: context.logger
-            )
             let workerServices = worker.services(kind: .all, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
             let identity = workerServices.identity
             let application = HTTPServer.makeApplication(

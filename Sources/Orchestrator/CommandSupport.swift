@@ -7,6 +7,7 @@ import ArgumentParser
 import Database
 import Logging
 import Observability
+import PostgresNIO
 
 /// The exit statuses of `fila`, after sysexits(3).
 enum FilaExitCode {
@@ -35,6 +36,19 @@ struct CommandContext: Sendable {
         logger.logLevel = configuration.logLevel
         self.configuration = configuration
         self.logger = logger
+    }
+}
+
+extension CommandContext {
+    /// The database URL and the connection pool of a long-running command; the pool runs
+    /// as the first service of the command's group.
+    func makeClient() throws(ConfigurationError) -> (url: DatabaseURL, client: PostgresClient) {
+        let url = try configuration.requireDatabaseURL()
+        let client = PostgresClient(
+            configuration: url.clientConfiguration(maximumConnections: configuration.databasePoolSize),
+            backgroundLogger: logger
+        )
+        return (url, client)
     }
 }
 

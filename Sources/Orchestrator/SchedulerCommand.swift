@@ -24,11 +24,7 @@ struct SchedulerCommand: AsyncParsableCommand {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
-            let databaseURL = try configuration.requireDatabaseURL()
-            let client = PostgresClient(
-                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
-                backgroundLogger: context.logger
-            )
+            let (_, client) = try context.makeClient()
             let identity = ProcessIdentity(kind: .scheduler, version: FilaVersion.current)
             try await FilaServices.run(
                 [

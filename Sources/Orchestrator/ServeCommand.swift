@@ -28,11 +28,7 @@ struct ServeCommand: AsyncParsableCommand {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
-            let databaseURL = try configuration.requireDatabaseURL()
-            let client = PostgresClient(
-                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
-                backgroundLogger: context.logger
-            )
+            let (_, client) = try context.makeClient()
             // Every process is visible in worker_heartbeats, the API included (it runs jobs
             // on POST /jobs/NAME).
             let identity = ProcessIdentity(kind: .api, version: FilaVersion.current)

@@ -31,12 +31,8 @@ struct WorkerCommand: AsyncParsableCommand {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
-            let databaseURL = try configuration.requireDatabaseURL()
+            let (databaseURL, client) = try context.makeClient()
             let sender = try worker.makeSender(configuration: configuration)
-            let client = PostgresClient(
-                configuration: databaseURL.clientConfiguration(maximumConnections: configuration.databasePoolSize),
-                backgroundLogger: context.logger
-            )
             try await FilaServices.run(
                 [.init(service: client, serviceName: "postgres")]
                     + worker.services(kind: .worker, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger).services,

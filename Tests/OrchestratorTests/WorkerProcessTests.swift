@@ -126,7 +126,12 @@ struct WorkerProcessTests {
     }
 
     /// The worker outlives a Postgres restart: it reconnects and drains the queue.
-    @Test func aWorkerSurvivesAPostgresRestart() async throws {
+    /// On a cluster of the test's own (it is about to be restarted or stopped): 2,000
+    /// messages and a `fila worker` 100 sends into them (20 ms each, 20 at a time).
+    private func withBusyWorker(
+        environment extra: [String: String],
+        _ body: (TestCluster, RunningFila, _ ids: Set<String>, _ record: String) async throws -> Void
+    ) async throws {
         try await TestCluster.with { cluster throws in
             let url = cluster.url
             try await url.withConnection(logger: logger) { connection in
@@ -134,16 +139,21 @@ struct WorkerProcessTests {
             }
             let record = recordFile()
             defer { try? FileManager.default.removeItem(atPath: record) }
-            let ids = try await TestDatabase.withClient(url) { client throws in
-                try await enqueue(2_000, client: client)
-            }
+            let ids = try await TestDatabase.withClient(url) { client throws in try await enqueue(2_000, client: client) }
             let worker = try FilaProcess.start(
                 ["worker", "--concurrency", "20", "--batch", "20"],
-                // Info logs: if it ever fails to recover, the output says where it stopped.
-                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "20", "LOG_LEVEL": "info"])
+                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "20"].merging(extra) { _, new in new })
             )
             let started = try await waitUntil(seconds: 60) { recordedIDs(record).count > 100 }
             #expect(started)
+            try await body(cluster, worker, ids, record)
+        }
+    }
+
+    @Test func aWorkerSurvivesAPostgresRestart() async throws {
+        // Info logs: if it ever fails to recover, the output says where it stopped.
+        try await withBusyWorker(environment: ["LOG_LEVEL": "info"]) { cluster, worker, ids, record in
+            let url = cluster.url
             try await cluster.restart()
 
             let drained = try await TestDatabase.withClient(url) { client throws in
@@ -162,20 +172,8 @@ struct WorkerProcessTests {
     /// SIGTERM while Postgres is down: the worker gives up on what it cannot write within
     /// the shutdown timeout and exits; its rows wait for the rescue. It must not hang or crash.
     @Test func aWorkerStopsOnSIGTERMEvenWithPostgresDown() async throws {
-        try await TestCluster.with { cluster throws in
+        try await withBusyWorker(environment: ["SHUTDOWN_TIMEOUT": "2"]) { cluster, worker, _, _ in
             let url = cluster.url
-            try await url.withConnection(logger: logger) { connection in
-                _ = try await Migrator().migrate(on: connection, logger: logger)
-            }
-            let record = recordFile()
-            defer { try? FileManager.default.removeItem(atPath: record) }
-            _ = try await TestDatabase.withClient(url) { client throws in try await enqueue(2_000, client: client) }
-            let worker = try FilaProcess.start(
-                ["worker", "--concurrency", "20", "--batch", "20"],
-                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "20", "SHUTDOWN_TIMEOUT": "2"])
-            )
-            let started = try await waitUntil(seconds: 60) { recordedIDs(record).count > 100 }
-            #expect(started)
             try await cluster.stopServer()
             try await Task.sleep(for: .milliseconds(300))
             worker.signal(SIGTERM)
