@@ -56,19 +56,19 @@ public struct CronExpression: Sendable, Hashable, CustomStringConvertible {
         daysOfWeek = Set(weekdays.map { $0 == 7 ? 0 : $0 })
         dayOfMonthRestricted = !fields[2].hasPrefix("*")
         dayOfWeekRestricted = !fields[4].hasPrefix("*")
-        hourRestricted = fields[1] != "*"
+        hourRestricted = hours.count < 24
         description = trimmed
     }
 
     /// Whether a calendar day (month 1–12, day 1–31, weekday 0 = Sunday) is a firing day.
+    /// Both day fields always count; only when both are restricted (neither starts with `*`)
+    /// does a day matching either one fire, as in Vixie cron: `0 0 */2 * *` is odd days.
     func matchesDay(month: Int, day: Int, weekday: Int) -> Bool {
         guard months.contains(month) else { return false }
-        switch (dayOfMonthRestricted, dayOfWeekRestricted) {
-        case (true, true): return daysOfMonth.contains(day) || daysOfWeek.contains(weekday)
-        case (true, false): return daysOfMonth.contains(day)
-        case (false, true): return daysOfWeek.contains(weekday)
-        case (false, false): return true
+        if dayOfMonthRestricted && dayOfWeekRestricted {
+            return daysOfMonth.contains(day) || daysOfWeek.contains(weekday)
         }
+        return daysOfMonth.contains(day) && daysOfWeek.contains(weekday)
     }
 
     private static func parse(_ field: String, name: String, range: ClosedRange<Int>, names: [String: Int], in text: String) throws(ScheduleError) -> Set<Int> {

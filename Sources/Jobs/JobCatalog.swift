@@ -18,6 +18,9 @@ public struct JobCatalog: Sendable {
         for job in jobs {
             guard JobDefinition.isValidName(job.name) else { throw ScheduleError("job name '\(job.name)' must be lowercase letters, digits and dashes") }
             guard byName[job.name] == nil else { throw ScheduleError("two jobs are named \(job.name)") }
+            if case .every(let seconds) = job.schedule, seconds <= 0 {
+                throw ScheduleError("job \(job.name) runs every \(seconds) seconds; the interval must be positive")
+            }
             byName[job.name] = job
         }
         self.jobs = jobs
@@ -28,8 +31,10 @@ public struct JobCatalog: Sendable {
 
     /// Upserts every job's row. Code owns the schedule, description and limits; the
     /// operator owns `enabled`, which a sync never touches. `next_run_at` is kept unless the
-    /// schedule changed.
-    public func sync(client: PostgresClient, logger: Logger) async throws {
+    /// schedule changed. Schedulers sync with `overwrite` (they are the ones that run the
+    /// schedule); the API and `fila job run` only add missing rows, so a CLI started with
+    /// another TZ or version cannot move the schedulers' slots.
+    public func sync(client: PostgresClient, overwrite: Bool = true, logger: Logger) async throws {
         let now = try await client.query("SELECT now()", logger: logger).collect().first!.decode(Date.self)
         for job in jobs {
             let interval = job.schedule.typicalInterval(around: now)
@@ -47,6 +52,7 @@ public struct JobCatalog: Sendable {
                        next_run_at = CASE WHEN (job_definitions.schedule, job_definitions.time_zone) = (excluded.schedule, excluded.time_zone)
                                                AND job_definitions.next_run_at IS NOT NULL
                                           THEN job_definitions.next_run_at ELSE excluded.next_run_at END
+                 WHERE \(overwrite)
                 """,
                 logger: logger
             )

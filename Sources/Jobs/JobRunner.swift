@@ -6,23 +6,31 @@ import Foundation
 import Database
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// Runs one execution of a job, whoever asked for it (scheduler, HTTP, CLI, psql).
 ///
 /// Two runs of one job never overlap, on any replica: a run holds a transaction-scoped
-/// advisory lock on the job's name for as long as it works, on a connection of its own
-/// (pooler-safe: the lock dies with the transaction or the connection). A run that cannot
-/// take the lock is not started.
+/// advisory lock on the job's name for as long as it works (pooler-safe: it dies with the
+/// transaction or the connection). The transaction lives on a connection of the run's own,
+/// outside the pool, so lock holders can never starve the pool their handlers and
+/// bookkeeping need. A run that cannot take the lock is not started.
 public struct JobRunner: Sendable {
     public let client: PostgresClient
+    /// Where the lock connection goes (the same database as `client`).
+    public let lockURL: DatabaseURL
     /// The `worker_heartbeats.id` of this process, written into `job_executions.worker_id`.
     public let workerID: String
+    /// How often the idle lock connection is used, so that idle timeouts and dead peers
+    /// are noticed; losing it cancels the handler (another run may take the lock).
+    public var lockKeepAlive: Duration = .seconds(30)
 
     /// The first key of the two-part advisory lock ('fila' 'jb'); the second is the name's hash.
     static let lockClass: Int32 = 0x6669_6A62
 
-    public init(client: PostgresClient, workerID: String) {
+    public init(client: PostgresClient, lockURL: DatabaseURL, workerID: String) {
         self.client = client
+        self.lockURL = lockURL
         self.workerID = workerID
     }
 
@@ -31,13 +39,17 @@ public struct JobRunner: Sendable {
         case finished(JobExecution)
         /// Another run of the job holds the lock; the execution row, if any, is `skipped`.
         case alreadyRunning
+        /// The execution row was no longer this process's to run (failed by a rescuer).
+        case abandoned
     }
 
     /// Inserts a `pending` row for `trigger` and runs it now, unless a run is going on; then
     /// nothing is written and the answer is `.alreadyRunning`.
     public func runNow(_ job: JobDefinition, trigger: JobTrigger, correlationID: String? = nil, logger: Logger) async throws -> Outcome {
-        try await withJobLock(job.name, logger: logger) { locked in
-            guard locked else { return .alreadyRunning }
+        try await withJobLock(job.name, logger: logger) { connection, locked in
+            guard let connection, locked else { return .alreadyRunning }
+            // Through the pool, committed at once, so the row is visible while it runs (the
+            // lock's connection is not from the pool: nothing here waits on itself).
             let id = try await client.query(
                 """
                 INSERT INTO job_executions (job_name, scheduled_for, status, triggered_by, worker_id, correlation_id)
@@ -46,15 +58,15 @@ public struct JobRunner: Sendable {
                 """,
                 logger: logger
             ).collect().first!.decode(UUID.self)
-            return .finished(try await perform(job, executionID: id, logger: logger))
+            return try await perform(job, executionID: id, lockConnection: connection, logger: logger)
         }
     }
 
     /// Runs an execution row already claimed by this process (`pending`, `worker_id` = ours).
     /// When another run holds the lock, the row becomes `skipped`.
     public func run(_ job: JobDefinition, executionID: UUID, logger: Logger) async throws -> Outcome {
-        try await withJobLock(job.name, logger: logger) { locked in
-            guard locked else {
+        try await withJobLock(job.name, logger: logger) { connection, locked in
+            guard let connection, locked else {
                 try await client.query(
                     """
                     UPDATE job_executions
@@ -66,19 +78,34 @@ public struct JobRunner: Sendable {
                 logger.warning("job run skipped: the previous run is still going", metadata: ["job.name": .string(job.name)])
                 return .alreadyRunning
             }
-            return .finished(try await perform(job, executionID: executionID, logger: logger))
+            return try await perform(job, executionID: executionID, lockConnection: connection, logger: logger)
         }
     }
 
-    /// Holds the job's advisory lock (if free) in a transaction around `body`.
-    private func withJobLock<Result: Sendable>(_ name: String, logger: Logger, _ body: (Bool) async throws -> Result) async throws -> Result {
+    /// Opens the lock connection, begins a transaction and tries the job's transaction-scoped
+    /// lock, held until `body` ends and the transaction closes (or the connection dies).
+    private func withJobLock(_ name: String, logger: Logger, _ body: (PostgresConnection?, Bool) async throws -> Outcome) async throws -> Outcome {
         do {
-            return try await client.withTransaction(logger: logger) { connection in
+            return try await lockURL.withConnection(logger: logger) { connection in
+                try await connection.query("BEGIN", logger: logger)
                 let locked = try await connection.query(
                     "SELECT pg_try_advisory_xact_lock(\(Self.lockClass), hashtext(\(name)))",
                     logger: logger
                 ).collect().first!.decode(Bool.self)
-                return try await body(locked)
+                let outcome: Outcome
+                do {
+                    outcome = try await body(locked ? connection : nil, locked)
+                } catch {
+                    _ = try? await connection.query("ROLLBACK", logger: logger)
+                    throw error
+                }
+                do {
+                    try await connection.query("COMMIT", logger: logger)
+                } catch {
+                    // The run is recorded; the lock went with the transaction either way.
+                    logger.warning("job lock connection lost after the run; the lock went with it", metadata: ["job.name": .string(name)])
+                }
+                return outcome
             }
         } catch let error as DatabaseError {
             throw error
@@ -87,27 +114,34 @@ public struct JobRunner: Sendable {
         }
     }
 
-    /// Marks the row running, runs the handler under the job's timeout, and writes how it
-    /// ended. The handler's own failure is the run's result, not an error thrown here.
-    private func perform(_ job: JobDefinition, executionID: UUID, logger baseLogger: Logger) async throws -> JobExecution {
+    /// Marks the row running, runs the handler under the job's timeout while keeping the lock
+    /// connection alive, and writes how it ended. The handler's own failure is the run's
+    /// result, not an error thrown here.
+    private func perform(_ job: JobDefinition, executionID: UUID, lockConnection: PostgresConnection, logger baseLogger: Logger) async throws -> Outcome {
         var logger = baseLogger
         logger[metadataKey: "job.name"] = .string(job.name)
         logger[metadataKey: "job.execution_id"] = .string(executionID.uuidString.lowercased())
-        try await client.query(
+        // Only a row still pending is started: one failed by a rescuer meanwhile stays failed.
+        let started = try await client.query(
             """
             UPDATE job_executions SET status = 'running', started_at = now(), worker_id = \(workerID)
-             WHERE id = \(executionID)
+             WHERE id = \(executionID) AND status = 'pending'
+            RETURNING id
             """,
             logger: logger
-        )
+        ).collect()
+        guard !started.isEmpty else {
+            logger.warning("job run abandoned: its execution row is no longer pending")
+            return .abandoned
+        }
         logger.debug("job started")
         let context = JobContext(client: client, logger: logger, executionID: executionID, jobName: job.name)
-        let ending = await Self.race(job.handler, context: context, timeout: job.timeout)
+        let ending = await Self.race(job.handler, context: context, timeout: job.timeout, keepAlive: lockKeepAlive, lockConnection: lockConnection, logger: logger)
 
-        let status: JobExecution.Status
+        var status: JobExecution.Status
         var result: String? = nil
         var message: String? = nil
-        switch ending {
+        switch ending.outcome {
         case .success(let value):
             status = .success
             result = value.text
@@ -119,64 +153,157 @@ public struct JobRunner: Sendable {
             status = .timeout
             message = "still running after \(job.timeout); cancelled"
             logger.error("job timed out", metadata: ["job.timeout": .stringConvertible(job.timeout)])
+        case .lockLost:
+            status = .failed
+            message = "the connection holding the job's lock was lost; cancelled"
+            logger.error("job lock lost; run cancelled")
         }
-        // Written from an unstructured task so that a cancelled caller (shutdown) still
-        // records how the run ended.
-        let client = client
-        let finishingLogger = logger
-        let row = try await Task {
-            try await client.query(
-                """
-                UPDATE job_executions
-                   SET status = \(status.rawValue), finished_at = now(),
-                       duration_ms = greatest(0, (extract(epoch FROM now() - started_at) * 1000)::bigint),
-                       result = \(result)::jsonb, error = \(message)
-                 WHERE id = \(executionID)
-                """,
-                logger: finishingLogger
-            )
-            return try await client.query("\(unescaped: JobExecution.select) WHERE e.id = \(executionID)", logger: finishingLogger)
-                .collect().first.map(JobExecution.init(row:))
-        }.value
-        guard let row else { throw DatabaseError(.queryFailed, "job execution \(executionID) disappeared while running") }
+        let row = try await finish(executionID, status: status, result: result, error: message, logger: logger)
+        // A handler that ignores cancellation keeps the lock until it really ends, so no
+        // other run can overlap it; its row already says how it ended.
+        await ending.handlerEnded()
         if status == .success {
             logger.info("job finished", metadata: ["job.duration_ms": .stringConvertible(row.durationMs ?? 0)])
         }
         if let duration = row.durationMs, duration > job.sla.milliseconds {
             logger.warning("job run over its SLA", metadata: ["job.duration_ms": .stringConvertible(duration), "job.sla_ms": .stringConvertible(job.sla.milliseconds)])
         }
-        return row
+        return .finished(row)
+    }
+
+    /// Writes the end of a run, from an unstructured task so that a cancelled caller
+    /// (shutdown) still records it, retrying briefly; a result the database refuses is
+    /// replaced by the reason, so the row never stays `running`.
+    private func finish(_ executionID: UUID, status: JobExecution.Status, result: String?, error message: String?, logger: Logger) async throws -> JobExecution {
+        let client = client
+        return try await Task {
+            var attempt = 0
+            var result = result
+            var message = message
+            var status = status
+            while true {
+                attempt += 1
+                do {
+                    let rows = try await client.query(
+                        """
+                        UPDATE job_executions
+                           SET status = \(status.rawValue), finished_at = now(),
+                               duration_ms = greatest(0, (extract(epoch FROM now() - started_at) * 1000)::bigint),
+                               result = \(result)::jsonb, error = \(message)
+                         WHERE id = \(executionID)
+                        RETURNING id
+                        """,
+                        logger: logger
+                    ).collect()
+                    guard !rows.isEmpty else { throw DatabaseError(.queryFailed, "job execution \(executionID) disappeared while running") }
+                    let row = try await client.query("\(unescaped: JobExecution.select) WHERE e.id = \(executionID)", logger: logger).collect().first!
+                    return try JobExecution(row: row)
+                } catch let error as PSQLError where error.serverInfo?[.sqlState]?.hasPrefix("22") == true && result != nil {
+                    // Data the database refuses (say, a NUL in the result): keep the reason.
+                    logger.error("job result could not be stored", metadata: ["error": .string(String(reflecting: error))])
+                    message = "the result could not be stored: \(error.serverInfo?[.message] ?? "invalid data")"
+                    result = nil
+                    if status == .success { status = .failed }
+                } catch {
+                    if attempt >= 5 { throw DatabaseError(wrapping: error, context: "recording the end of job execution \(executionID) failed") }
+                    try? await Task.sleep(for: .milliseconds(200 * attempt))
+                }
+            }
+        }.value
     }
 
     enum Ending: Sendable {
         case success(JSONValue)
         case failure(any Error)
         case timedOut
+        case lockLost
     }
 
-    /// The handler raced against its timeout; the loser is cancelled.
-    static func race(_ handler: @escaping JobDefinition.Handler, context: JobContext, timeout: Duration) async -> Ending {
-        await withTaskGroup(of: Ending.self) { group in
-            group.addTask {
-                do {
-                    return .success(try await handler(context))
-                } catch {
-                    return .failure(error)
-                }
-            }
-            group.addTask {
-                do {
-                    try await Task.sleep(for: timeout)
-                    return .timedOut
-                } catch {
-                    return .failure(CancellationError())
-                }
-            }
-            let first = await group.next()!
-            group.cancelAll()
-            return first
-        }
+    struct RaceResult: Sendable {
+        let outcome: Ending
+        /// Waits until the handler has really returned (it may ignore cancellation).
+        let handlerEnded: @Sendable () async -> Void
     }
+
+    /// Runs the handler in a task of its own and waits for the first of: its end, the
+    /// timeout, or the lock connection failing a keep-alive. The handler is cancelled when it
+    /// loses, but the answer does not wait for it to stop.
+    static func race(
+        _ handler: @escaping JobDefinition.Handler,
+        context: JobContext,
+        timeout: Duration,
+        keepAlive: Duration,
+        lockConnection: PostgresConnection,
+        logger: Logger
+    ) async -> RaceResult {
+        let decided = Decision()
+        let handlerTask = Task<JSONValue, any Error> { try await handler(context) }
+        let watchers = Watchers()
+        let outcome: Ending = await withCheckedContinuation { (continuation: CheckedContinuation<Ending, Never>) in
+            decided.install(continuation)
+            watchers.add(Task {
+                do {
+                    decided.decide(.success(try await handlerTask.value))
+                } catch {
+                    decided.decide(.failure(error))
+                }
+            })
+            watchers.add(Task {
+                let deadline = ContinuousClock.now + timeout
+                while ContinuousClock.now < deadline {
+                    do {
+                        try await Task.sleep(for: min(keepAlive, deadline - ContinuousClock.now))
+                    } catch {
+                        return  // the handler ended first
+                    }
+                    if ContinuousClock.now >= deadline { break }
+                    do {
+                        _ = try await lockConnection.query("SELECT 1", logger: logger)
+                    } catch {
+                        decided.decide(.lockLost)
+                        return
+                    }
+                }
+                decided.decide(.timedOut)
+            })
+        }
+        handlerTask.cancel()
+        watchers.cancelAll()
+        return RaceResult(outcome: outcome, handlerEnded: { _ = await handlerTask.result })
+    }
+}
+
+/// The first of several racers to finish resumes the continuation; the others are ignored.
+private final class Decision: Sendable {
+    private let state = Mutex<(decided: Bool, continuation: CheckedContinuation<JobRunner.Ending, Never>?, early: JobRunner.Ending?)>((false, nil, nil))
+
+    func install(_ continuation: CheckedContinuation<JobRunner.Ending, Never>) {
+        let early = state.withLock { state -> JobRunner.Ending? in
+            state.continuation = continuation
+            return state.early
+        }
+        if let early { continuation.resume(returning: early) }
+    }
+
+    func decide(_ ending: JobRunner.Ending) {
+        let continuation = state.withLock { state -> CheckedContinuation<JobRunner.Ending, Never>? in
+            guard !state.decided else { return nil }
+            state.decided = true
+            guard let continuation = state.continuation else {
+                state.early = ending
+                return nil
+            }
+            return continuation
+        }
+        continuation?.resume(returning: ending)
+    }
+}
+
+/// Tasks to cancel once the race is decided.
+private final class Watchers: Sendable {
+    private let tasks = Mutex<[Task<Void, Never>]>([])
+    func add(_ task: Task<Void, Never>) { tasks.withLock { $0.append(task) } }
+    func cancelAll() { tasks.withLock { $0 }.forEach { $0.cancel() } }
 }
 
 extension Duration {

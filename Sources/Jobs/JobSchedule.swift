@@ -21,8 +21,10 @@ public enum JobSchedule: Sendable, Hashable, CustomStringConvertible {
         if trimmed.hasPrefix("every ") {
             let amount = trimmed.dropFirst(6).trimmingCharacters(in: .whitespaces)
             let units: [Character: Int] = ["s": 1, "m": 60, "h": 3600, "d": 86_400]
-            guard let unit = amount.last, let multiplier = units[unit], let count = Int(amount.dropLast()), count > 0 else {
-                throw ScheduleError("schedule '\(text)': expected 'every N' with s, m, h or d, e.g. 'every 15m'")
+            guard let unit = amount.last, let multiplier = units[unit], let count = Int(amount.dropLast()),
+                (1...(366 * 86_400) / multiplier).contains(count)
+            else {
+                throw ScheduleError("schedule '\(text)': expected 'every N' with s, m, h or d, at most a year, e.g. 'every 15m'")
             }
             self = .every(seconds: count * multiplier)
         } else if trimmed.hasPrefix("cron ") {
@@ -63,6 +65,14 @@ public enum JobSchedule: Sendable, Hashable, CustomStringConvertible {
 
     /// The slots in `(start, end]`, oldest first, at most `limit` of the newest.
     public func slots(after start: Date, through end: Date, limit: Int = 1000) -> [Date] {
+        if case .every(let seconds) = self {
+            // Arithmetic: the newest `limit` multiples of the interval in (start, end].
+            let step = Double(seconds)
+            let last = (end.timeIntervalSince1970 / step).rounded(.down)
+            let first = max((start.timeIntervalSince1970 / step).rounded(.down) + 1, last - Double(limit) + 1)
+            guard first <= last else { return [] }
+            return stride(from: first, through: last, by: 1).map { Date(timeIntervalSince1970: $0 * step) }
+        }
         var slots: [Date] = []
         var cursor = start
         while let next = nextSlot(after: cursor), next <= end {

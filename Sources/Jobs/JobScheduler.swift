@@ -58,7 +58,7 @@ public struct JobScheduler: Service {
                         try await catalog.sync(client: runner.client, logger: logger)
                         synced = true
                     }
-                    for (job, executionID) in try await tick() {
+                    try await tick { job, executionID in
                         runs.addTask {
                             do {
                                 _ = try await runner.run(job, executionID: executionID, logger: logger)
@@ -84,18 +84,26 @@ public struct JobScheduler: Service {
         logger.info("scheduler stopped")
     }
 
-    /// One pass: fail runs of dead processes, claim due slots and requested runs. Returns
-    /// the executions this process must now run.
-    public func tick() async throws -> [(JobDefinition, UUID)] {
+    /// One pass: fail runs of dead processes, claim due slots and requested runs. Each claim
+    /// is handed to `onClaim` as soon as it is committed, and a failure with one job does
+    /// not hold up the others.
+    public func tick(_ onClaim: (JobDefinition, UUID) -> Void) async throws {
         try await failRunsOfLostProcesses()
-        var claimed: [(JobDefinition, UUID)] = []
         for state in try await dueJobs() {
             guard let job = catalog[state.name] else { continue }
-            if let id = try await claimSlots(of: job, state: state) {
-                claimed.append((job, id))
+            do {
+                if let id = try await claimSlots(of: job, state: state) { onClaim(job, id) }
+            } catch {
+                logger.error("claiming a job's slot failed", metadata: ["job.name": .string(job.name), "error": .string(String(reflecting: error))])
             }
         }
-        claimed += try await claimRequestedRuns()
+        for (job, id) in try await claimRequestedRuns() { onClaim(job, id) }
+    }
+
+    /// `tick(_:)`, returning the claims (for callers that run them themselves).
+    public func tick() async throws -> [(JobDefinition, UUID)] {
+        var claimed: [(JobDefinition, UUID)] = []
+        try await tick { claimed.append(($0, $1)) }
         return claimed
     }
 
@@ -129,7 +137,12 @@ public struct JobScheduler: Service {
         guard let newNext = job.schedule.nextSlot(after: state.now) else { return nil }
         let slots: [Date]
         if let nextRunAt = state.nextRunAt {
-            slots = [nextRunAt] + job.schedule.slots(after: nextRunAt, through: state.now, limit: configuration.maximumSkippedSlots)
+            // After a long downtime only the newest slots are recorded: start the walk no
+            // earlier than that many intervals back.
+            let window = job.schedule.typicalInterval(around: state.now).seconds * Double(configuration.maximumSkippedSlots + 1)
+            let walkFrom = max(nextRunAt, state.now.addingTimeInterval(-window))
+            let newer = job.schedule.slots(after: walkFrom, through: state.now, limit: configuration.maximumSkippedSlots + 1)
+            slots = walkFrom == nextRunAt ? Array(([nextRunAt] + newer).suffix(configuration.maximumSkippedSlots + 1)) : newer
         } else {
             slots = []  // first sight of the job: schedule it, run nothing yet
         }
@@ -145,7 +158,7 @@ public struct JobScheduler: Service {
                 logger: logger
             ).collect()
             guard let row = advanced.first, try row.decode(Bool.self), let slot = slots.last else { return nil }
-            let missed = Array(slots.dropLast().suffix(maximumSkipped))
+            let missed = Array(slots.dropLast().suffix(max(0, maximumSkipped)))
             if !missed.isEmpty {
                 try await connection.query(
                     """
@@ -220,6 +233,11 @@ public struct JobScheduler: Service {
                                           ELSE greatest(0, (extract(epoch FROM now() - e.started_at) * 1000)::bigint) END,
                        error = 'the process running it (' || e.worker_id || ') stopped heart-beating'
                  WHERE e.status IN ('pending', 'running') AND e.worker_id IS NOT NULL
+                   -- Only a process that is itself heart-beating judges others: after a database
+                   -- outage every heartbeat is stale at once, and nobody is dead for that.
+                   AND EXISTS (SELECT 1 FROM worker_heartbeats me
+                                WHERE me.id = \(runner.workerID)
+                                  AND me.last_seen_at > now() - make_interval(secs => \(configuration.heartbeatTimeout.seconds)))
                    AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h
                                     WHERE h.id = e.worker_id AND h.status <> 'stopped'
                                       AND h.last_seen_at > now() - make_interval(secs => \(configuration.heartbeatTimeout.seconds)))

@@ -29,17 +29,20 @@ struct AllCommand: AsyncParsableCommand {
             let identity = workerServices.identity
             let application = HTTPServer.makeApplication(
                 configuration: configuration,
-                jobs: JobsAssembly.api(client: client, identity: identity, configuration: configuration, logger: context.logger),
+                jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: context.logger),
                 logger: context.logger
             )
-            // The HTTP server stops last: health stays answerable while the worker drains.
+            // Stopped in reverse: the worker drains first, with most of the shutdown time;
+            // then the scheduler's runs end or are cancelled; HTTP stays answerable until
+            // then; the heartbeat says `stopped` last.
             try await FilaServices.run(
                 [
                     .init(service: client, serviceName: "postgres"),
+                    workerServices.heartbeat,
                     .init(service: application, serviceName: "http"),
+                    .init(service: JobsAssembly.scheduler(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: context.logger), serviceName: "scheduler"),
                 ]
-                    + workerServices.services
-                    + [.init(service: JobsAssembly.scheduler(client: client, identity: identity, configuration: configuration, logger: context.logger), serviceName: "scheduler")],
+                    + workerServices.services,
                 configuration: configuration,
                 logger: context.logger
             )

@@ -8,6 +8,7 @@ import Hummingbird
 import Jobs
 import Logging
 import PostgresNIO
+import Synchronization
 
 /// `/jobs`: list jobs, read a job's executions, and run one now (the seed's
 /// `POST /jobs/resetar-fila-travada` and friends). Every route needs the admin token.
@@ -17,6 +18,16 @@ struct JobsAPI: Sendable {
     let runner: JobRunner
     let admin: AdminAuthorization
     let logger: Logger
+    /// Whether this process has added its jobs to job_definitions (insert-only, once).
+    private let synced = SyncedFlag()
+
+    init(client: PostgresClient, catalog: JobCatalog, runner: JobRunner, admin: AdminAuthorization, logger: Logger) {
+        self.client = client
+        self.catalog = catalog
+        self.runner = runner
+        self.admin = admin
+        self.logger = logger
+    }
 
     func register(on router: Router<BasicRequestContext>) {
         router.get("/jobs") { request, _ in
@@ -59,6 +70,8 @@ struct JobsAPI: Sendable {
                     switch try await runner.runNow(job, trigger: .http, correlationID: correlationID, logger: logger) {
                     case .alreadyRunning:
                         return try HTTPServer.errorResponse(.conflict, code: "already_running", message: "a run of \(name) is still going; try again when it ends")
+                    case .abandoned:
+                        return try HTTPServer.errorResponse(.serviceUnavailable, code: "run_abandoned", message: "the run was failed by a scheduler before it started; try again")
                     case .finished(let execution):
                         return try HTTPServer.jsonResponse(execution)
                     }
@@ -70,6 +83,10 @@ struct JobsAPI: Sendable {
     /// A database failure is a 503 with a reason, never a dropped connection.
     private func databaseCall(_ body: () async throws -> Response) async throws -> Response {
         do {
+            if !synced.value {
+                try await catalog.sync(client: client, overwrite: false, logger: logger)
+                synced.set()
+            }
             return try await body()
         } catch {
             logger.error("jobs API: database call failed", metadata: ["error": .string(String(reflecting: error))])
@@ -110,4 +127,10 @@ struct AdminAuthorization: Sendable {
 extension HTTPField.Name {
     /// Carried into `job_executions.correlation_id` and the logs.
     static let correlationID = Self("X-Correlation-ID")!
+}
+
+private final class SyncedFlag: Sendable {
+    private let flag = Mutex(false)
+    var value: Bool { flag.withLock { $0 } }
+    func set() { flag.withLock { $0 = true } }
 }

@@ -65,7 +65,7 @@ struct JobCommand: AsyncParsableCommand {
                     throw ExitCode(FilaExitCode.usage)
                 }
                 try await withDatabase(global) { client, context in
-                    try await catalog.sync(client: client, logger: context.logger)
+                    try await catalog.sync(client: client, overwrite: false, logger: context.logger)
                     let identity = ProcessIdentity(kind: .cli, version: FilaVersion.current)
                     let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger)
                     // This process is the run's owner while it works: it heart-beats, so a
@@ -79,12 +79,16 @@ struct JobCommand: AsyncParsableCommand {
                             }
                             return nil
                         }
-                        let outcome = try await JobRunner(client: client, workerID: identity.id).runNow(job, trigger: .cli, logger: context.logger)
+                        let runner = JobRunner(client: client, lockURL: try context.configuration.requireDatabaseURL(), workerID: identity.id)
+                        let outcome = try await runner.runNow(job, trigger: .cli, logger: context.logger)
                         group.cancelAll()
                         try? await heartbeat.beat(status: .stopped)
                         return outcome
                     }
                     switch outcome {
+                    case .abandoned:
+                        printError("fila: the run of \(name) was failed by a scheduler before it started (see `fila job history \(name)`)")
+                        throw ExitCode(FilaExitCode.failure)
                     case .alreadyRunning:
                         printError("fila: a run of \(name) is still going; try again when it ends")
                         throw ExitCode(FilaExitCode.temporaryFailure)

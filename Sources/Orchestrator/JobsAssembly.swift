@@ -1,3 +1,4 @@
+import Database
 import Jobs
 import Logging
 import PostgresNIO
@@ -10,20 +11,20 @@ enum JobsAssembly {
         try! JobCatalog(BuiltinJobs.all(settings: .init(timeZone: configuration.timeZone)))
     }
 
-    static func api(client: PostgresClient, identity: ProcessIdentity, configuration: FilaConfiguration, logger: Logger) -> JobsAPI {
+    static func api(client: PostgresClient, url: DatabaseURL, identity: ProcessIdentity, configuration: FilaConfiguration, logger: Logger) -> JobsAPI {
         JobsAPI(
             client: client,
             catalog: catalog(configuration: configuration),
-            runner: JobRunner(client: client, workerID: identity.id),
+            runner: JobRunner(client: client, lockURL: url, workerID: identity.id),
             admin: AdminAuthorization(token: configuration.adminToken),
             logger: logger
         )
     }
 
-    static func scheduler(client: PostgresClient, identity: ProcessIdentity, configuration: FilaConfiguration, logger: Logger) -> JobScheduler {
+    static func scheduler(client: PostgresClient, url: DatabaseURL, identity: ProcessIdentity, configuration: FilaConfiguration, logger: Logger) -> JobScheduler {
         JobScheduler(
             catalog: catalog(configuration: configuration),
-            runner: JobRunner(client: client, workerID: identity.id),
+            runner: JobRunner(client: client, lockURL: url, workerID: identity.id),
             logger: logger
         )
     }

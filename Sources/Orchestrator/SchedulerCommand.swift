@@ -24,13 +24,13 @@ struct SchedulerCommand: AsyncParsableCommand {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
-            let (_, client) = try context.makeClient()
+            let (databaseURL, client) = try context.makeClient()
             let identity = ProcessIdentity(kind: .scheduler, version: FilaVersion.current)
             try await FilaServices.run(
                 [
                     .init(service: client, serviceName: "postgres"),
                     .init(service: HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger), serviceName: "heartbeat"),
-                    .init(service: JobsAssembly.scheduler(client: client, identity: identity, configuration: configuration, logger: context.logger), serviceName: "scheduler"),
+                    .init(service: JobsAssembly.scheduler(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: context.logger), serviceName: "scheduler"),
                 ],
                 configuration: configuration,
                 logger: context.logger

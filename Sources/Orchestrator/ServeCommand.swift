@@ -28,14 +28,14 @@ struct ServeCommand: AsyncParsableCommand {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
-            let (_, client) = try context.makeClient()
+            let (databaseURL, client) = try context.makeClient()
             // Every process is visible in worker_heartbeats, the API included (it runs jobs
             // on POST /jobs/NAME).
             let identity = ProcessIdentity(kind: .api, version: FilaVersion.current)
             let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger)
             let application = HTTPServer.makeApplication(
                 configuration: configuration,
-                jobs: JobsAssembly.api(client: client, identity: identity, configuration: configuration, logger: context.logger),
+                jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: context.logger),
                 logger: context.logger
             )
             try await FilaServices.run(

@@ -33,9 +33,9 @@ struct WorkerCommand: AsyncParsableCommand {
             let configuration = context.configuration
             let (databaseURL, client) = try context.makeClient()
             let sender = try worker.makeSender(configuration: configuration)
+            let parts = worker.services(kind: .worker, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
             try await FilaServices.run(
-                [.init(service: client, serviceName: "postgres")]
-                    + worker.services(kind: .worker, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger).services,
+                [.init(service: client, serviceName: "postgres"), parts.heartbeat] + parts.services,
                 configuration: configuration,
                 logger: context.logger
             )
@@ -67,8 +67,8 @@ struct WorkerOptions: ParsableArguments {
         try SenderFactory.make(name: sender ?? configuration.sender, configuration: configuration)
     }
 
-    /// Heartbeat, LISTEN connection and worker loop, to run after `client` in one group,
-    /// and the process identity they use.
+    /// The heartbeat (to start right after `client`, so it stops last), the LISTEN
+    /// connection and worker loop, and the process identity they use.
     func services(
         kind: ProcessIdentity.Kind,
         client: PostgresClient,
@@ -76,7 +76,7 @@ struct WorkerOptions: ParsableArguments {
         databaseURL: DatabaseURL,
         configuration: FilaConfiguration,
         logger: Logger
-    ) -> (identity: ProcessIdentity, services: [ServiceGroupConfiguration.ServiceConfiguration]) {
+    ) -> (identity: ProcessIdentity, heartbeat: ServiceGroupConfiguration.ServiceConfiguration, services: [ServiceGroupConfiguration.ServiceConfiguration]) {
         let identity = ProcessIdentity(kind: kind, version: FilaVersion.current)
         let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: logger)
         let wake = WakeSignal()
@@ -93,8 +93,7 @@ struct WorkerOptions: ParsableArguments {
             wake: wake,
             logger: logger
         )
-        return (identity, [
-            .init(service: heartbeat, serviceName: "heartbeat"),
+        return (identity, .init(service: heartbeat, serviceName: "heartbeat"), [
             .init(service: QueueListener(url: configuration.databaseListenURL ?? databaseURL, wake: wake, logger: logger), serviceName: "listener"),
             .init(service: worker, serviceName: "worker"),
         ])

@@ -20,7 +20,7 @@ struct BuiltinJobsTests {
                 let catalog = try JobCatalog(BuiltinJobs.all(settings: settings))
                 try await catalog.sync(client: client, logger: logger)
                 try await client.query("INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('cli-1', 'cli', 't', 1, 't')", logger: logger)
-                let runner = JobRunner(client: client, workerID: "cli-1")
+                let runner = JobRunner(client: client, lockURL: url, workerID: "cli-1")
                 try await body(client) { name in
                     guard case .finished(let execution) = try await runner.runNow(catalog[name]!, trigger: .cli, logger: logger) else {
                         throw TestSetupError("\(name) did not run")

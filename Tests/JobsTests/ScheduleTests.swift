@@ -105,8 +105,36 @@ struct ScheduleTests {
         #expect(schedule.description == "every 15m")
         #expect(try JobSchedule("every 90s", timeZone: utc).description == "every 90s")
         #expect(try JobSchedule("cron 0 3 * * *", timeZone: saoPaulo).description == "cron 0 3 * * *")
-        #expect(throws: ScheduleError("schedule 'every often': expected 'every N' with s, m, h or d, e.g. 'every 15m'")) {
+        #expect(throws: ScheduleError("schedule 'every often': expected 'every N' with s, m, h or d, at most a year, e.g. 'every 15m'")) {
             try JobSchedule("every often", timeZone: utc)
         }
+    }
+}
+
+@Suite("Cron day fields")
+struct CronDayFieldTests {
+    let utc = TimeZone(identifier: "UTC")!
+
+    private func firings(_ cron: String, from: String, count: Int) throws -> [String] {
+        let schedule = JobSchedule.cron(try CronExpression(cron), timeZone: utc)
+        var cursor = try Date(from, strategy: .iso8601)
+        var days: [String] = []
+        for _ in 0..<count {
+            guard let next = schedule.nextSlot(after: cursor) else { break }
+            days.append(String(next.formatted(.iso8601).prefix(10)))
+            cursor = next
+        }
+        return days
+    }
+
+    /// A step in a day field restricts it like any list: odd days, every other weekday.
+    @Test func stepsInDayFieldsRestrictTheDays() throws {
+        #expect(try firings("0 0 */2 * *", from: "2026-03-01T12:00:00Z", count: 3) == ["2026-03-03", "2026-03-05", "2026-03-07"])
+        // Sundays, Tuesdays, Thursdays, Saturdays; 2026-03-01 is a Sunday.
+        #expect(try firings("0 9 * * */2", from: "2026-03-01T12:00:00Z", count: 3) == ["2026-03-03", "2026-03-05", "2026-03-07"])
+        // Day of month starts with '*': both must match (a Monday among days 1, 11, 21, 31).
+        #expect(try firings("0 0 */10 * 1", from: "2026-01-01T00:00:00Z", count: 3) == ["2026-05-11", "2026-06-01", "2026-08-31"])
+        #expect(try CronExpression("0 */1 * * *").hourRestricted == false)
+        #expect(try CronExpression("0 8-18 * * *").hourRestricted == true)
     }
 }

@@ -12,13 +12,14 @@ private let logger = TestDatabase.logger
 /// A database with a client, plus helpers to act as one or more fila processes.
 private struct Harness: Sendable {
     let client: PostgresClient
+    let url: DatabaseURL
 
     /// A live process in worker_heartbeats (the scheduler fails runs of dead ones).
     func process(_ id: String, lastSeen: String = "now()") async throws -> JobRunner {
         try await execute(
             "INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at) VALUES ('\(id)', 'scheduler', 'test', 1, 'test', \(lastSeen))"
         )
-        return JobRunner(client: client, workerID: id)
+        return JobRunner(client: client, lockURL: url, workerID: id)
     }
 
     func scheduler(_ catalog: JobCatalog, runner: JobRunner, tick: Duration = .milliseconds(50)) -> JobScheduler {
@@ -48,7 +49,7 @@ private struct Harness: Sendable {
 private func withHarness(_ body: (Harness) async throws -> Void) async throws {
     try await TestDatabase.withMigrated { url throws in
         try await TestDatabase.withClient(url, maximumConnections: 20) { client throws in
-            try await body(Harness(client: client))
+            try await body(Harness(client: client, url: url))
         }
     }
 }
@@ -274,6 +275,53 @@ struct SchedulerTests {
             #expect(timedOut.status == .timeout)
             #expect(timedOut.error == "still running after 0.2 seconds; cancelled")
             #expect(timedOut.durationMs.map { $0 < 5_000 } == true)
+        }
+    }
+
+    /// A handler that ignores cancellation does not hold its row past the timeout: the row
+    /// says `timeout` at once, while the lock stays held until the handler really ends.
+    @Test func aTimeoutIsRecordedEvenWhenTheHandlerIgnoresCancellation() async throws {
+        try await withHarness { harness throws in
+            let stubborn = job("teimoso", timeout: .milliseconds(300)) { _ in
+                // Not cancellable: a blocking statement, as a long UPDATE would be.
+                try await harness.execute("SELECT pg_sleep(2)")
+                return [:]
+            }
+            let runner = try await harness.process("s1")
+            let started = ContinuousClock.now
+            async let run = runner.runNow(stubborn, trigger: .cli, logger: logger)
+            var status = ""
+            while status != "timeout" && ContinuousClock.now - started < .seconds(10) {
+                try await Task.sleep(for: .milliseconds(50))
+                status = try await harness.rows("SELECT status FROM job_executions").first?.decode(String.self) ?? ""
+            }
+            #expect(status == "timeout")
+            #expect(ContinuousClock.now - started < .milliseconds(1_900))
+            // Still locked: a second run is refused until the statement ends.
+            guard case .alreadyRunning = try await runner.runNow(stubborn, trigger: .cli, logger: logger) else {
+                Issue.record("expected the lock to be held")
+                return
+            }
+            guard case .finished(let row) = try await run else { Issue.record("no row"); return }
+            #expect(row.status == .timeout)
+        }
+    }
+
+    /// A row failed by a rescuer (its process looked dead) is not started afterwards.
+    @Test func aRowFailedMeanwhileIsNotRun() async throws {
+        try await withHarness { harness throws in
+            let ran = Mutex(false)
+            let catalog = try JobCatalog([job("tarde") { _ in ran.withLock { $0 = true }; return [:] }])
+            let runner = try await harness.process("s1")
+            let id = try await harness.rows(
+                "INSERT INTO job_executions (job_name, status, finished_at, error, worker_id) VALUES ('tarde', 'failed', now(), 'lost', 's1') RETURNING id"
+            ).first!.decode(UUID.self)
+            guard case .abandoned = try await runner.run(catalog["tarde"]!, executionID: id, logger: logger) else {
+                Issue.record("expected abandoned")
+                return
+            }
+            #expect(ran.withLock { $0 } == false)
+            #expect(try await harness.executions("tarde").map(\.status) == ["failed"])
         }
     }
 

@@ -26,7 +26,7 @@ struct JobsAPITests {
                     logger: logger
                 )
                 let api = JobsAPI(
-                    client: client, catalog: catalog, runner: JobRunner(client: client, workerID: "api-1"),
+                    client: client, catalog: catalog, runner: JobRunner(client: client, lockURL: url, workerID: "api-1"),
                     admin: AdminAuthorization(token: adminToken), logger: logger
                 )
                 let app = Application(router: HTTPServer.makeRouter(jobs: api))
