@@ -16,6 +16,7 @@ CREATE TABLE job_definitions (
     timeout_seconds    integer NOT NULL CHECK (timeout_seconds > 0),
     enabled            boolean NOT NULL DEFAULT true,
     next_run_at        timestamptz,
+    created_at         timestamptz NOT NULL DEFAULT now(),
     synced_at          timestamptz NOT NULL DEFAULT now()
 );
 
@@ -24,6 +25,11 @@ COMMENT ON COLUMN job_definitions.schedule IS 'every N(s|m|h|d), aligned to the 
 COMMENT ON COLUMN job_definitions.sla_seconds IS 'A run longer than this is over its SLA';
 COMMENT ON COLUMN job_definitions.late_after_seconds IS 'The job is late when its last success is older than this (default: twice its interval)';
 COMMENT ON COLUMN job_definitions.next_run_at IS 'The next slot; claimed by the replica that advances it';
+
+-- "When did this job last succeed?" (GET /jobs, verificar-jobs-atrasados, every minute).
+CREATE INDEX job_executions_success_idx
+    ON job_executions (job_name, finished_at DESC)
+    WHERE status = 'success';
 
 -- Runs requested with psql wait as 'pending' until a scheduler takes them.
 CREATE INDEX job_executions_requested_idx

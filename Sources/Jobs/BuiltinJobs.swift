@@ -195,12 +195,12 @@ public enum BuiltinJobs {
         let rows = try await context.client.query(
             """
             SELECT d.name, s.last_success,
-                   floor(extract(epoch FROM now() - coalesce(s.last_success, d.synced_at)))::bigint, d.late_after_seconds
+                   floor(extract(epoch FROM now() - coalesce(s.last_success, d.created_at)))::bigint, d.late_after_seconds
               FROM job_definitions d
               LEFT JOIN LATERAL (SELECT max(finished_at) AS last_success FROM job_executions e
                                   WHERE e.job_name = d.name AND e.status = 'success') s ON true
              WHERE d.enabled
-               AND coalesce(s.last_success, d.synced_at) < now() - make_interval(secs => d.late_after_seconds)
+               AND coalesce(s.last_success, d.created_at) < now() - make_interval(secs => d.late_after_seconds)
              ORDER BY d.name
             """,
             logger: context.logger
@@ -258,6 +258,15 @@ public enum BuiltinJobs {
         return ["sem_heartbeat": .array(silent), "workers_vivos": .integer(liveWorkers), "sem_worker": .bool(liveWorkers == 0)]
     }
 
+    /// The columns moved to fila_mensagens_arquivo, by name, so values never shift between
+    /// columns. A migration that adds a column to fila_mensagens adds it to the archive and
+    /// to this list too (the archive test compares the two tables' columns).
+    public static let archivedColumns = """
+        id, cliente_id, telefone, conteudo, tipo, prioridade, status, tentativas, max_tentativas, agendar_para,
+        processando_desde, worker_id, outcome, outcome_reason_code, outcome_at, ultimo_erro, chip_id, provider,
+        provider_message_id, idempotency_key, correlation_id, metadata, created_at, updated_at, enviada_em
+        """
+
     static func archive(_ context: JobContext, settings: Settings) async throws -> JSONValue {
         var total = 0
         while !Task.isCancelled {
@@ -274,7 +283,8 @@ public enum BuiltinJobs {
                                    FOR UPDATE SKIP LOCKED)
                     RETURNING *),
                  archived AS (
-                    INSERT INTO fila_mensagens_arquivo SELECT moved.*, now() FROM moved
+                    INSERT INTO fila_mensagens_arquivo (\(unescaped: archivedColumns), arquivada_em)
+                    SELECT \(unescaped: archivedColumns), now() FROM moved
                     RETURNING 1)
                 SELECT count(*) FROM archived
                 """,

@@ -55,7 +55,7 @@ public enum JobReport {
                    l.status, l.started_at, l.finished_at, l.duration_ms, s.last_success,
                    CASE WHEN NOT d.enabled THEN 'disabled'
                         WHEN l.status = 'running' AND l.started_at < now() - make_interval(secs => d.sla_seconds) THEN 'running_over_sla'
-                        WHEN coalesce(s.last_success, d.synced_at) < now() - make_interval(secs => d.late_after_seconds) THEN 'late'
+                        WHEN coalesce(s.last_success, d.created_at) < now() - make_interval(secs => d.late_after_seconds) THEN 'late'
                         WHEN s.last_success IS NULL THEN 'never_run'
                         ELSE 'ok' END
               FROM job_definitions d

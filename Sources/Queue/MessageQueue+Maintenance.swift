@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import Database
 import Logging
 import PostgresNIO
@@ -29,6 +34,30 @@ extension MessageQueue {
         if count > 0 {
             try await notifyWorkers(logger: logger)
             logger.warning("rows returned to pendente: their worker stopped heart-beating", metadata: ["fila.rescued": .stringConvertible(count)])
+        }
+        return count
+    }
+
+    /// Hands back rows the database says `workerID` holds but the worker does not know of:
+    /// a claim that committed while its answer was lost (the connection dropped at commit).
+    /// `known` are the rows the worker did receive and has not finished writing. No attempt
+    /// is burned (nothing was sent). Returns the count.
+    @discardableResult
+    public func releaseUnconfirmedClaims(workerID: String, known: Set<UUID>, logger: Logger) async throws -> Int {
+        let query: PostgresQuery = """
+            WITH released AS (
+                UPDATE fila_mensagens m
+                   SET status = 'pendente', agendar_para = now(),
+                       outcome = 'FAILED_WORKER_LOST', outcome_reason_code = 'claim_unconfirmed:' || m.worker_id,
+                       outcome_at = now(), worker_id = NULL, processando_desde = NULL, updated_at = now()
+                 WHERE m.status = 'processando' AND m.worker_id = \(workerID)
+                   AND m.id <> ALL(\(Array(known))::uuid[])
+                RETURNING 1)
+            SELECT count(*) FROM released
+            """
+        let count = try await countingStatement(query, what: "release of unconfirmed claims", logger: logger)
+        if count > 0 {
+            logger.warning("rows claimed while the connection dropped went back to pendente", metadata: ["fila.released": .stringConvertible(count)])
         }
         return count
     }

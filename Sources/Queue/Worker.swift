@@ -39,19 +39,24 @@ public final class Worker: Service {
         public var drainTimeout: Duration
         /// The retry schedule for retryable failures.
         public var retryBackoff: Backoff
+        /// How long a claim or an outcome write may go unanswered before the worker gives
+        /// up on it and retries (a wedged connection must not stall the worker).
+        public var databaseDeadline: Duration
 
         public init(
             concurrency: Int = 50,
             batchSize: Int = 100,
             pollInterval: Duration = .seconds(1),
             drainTimeout: Duration = .seconds(20),
-            retryBackoff: Backoff = .messageRetry
+            retryBackoff: Backoff = .messageRetry,
+            databaseDeadline: Duration = .seconds(15)
         ) {
             self.concurrency = max(1, concurrency)
             self.batchSize = max(1, batchSize)
             self.pollInterval = pollInterval
             self.drainTimeout = drainTimeout
             self.retryBackoff = retryBackoff
+            self.databaseDeadline = databaseDeadline
         }
     }
 
@@ -63,6 +68,9 @@ public final class Worker: Service {
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
     private let results = ResultBuffer()
+    /// Rows this worker received from a claim and has not finished writing: anything else
+    /// the database says it holds is a claim whose answer was lost.
+    private let held = HeldRows()
 
     public init(
         configuration: Configuration = .init(),
@@ -155,12 +163,23 @@ public final class Worker: Service {
             if mayHaveWork && room >= threshold {
                 let limit = min(room, configuration.batchSize)
                 do {
-                    let claimed = try await queue.claim(workerID: workerID, limit: limit, logger: logger)
+                    if failures > 0 {
+                        // The failed claim may have committed with its answer lost: those rows
+                        // would sit under this live worker until the 60-minute stuck reset.
+                        let known = held.snapshot()
+                        try await withDeadline(configuration.databaseDeadline, what: "releasing unconfirmed claims") { [queue, workerID, logger] in
+                            try await queue.releaseUnconfirmedClaims(workerID: workerID, known: known, logger: logger)
+                        }
+                    }
+                    let claimed = try await withDeadline(configuration.databaseDeadline, what: "claiming") { [queue, workerID, logger] in
+                        try await queue.claim(workerID: workerID, limit: limit, logger: logger)
+                    }
                     if failures > 0 {
                         logger.info("claiming again after a database error")
                         failures = 0
                     }
                     mayHaveWork = claimed.count == limit
+                    held.insert(claimed.map(\.id))
                     for message in claimed {
                         stats.addInFlight(1)
                         sends.addTask { await self.process(message) }
@@ -266,7 +285,10 @@ public final class Worker: Service {
             guard !batch.isEmpty else { return }  // closed and empty
             while true {
                 do {
-                    let report = try await queue.finish(batch, logger: logger)
+                    let report = try await withDeadline(configuration.databaseDeadline, what: "writing outcomes") { [queue, logger] in
+                        try await queue.finish(batch, logger: logger)
+                    }
+                    held.remove(batch.map(\.messageID))
                     stats.addProcessed(report.written.count)
                     if failures > 0 {
                         logger.info("outcomes written again after a database error")
@@ -301,6 +323,14 @@ public final class Worker: Service {
             }
         }
     }
+}
+
+/// The ids of rows a worker holds and knows of.
+final class HeldRows: Sendable {
+    private let ids = Mutex(Set<UUID>())
+    func insert(_ new: [UUID]) { ids.withLock { $0.formUnion(new) } }
+    func remove(_ done: [UUID]) { ids.withLock { $0.subtract(done) } }
+    func snapshot() -> Set<UUID> { ids.withLock { $0 } }
 }
 
 /// Finished attempts waiting to be written. `next()` returns everything accumulated

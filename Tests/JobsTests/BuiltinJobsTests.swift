@@ -118,7 +118,7 @@ struct BuiltinJobsTests {
     @Test func lateJobsAndRunsOverTheirSLAAreReported() async throws {
         try await withJobs { client, run in
             // Every job was synced now, so none is late yet except those made to look old.
-            try await execute(client, "UPDATE job_definitions SET synced_at = now() - interval '1 hour' WHERE name = 'snapshot-metricas'")
+            try await execute(client, "UPDATE job_definitions SET created_at = now() - interval '1 hour' WHERE name = 'snapshot-metricas'")
             try await execute(
                 client,
                 """
@@ -148,6 +148,19 @@ struct BuiltinJobsTests {
             #expect(try await int(client, "SELECT count(*) FROM fila_mensagens") == 3)
             #expect(try await int(client, "SELECT count(*) FROM fila_mensagens_arquivo WHERE status = 'enviada' AND arquivada_em IS NOT NULL") == 6)
             #expect(try await run("arquivar-fila").result == ["arquivadas": 0])
+            // Every column of the queue is archived, by name.
+            let queueColumns = try await client.query(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'fila_mensagens'",
+                logger: logger
+            ).collect().map { try $0.decode(String.self) }
+            let archiveColumns = try await client.query(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'fila_mensagens_arquivo'",
+                logger: logger
+            ).collect().map { try $0.decode(String.self) }
+            let listed = BuiltinJobs.archivedColumns.split(whereSeparator: { $0 == "," || $0 == "\n" })
+                .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            #expect(Set(listed) == Set(queueColumns))
+            #expect(Set(archiveColumns) == Set(queueColumns).union(["arquivada_em"]))
         }
     }
 }

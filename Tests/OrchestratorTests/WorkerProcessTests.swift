@@ -156,10 +156,13 @@ struct WorkerProcessTests {
             let url = cluster.url
             try await cluster.restart()
 
-            let drained = try await TestDatabase.withClient(url) { client throws in
-                try await waitUntil(seconds: 180) { try await count(client, where: "status = 'enviada'") == 2_000 }
+            let (drained, state) = try await TestDatabase.withClient(url) { client throws in
+                let drained = try await waitUntil(seconds: 180) { try await count(client, where: "status = 'enviada'") == 2_000 }
+                let state = try await client.query("SELECT status || ' ' || reason || ' ' || count(*)::text FROM (SELECT status, coalesce(split_part(outcome_reason_code, ':', 1), '-') AS reason FROM fila_mensagens) r GROUP BY status, reason UNION ALL SELECT 'heartbeat in_flight ' || in_flight || ' processed ' || processed_total || ' seen ' || (now() - last_seen_at)::text FROM worker_heartbeats", logger: logger)
+                    .collect().map { try $0.decode(String.self) }
+                return (drained, state)
             }
-            #expect(drained, "worker output: \(worker.standardErrorSoFar)")
+            #expect(drained, "rows: \(state); worker output: \(worker.standardErrorSoFar)")
             worker.signal(SIGTERM)
             let output = await worker.waitForExit()
             #expect(output.status == 0, "\(output.standardError)")

@@ -85,6 +85,32 @@ struct MaintenanceTests {
         }
     }
 
+    /// A claim that committed while its answer was lost: the live worker hands back what it
+    /// never received, and keeps what it did.
+    @Test func aWorkerReleasesClaimsItNeverReceived() async throws {
+        try await withQueue { queue throws in
+            let ids = try await queue.enqueue((0..<4).map { message($0) }, logger: logger).map(\.id)
+            try await queue.registerWorker("w1")
+            try await queue.registerWorker("w2")
+            _ = try await queue.claim(workerID: "w1", limit: 3, logger: logger)
+            _ = try await queue.claim(workerID: "w2", limit: 1, logger: logger)
+            let heldByW1 = try await queue.client.query("SELECT id FROM fila_mensagens WHERE worker_id = 'w1' ORDER BY id", logger: logger)
+                .collect().map { try $0.decode(UUID.self) }
+            #expect(heldByW1.count == 3)
+            let released = try await queue.releaseUnconfirmedClaims(workerID: "w1", known: [heldByW1[0]], logger: logger)
+            #expect(released == 2)
+            #expect(try await queue.row(heldByW1[0]).status == "processando")
+            let back = try await queue.row(heldByW1[1])
+            #expect(back.status == "pendente")
+            #expect(back.tentativas == 0)
+            #expect(back.outcome == "FAILED_WORKER_LOST")
+            #expect(back.reason == "claim_unconfirmed:w1")
+            // Another worker's rows are not touched.
+            #expect(try await queue.count(where: "worker_id = 'w2' AND status = 'processando'") == 1)
+            #expect(ids.count == 4)
+        }
+    }
+
     @Test func metricsCountWhatTheRowsSay() async throws {
         try await withQueue { queue throws in
             let ids = try await queue.enqueue((0..<7).map { message($0) }, logger: logger).map(\.id)
