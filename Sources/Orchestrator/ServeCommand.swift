@@ -66,7 +66,8 @@ enum FilaServices {
             logger: logger
         )
         groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
-        groupConfiguration.maximumCancellationDuration = .seconds(5)
+        // Headroom for a loaded machine; every service bounds its own last writes.
+        groupConfiguration.maximumCancellationDuration = .seconds(10)
         logger.info("starting", metadata: ["fila.version": .string(FilaVersion.current), "fila.services": .string(services.map(\.serviceName).joined(separator: ","))])
         try await ServiceGroup(configuration: groupConfiguration).run()
         logger.info("stopped")

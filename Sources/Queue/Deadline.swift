@@ -30,10 +30,13 @@ func withDeadline<Result: Sendable>(
         try? await Task.sleep(for: limit)
         race.finish(.failure(DatabaseError(.queryFailed, "\(what): no answer from Postgres within \(limit)")))
     }
+    // Cancelled (say, shutdown ran out of time): stop waiting at once too, since the call
+    // itself may not notice cancellation.
     let outcome = await withTaskCancellationHandler {
         await race.wait()
     } onCancel: {
         work.cancel()
+        race.finish(.failure(CancellationError()))
     }
     timer.cancel()
     if case .failure = outcome { work.cancel() }

@@ -93,7 +93,7 @@ public struct HeartbeatService: Service {
         var failing = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                try await beat()
+                try await withDeadline(interval, what: "the heartbeat") { try await self.beat() }
                 if failing {
                     logger.info("heartbeat written again")
                     failing = false
@@ -107,7 +107,7 @@ public struct HeartbeatService: Service {
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
         stats.set(.stopped)
-        try? await beat()
+        try? await withDeadline(.seconds(2), what: "the last heartbeat") { try await self.beat() }
     }
 
     /// Writes the row now.

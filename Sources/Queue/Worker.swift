@@ -125,7 +125,9 @@ public final class Worker: Service {
             self.wake.signal()
         }
         stats.set(.stopped)
-        try? await heartbeat.beat(status: .stopped)
+        // Bounded: with Postgres away at shutdown, the heartbeat service's own last write (or
+        // the staleness of this row) says it stopped.
+        try? await withDeadline(.seconds(2), what: "the last heartbeat") { [heartbeat] in try await heartbeat.beat(status: .stopped) }
         logger.info("worker stopped", metadata: ["worker.processed": .stringConvertible(stats.processed)])
     }
 

@@ -119,7 +119,15 @@ struct WorkerTests {
             )
             #expect(try await eventually { try await queue.count(where: "status = 'processando'") == 5 })
             try await worker.stop()
-            #expect(try await queue.count(where: "status = 'pendente' AND tentativas = 0 AND outcome = 'FAILED_WORKER_LOST' AND outcome_reason_code = 'shutdown:drain_deadline' AND worker_id IS NULL") == 5)
+            // Stop returned long before the 60 s sends could end. A send cut off is
+            // 'drain_deadline'; on a loaded machine a task may not have begun its send yet
+            // ('not_started'): either way back, with no attempt burned.
+            #expect(
+                try await queue.count(
+                    where: "status = 'pendente' AND tentativas = 0 AND outcome = 'FAILED_WORKER_LOST' AND outcome_reason_code IN ('shutdown:drain_deadline', 'shutdown:not_started') AND worker_id IS NULL"
+                ) == 5
+            )
+            #expect(try await queue.count(where: "outcome_reason_code = 'shutdown:drain_deadline'") >= 1)
         }
     }
 
