@@ -34,7 +34,7 @@ struct EnqueueCommand: AsyncParsableCommand {
     var format: String = "jsonl"
 
     @Option(name: .customLong("batch-size"), help: "Messages per INSERT statement.")
-    var batchSize = 5_000
+    var batchSize = 10_000
 
     func validate() throws {
         guard MessageFileFormat(rawValue: format) != nil else { throw ValidationError("--format must be jsonl or csv") }
@@ -88,27 +88,45 @@ struct EnqueueCommand: AsyncParsableCommand {
             var inserted = 0
             var duplicates = 0
             let logger = context.logger
-            try await databaseURL.withConnection(logger: logger) { connection in
-                var next: Task<[ParsedLine], Never>? = chunks.first.map { parse in Task { parse() } }
-                for index in chunks.indices {
-                    let parsed = await next!.value
-                    next = index + 1 < chunks.count ? Task { [parse = chunks[index + 1]] in parse() } : nil
-                    var valid: [NewMessage] = []
-                    valid.reserveCapacity(parsed.count)
-                    for entry in parsed {
-                        switch entry.result {
-                        case .success(let message): valid.append(message)
-                        case .failure(let rejection): rejected.append(rejection)
+            // Two connections insert alternate chunks at once (Postgres maintains the indexes
+            // on two cores), while the next chunks are parsed. Each chunk is sorted by
+            // idempotency key, so two statements that share keys take them in the same order
+            // and wait for each other instead of deadlocking.
+            let parseAhead = { (index: Int) -> Task<[ParsedLine], Never>? in
+                index < chunks.count ? Task { [parse = chunks[index]] in parse() } : nil
+            }
+            try await databaseURL.withConnection(logger: logger) { first in
+                try await databaseURL.withConnection(logger: logger) { second in
+                    var pending = [parseAhead(0), parseAhead(1)]
+                    var index = 0
+                    while index < chunks.count {
+                        var pair: [[NewMessage]] = []
+                        for slot in 0..<2 {
+                            guard let task = pending[slot] else { continue }
+                            let parsed = await task.value
+                            var valid: [NewMessage] = []
+                            valid.reserveCapacity(parsed.count)
+                            for entry in parsed {
+                                switch entry.result {
+                                case .success(let message): valid.append(message)
+                                case .failure(let rejection): rejected.append(rejection)
+                                }
+                            }
+                            valid.sort { ($0.idempotencyKey ?? "") < ($1.idempotencyKey ?? "") }
+                            pair.append(valid)
+                            done += parsed.count
                         }
+                        pending = [parseAhead(index + 2), parseAhead(index + 3)]
+                        let left = pair.first ?? []
+                        let right = pair.count > 1 ? pair[1] : []
+                        async let one = Self.insert(left, on: first, logger: logger)
+                        async let two = Self.insert(right, on: second, logger: logger)
+                        let (a, b) = try await (one, two)
+                        inserted += a.inserted + b.inserted
+                        duplicates += a.duplicates + b.duplicates
+                        progress.update(done: done)
+                        index += 2
                     }
-                    if !valid.isEmpty {
-                        let results = try await MessageQueue.enqueue(valid, on: connection, logger: logger)
-                        let new = results.filter(\.inserted).count
-                        inserted += new
-                        duplicates += results.count - new
-                    }
-                    done += parsed.count
-                    progress.update(done: done)
                 }
             }
             progress.finish()
@@ -116,6 +134,24 @@ struct EnqueueCommand: AsyncParsableCommand {
             for rejection in rejected { printError(rejection.description) }
             print("inserted \(inserted), duplicates \(duplicates), rejected \(rejected.count)")
             if !rejected.isEmpty { throw ExitCode(FilaExitCode.dataError) }
+        }
+    }
+
+    /// Inserts one chunk; a deadlock (possible only when the file repeats keys across
+    /// chunks in crossing order) is retried, which is safe: the failed statement wrote
+    /// nothing, and keys make the retry idempotent.
+    private static func insert(_ messages: [NewMessage], on connection: PostgresConnection, logger: Logger) async throws -> (inserted: Int, duplicates: Int) {
+        guard !messages.isEmpty else { return (0, 0) }
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                let results = try await MessageQueue.enqueue(messages, on: connection, logger: logger)
+                let new = results.filter(\.inserted).count
+                return (new, results.count - new)
+            } catch let error as DatabaseError where error.sqlState == "40P01" && attempt < 5 {
+                logger.debug("enqueue chunk deadlocked; retrying", metadata: ["error": .string(String(describing: error))])
+            }
         }
     }
 

@@ -150,6 +150,31 @@ struct EnqueueCommandTests {
         }
     }
 
+    /// Keys repeated across chunks, in crossing order, while two connections insert at once:
+    /// each message is inserted once and every repeat counts as a duplicate.
+    @Test func keysRepeatedAcrossConcurrentChunks() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await TestDatabase.withClient(url) { client throws in
+                let line = { (index: Int) in
+                    #"{"cliente_id":"medico-\#(index)","telefone":"55219\#(String(format: "%08d", index))","conteudo":"oi","tipo":"followup","idempotency_key":"k-\#(index)"}"#
+                }
+                // Chunks of 50: each pair inserted together holds the same 50 keys, one
+                // ascending and one descending.
+                let lines = (0..<4).flatMap { group in
+                    let keys = (group * 50)..<(group * 50 + 50)
+                    return keys.map(line) + keys.reversed().map(line)
+                }
+                let file = try write(lines.joined(separator: "\n") + "\n", suffix: "jsonl")
+                defer { try? FileManager.default.removeItem(atPath: file) }
+                let output = try await FilaProcess.run(["enqueue", "--batch-size", "50", file], environment: environment(url))
+                #expect(output.status == 0, "\(output.standardError)")
+                #expect(output.standardOutput == "inserted 200, duplicates 200, rejected 0\n")
+                let count = try await client.query("SELECT count(DISTINCT idempotency_key) FROM fila_mensagens", logger: logger).collect().first!.decode(Int.self)
+                #expect(count == 200)
+            }
+        }
+    }
+
     @Test func aBrokenInputIsRefusedAndWritesNothing() async throws {
         try await TestDatabase.withMigrated { url throws in
             try await TestDatabase.withClient(url) { client throws in
