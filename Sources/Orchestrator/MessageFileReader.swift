@@ -61,9 +61,34 @@ enum MessageFileReader {
     /// Parses the given lines of `data` (from `jsonLineRanges`).
     static func messages(fromJSONLines data: Data, lines: some Collection<(line: Int, range: Range<Int>)>) -> [(line: Int, result: Result<NewMessage, RejectedLine>)] {
         let decoder = JSONDecoder()
-        return lines.map { entry in
-            (entry.line, message(fromJSONLine: data.subdata(in: entry.range), line: entry.line, decoder: decoder))
+        return data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) in
+            lines.map { entry in
+                if let fields = fastFields(UnsafeRawBufferPointer(rebasing: bytes[entry.range])) {
+                    return (entry.line, message(from: Record(line: entry.line, fields: fields)))
+                }
+                return (entry.line, message(fromJSONLine: data.subdata(in: entry.range), line: entry.line, decoder: decoder))
+            }
         }
+    }
+
+    /// The line's fields through the fast scanner, or nil when the full decoder must look
+    /// (unusual JSON, an unknown field, a value of the wrong type: it words the errors).
+    static func fastFields(_ bytes: UnsafeRawBufferPointer) -> [String: String]? {
+        guard let scanned = FlatJSONScanner.scan(bytes) else { return nil }
+        var fields: [String: String] = [:]
+        for (key, value) in scanned {
+            guard columns.contains(key), key != "metadata" else { return nil }
+            switch value {
+            case .null:
+                continue
+            case .string(let text):
+                fields[key] = text
+            case .integer(let number):
+                guard key == "prioridade" || key == "max_tentativas" else { return nil }
+                fields[key] = String(number)
+            }
+        }
+        return fields
     }
 
     static func messages(fromJSONLines data: Data) -> [(line: Int, result: Result<NewMessage, RejectedLine>)] {
