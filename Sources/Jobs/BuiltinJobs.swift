@@ -170,24 +170,34 @@ public enum BuiltinJobs {
     }
 
     static func deleteOldSnapshots(_ context: JobContext, settings: Settings) async throws -> JSONValue {
-        var total = 0
-        while true {
-            let deleted = try await context.client.query(
+        let removed = try await inBatches(of: 10_000) { size in
+            try await context.client.query(
                 """
                 WITH gone AS (
                     DELETE FROM metrics_snapshots
                      WHERE id IN (SELECT id FROM metrics_snapshots
                                    WHERE created_at < now() - make_interval(secs => \(settings.metricsRetention.seconds))
-                                   LIMIT 10000)
+                                   LIMIT \(size))
                     RETURNING 1)
                 SELECT count(*) FROM gone
                 """,
                 logger: context.logger
             ).collect().first!.decode(Int.self)
-            total += deleted
-            if deleted < 10_000 || Task.isCancelled { break }
         }
-        return ["removidas": .integer(total)]
+        return ["removidas": .integer(removed)]
+    }
+
+    /// Runs `batch` (which handles at most `size` rows and says how many) until a batch
+    /// comes back short or the run is cancelled; returns the total. Short transactions keep
+    /// locks and bloat small on tables the workers are using.
+    static func inBatches(of size: Int, _ batch: (Int) async throws -> Int) async throws -> Int {
+        var total = 0
+        while !Task.isCancelled {
+            let done = try await batch(size)
+            total += done
+            if done < size { break }
+        }
+        return total
     }
 
     static func checkLateJobs(_ context: JobContext) async throws -> JSONValue {
@@ -268,9 +278,8 @@ public enum BuiltinJobs {
         """
 
     static func archive(_ context: JobContext, settings: Settings) async throws -> JSONValue {
-        var total = 0
-        while !Task.isCancelled {
-            let moved = try await context.client.query(
+        let archived = try await inBatches(of: settings.archiveBatchSize) { size in
+            try await context.client.query(
                 """
                 WITH moved AS (
                     DELETE FROM fila_mensagens
@@ -279,9 +288,9 @@ public enum BuiltinJobs {
                                      AND outcome_at < now() - make_interval(secs => \(settings.archiveAfter.seconds))
                                      AND status IN ('enviada', 'erro', 'cancelada')
                                    ORDER BY outcome_at
-                                   LIMIT \(settings.archiveBatchSize)
+                                   LIMIT \(size)
                                    FOR UPDATE SKIP LOCKED)
-                    RETURNING *),
+                    RETURNING \(unescaped: archivedColumns)),
                  archived AS (
                     INSERT INTO fila_mensagens_arquivo (\(unescaped: archivedColumns), arquivada_em)
                     SELECT \(unescaped: archivedColumns), now() FROM moved
@@ -290,9 +299,7 @@ public enum BuiltinJobs {
                 """,
                 logger: context.logger
             ).collect().first!.decode(Int.self)
-            total += moved
-            if moved < settings.archiveBatchSize { break }
         }
-        return ["arquivadas": .integer(total)]
+        return ["arquivadas": .integer(archived)]
     }
 }

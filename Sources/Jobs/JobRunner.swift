@@ -6,7 +6,7 @@ import Foundation
 import Database
 import Logging
 import PostgresNIO
-import Synchronization
+import Queue
 
 /// Runs one execution of a job, whoever asked for it (scheduler, HTTP, CLI, psql).
 ///
@@ -236,74 +236,37 @@ public struct JobRunner: Sendable {
         lockConnection: PostgresConnection,
         logger: Logger
     ) async -> RaceResult {
-        let decided = Decision()
-        let handlerTask = Task<JSONValue, any Error> { try await handler(context) }
-        let watchers = Watchers()
-        let outcome: Ending = await withCheckedContinuation { (continuation: CheckedContinuation<Ending, Never>) in
-            decided.install(continuation)
-            watchers.add(Task {
-                do {
-                    decided.decide(.success(try await handlerTask.value))
-                } catch {
-                    decided.decide(.failure(error))
-                }
-            })
-            watchers.add(Task {
-                let deadline = ContinuousClock.now + timeout
-                while ContinuousClock.now < deadline {
-                    do {
-                        try await Task.sleep(for: min(keepAlive, deadline - ContinuousClock.now))
-                    } catch {
-                        return  // the handler ended first
-                    }
-                    if ContinuousClock.now >= deadline { break }
-                    do {
-                        _ = try await lockConnection.query("SELECT 1", logger: logger)
-                    } catch {
-                        decided.decide(.lockLost)
-                        return
-                    }
-                }
-                decided.decide(.timedOut)
-            })
-        }
-        handlerTask.cancel()
-        watchers.cancelAll()
-        return RaceResult(outcome: outcome, handlerEnded: { _ = await handlerTask.result })
-    }
-}
-
-/// The first of several racers to finish resumes the continuation; the others are ignored.
-private final class Decision: Sendable {
-    private let state = Mutex<(decided: Bool, continuation: CheckedContinuation<JobRunner.Ending, Never>?, early: JobRunner.Ending?)>((false, nil, nil))
-
-    func install(_ continuation: CheckedContinuation<JobRunner.Ending, Never>) {
-        let early = state.withLock { state -> JobRunner.Ending? in
-            state.continuation = continuation
-            return state.early
-        }
-        if let early { continuation.resume(returning: early) }
-    }
-
-    func decide(_ ending: JobRunner.Ending) {
-        let continuation = state.withLock { state -> CheckedContinuation<JobRunner.Ending, Never>? in
-            guard !state.decided else { return nil }
-            state.decided = true
-            guard let continuation = state.continuation else {
-                state.early = ending
-                return nil
+        let first = FirstResult<Ending>()
+        let handlerTask = Task {
+            do {
+                first.offer(.success(try await handler(context)))
+            } catch {
+                first.offer(.failure(error))
             }
-            return continuation
         }
-        continuation?.resume(returning: ending)
+        let watchdog = Task {
+            let deadline = ContinuousClock.now + timeout
+            while ContinuousClock.now < deadline {
+                do {
+                    try await Task.sleep(for: min(keepAlive, deadline - ContinuousClock.now))
+                } catch {
+                    return  // the handler ended first
+                }
+                if ContinuousClock.now >= deadline { break }
+                do {
+                    _ = try await lockConnection.query("SELECT 1", logger: logger)
+                } catch {
+                    first.offer(.lockLost)
+                    return
+                }
+            }
+            first.offer(.timedOut)
+        }
+        let outcome = await first.value
+        handlerTask.cancel()
+        watchdog.cancel()
+        return RaceResult(outcome: outcome, handlerEnded: { await handlerTask.value })
     }
-}
-
-/// Tasks to cancel once the race is decided.
-private final class Watchers: Sendable {
-    private let tasks = Mutex<[Task<Void, Never>]>([])
-    func add(_ task: Task<Void, Never>) { tasks.withLock { $0.append(task) } }
-    func cancelAll() { tasks.withLock { $0 }.forEach { $0.cancel() } }
 }
 
 extension Duration {

@@ -27,7 +27,8 @@ struct JobCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingErrors {
-                try await withDatabase(global) { client, context in
+                let context = try CommandContext(options: global)
+                try await withDatabase(context) { client, _ in
                     let jobs = try await JobReport.list(client: client, logger: context.logger)
                     var rows = [["JOB", "SCHEDULE", "STATE", "LAST RUN", "LAST STATUS", "NEXT RUN"]]
                     for job in jobs {
@@ -59,12 +60,13 @@ struct JobCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingErrors {
-                let catalog = JobsAssembly.catalog(configuration: try CommandContext(options: global).configuration)
+                let context = try CommandContext(options: global)
+                let catalog = JobsAssembly.catalog(configuration: context.configuration)
                 guard let job = catalog[name] else {
                     printError("fila: no job named '\(name)'; jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))")
                     throw ExitCode(FilaExitCode.usage)
                 }
-                try await withDatabase(global) { client, context in
+                try await withDatabase(context) { client, url in
                     try await catalog.sync(client: client, overwrite: false, logger: context.logger)
                     let identity = ProcessIdentity(kind: .cli, version: FilaVersion.current)
                     let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger)
@@ -79,7 +81,7 @@ struct JobCommand: AsyncParsableCommand {
                             }
                             return nil
                         }
-                        let runner = JobRunner(client: client, lockURL: try context.configuration.requireDatabaseURL(), workerID: identity.id)
+                        let runner = JobRunner(client: client, lockURL: url, workerID: identity.id)
                         let outcome = try await runner.runNow(job, trigger: .cli, logger: context.logger)
                         group.cancelAll()
                         try? await heartbeat.beat(status: .stopped)
@@ -121,7 +123,8 @@ struct JobCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await reportingErrors {
-                try await withDatabase(global) { client, context in
+                let context = try CommandContext(options: global)
+                try await withDatabase(context) { client, _ in
                     guard try await !JobReport.list(client: client, name: name, logger: context.logger).isEmpty else {
                         printError("fila: no job named '\(name)' in job_definitions")
                         throw ExitCode(FilaExitCode.usage)
@@ -141,8 +144,7 @@ struct JobCommand: AsyncParsableCommand {
 }
 
 /// A client for a one-shot command, running for the duration of `body`.
-private func withDatabase(_ options: GlobalOptions, _ body: (PostgresClient, CommandContext) async throws -> Void) async throws {
-    let context = try CommandContext(options: options)
+private func withDatabase(_ context: CommandContext, _ body: (PostgresClient, DatabaseURL) async throws -> Void) async throws {
     let url = try context.configuration.requireDatabaseURL()
     // One connection first: an unreachable database is exit 69 with one clear line.
     try await url.withConnection(logger: context.logger) { _ in }
@@ -153,7 +155,7 @@ private func withDatabase(_ options: GlobalOptions, _ body: (PostgresClient, Com
     try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { await client.run() }
         defer { group.cancelAll() }
-        try await body(client, context)
+        try await body(client, url)
     }
 }
 

@@ -18,57 +18,67 @@ func withDeadline<Result: Sendable>(
     what: String,
     _ operation: @escaping @Sendable () async throws -> Result
 ) async throws -> Result {
-    let race = DeadlineRace<Result>()
+    let race = FirstResult<Swift.Result<Result, any Error>>()
     let work = Task {
         do {
-            race.finish(.success(try await operation()))
+            race.offer(.success(try await operation()))
         } catch {
-            race.finish(.failure(error))
+            race.offer(.failure(error))
         }
     }
     let timer = Task {
         try? await Task.sleep(for: limit)
-        race.finish(.failure(DatabaseError(.queryFailed, "\(what): no answer from Postgres within \(limit)")))
+        race.offer(.failure(DatabaseError(.queryFailed, "\(what): no answer from Postgres within \(limit)")))
     }
     // Cancelled (say, shutdown ran out of time): stop waiting at once too, since the call
     // itself may not notice cancellation.
     let outcome = await withTaskCancellationHandler {
-        await race.wait()
+        await race.value
     } onCancel: {
         work.cancel()
-        race.finish(.failure(CancellationError()))
+        race.offer(.failure(CancellationError()))
     }
     timer.cancel()
     if case .failure = outcome { work.cancel() }
     return try outcome.get()
 }
 
-private final class DeadlineRace<Value: Sendable>: Sendable {
+/// The first of several racers to offer a value wins; later offers are ignored. `value`
+/// waits for the winner (and returns at once if there already is one).
+public final class FirstResult<Value: Sendable>: Sendable {
     private struct State {
-        var outcome: Swift.Result<Value, any Error>?
-        var waiter: CheckedContinuation<Swift.Result<Value, any Error>, Never>?
+        var value: Value?
+        var waiters: [CheckedContinuation<Value, Never>] = []
     }
 
     private let state = Mutex(State())
 
-    func finish(_ outcome: Swift.Result<Value, any Error>) {
-        let waiter = state.withLock { state -> CheckedContinuation<Swift.Result<Value, any Error>, Never>? in
-            guard state.outcome == nil else { return nil }
-            state.outcome = outcome
-            defer { state.waiter = nil }
-            return state.waiter
+    public init() {}
+
+    /// Offers a value; returns whether it won.
+    @discardableResult
+    public func offer(_ value: Value) -> Bool {
+        let waiters = state.withLock { state -> [CheckedContinuation<Value, Never>]? in
+            guard state.value == nil else { return nil }
+            state.value = value
+            defer { state.waiters = [] }
+            return state.waiters
         }
-        waiter?.resume(returning: outcome)
+        guard let waiters else { return false }
+        for waiter in waiters { waiter.resume(returning: value) }
+        return true
     }
 
-    func wait() async -> Swift.Result<Value, any Error> {
-        await withCheckedContinuation { continuation in
-            let ready = state.withLock { state -> Swift.Result<Value, any Error>? in
-                if let outcome = state.outcome { return outcome }
-                state.waiter = continuation
-                return nil
+    public var value: Value {
+        get async {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Value? in
+                    if let value = state.value { return value }
+                    state.waiters.append(continuation)
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
             }
-            if let ready { continuation.resume(returning: ready) }
         }
     }
 }
