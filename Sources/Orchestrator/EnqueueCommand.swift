@@ -64,9 +64,7 @@ struct EnqueueCommand: AsyncParsableCommand {
                     start += batchSize
                 }
             case .csv:
-                guard let text = String(data: data, encoding: .utf8) else {
-                    throw InputError(description: "the input is not UTF-8 text")
-                }
+                let text = String(decoding: data, as: UTF8.self)  // validated by readInput
                 let parsed: [ParsedLine]
                 do {
                     parsed = try MessageFileReader.messages(fromCSV: text)
