@@ -49,6 +49,33 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Circuit breakers, the transition log and its cross-replica broadcast, the rate
+        // limiter (Postgres; Redis over RESP when configured). Knows nothing of WhatsApp.
+        .target(
+            name: "Resilience",
+            dependencies: [
+                "Database",
+                "Queue",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        // WhatsApp providers (Evolution API, Z-API) and the send pipeline the worker calls.
+        .target(
+            name: "Outbound",
+            dependencies: [
+                "Database",
+                "Queue",
+                "Resilience",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ]
+        ),
         .target(
             name: "Observability",
             dependencies: [
@@ -61,8 +88,11 @@ let package = Package(
                 "Database",
                 "Queue",
                 "Jobs",
+                "Resilience",
+                "Outbound",
                 "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -85,6 +115,9 @@ let package = Package(
                 "Database",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(
@@ -100,9 +133,31 @@ let package = Package(
             dependencies: ["Jobs", "FilaTestSupport"]
         ),
         .testTarget(
+            name: "ResilienceTests",
+            dependencies: [
+                "Resilience",
+                "FilaTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "OutboundTests",
+            dependencies: [
+                "Outbound",
+                "Queue",
+                "Resilience",
+                "FilaTestSupport",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ]
+        ),
+        .testTarget(
             name: "OrchestratorTests",
             dependencies: [
                 "Orchestrator",
+                "Resilience",
                 "FilaTestSupport",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -24,8 +24,7 @@ struct AllCommand: AsyncParsableCommand {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
             let (databaseURL, client) = try context.makeClient()
-            let sender = try worker.makeSender(configuration: configuration)
-            let workerServices = worker.services(kind: .all, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
+            let workerServices = try worker.services(kind: .all, client: client, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
             let identity = workerServices.identity
             let application = HTTPServer.makeApplication(
                 configuration: configuration,

@@ -6,7 +6,9 @@ import Foundation
 import Database
 import Logging
 import Observability
+import Outbound
 import Queue
+import Resilience
 
 extension FilaConfiguration {
     /// Reads and validates the configuration from environment variables; the one place
@@ -28,7 +30,12 @@ extension FilaConfiguration {
             databaseListenURL = try Self.parseDatabaseURL(text, variable: "DATABASE_LISTEN_URL")
         }
         if let text = value("REDIS_URL") {
-            redisURL = try RedisURL(text)
+            do {
+                redisURL = try RedisURL(text)
+            } catch {
+                let reason = error.message.hasPrefix("Redis URL ") ? String(error.message.dropFirst("Redis URL ".count)) : error.message
+                throw ConfigurationError(variable: "REDIS_URL", reason: reason)
+            }
         }
         if let text = value("HOST") {
             host = text
@@ -89,6 +96,56 @@ extension FilaConfiguration {
         if let text = value("FILA_SANDBOX_RECORD") {
             sandbox.recordPath = text
         }
+        if let text = value("FILA_PROVIDER_TIMEOUT_MS") {
+            guard let milliseconds = Int(text), (100...600_000).contains(milliseconds) else {
+                throw ConfigurationError(variable: "FILA_PROVIDER_TIMEOUT_MS", reason: "is '\(text)'; expected milliseconds, 100-600000")
+            }
+            providerTimeout = .milliseconds(milliseconds)
+        }
+        for variable in ["EVOLUTION_URL", "ZAPI_URL"] {
+            if let url = value(variable), !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                throw ConfigurationError(variable: variable, reason: "is not an http:// or https:// URL")
+            }
+        }
+        let evolutionParts = ["EVOLUTION_URL", "EVOLUTION_API_KEY", "EVOLUTION_INSTANCE"].map { ($0, value($0)) }
+        if evolutionParts.contains(where: { $0.1 != nil }) {
+            if let missing = evolutionParts.first(where: { $0.1 == nil }) {
+                throw ConfigurationError(variable: missing.0, reason: "is not set; Evolution needs EVOLUTION_URL, EVOLUTION_API_KEY and EVOLUTION_INSTANCE")
+            }
+            evolution = EvolutionProvider.Configuration(
+                baseURL: evolutionParts[0].1!, apiKey: evolutionParts[1].1!, instance: evolutionParts[2].1!, timeout: providerTimeout
+            )
+        }
+        let zapiParts = ["ZAPI_INSTANCE_ID", "ZAPI_TOKEN", "ZAPI_CLIENT_TOKEN"].map { ($0, value($0)) }
+        if zapiParts.contains(where: { $0.1 != nil }) {
+            if let missing = zapiParts.first(where: { $0.1 == nil }) {
+                throw ConfigurationError(variable: missing.0, reason: "is not set; Z-API needs ZAPI_INSTANCE_ID, ZAPI_TOKEN and ZAPI_CLIENT_TOKEN")
+            }
+            zapi = ZAPIProvider.Configuration(
+                baseURL: value("ZAPI_URL") ?? "https://api.z-api.io", instanceID: zapiParts[0].1!, token: zapiParts[1].1!,
+                clientToken: zapiParts[2].1!, timeout: providerTimeout
+            )
+        }
+        func count(_ name: String, _ range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+            guard let text = value(name) else { return nil }
+            guard let number = Int(text), range.contains(number) else {
+                throw ConfigurationError(variable: name, reason: "is '\(text)'; expected \(range.lowerBound)-\(range.upperBound)")
+            }
+            return number
+        }
+        if let failures = try count("FILA_CIRCUIT_FAILURES", 1...1000) { circuitPolicy.consecutiveFailures = failures }
+        if let seconds = try count("FILA_CIRCUIT_RESET_SECONDS", 1...86_400) { circuitPolicy.initialResetWait = .seconds(seconds) }
+        if let seconds = try count("FILA_CIRCUIT_RESET_MAX_SECONDS", 1...86_400) { circuitPolicy.maximumResetWait = .seconds(seconds) }
+        circuitPolicy.maximumResetWait = max(circuitPolicy.maximumResetWait, circuitPolicy.initialResetWait)
+        if let probes = try count("FILA_CIRCUIT_PROBES", 1...100) { circuitPolicy.halfOpenProbes = probes }
+        if let text = value("FILA_RATE_LIMIT") {
+            switch text.lowercased() {
+            case "on", "true", "1": rateLimitEnabled = true
+            case "off", "false", "0": rateLimitEnabled = false
+            default: throw ConfigurationError(variable: "FILA_RATE_LIMIT", reason: "is '\(text)'; expected on or off")
+            }
+        }
+        if let milliseconds = try count("FILA_REDIS_TIMEOUT_MS", 1...10_000) { redisTimeout = .milliseconds(milliseconds) }
     }
 
     /// Applies the command line's global options over the environment's values.

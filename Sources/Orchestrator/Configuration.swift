@@ -6,7 +6,9 @@ import Foundation
 import Database
 import Logging
 import Observability
+import Outbound
 import Queue
+import Resilience
 
 /// Everything a `fila` process is configured with, validated once at start-up.
 ///
@@ -44,6 +46,23 @@ struct FilaConfiguration: Sendable {
     /// `FILA_SANDBOX_DELAY_MS`, `FILA_SANDBOX_FAILURE_RATE`, `FILA_SANDBOX_RECORD`: the
     /// sandbox sender's knobs.
     var sandbox: SandboxSender.Configuration
+    /// `EVOLUTION_URL`, `EVOLUTION_API_KEY`, `EVOLUTION_INSTANCE`: the Evolution API
+    /// gateway, the `whatsapp` sender's first provider. All three or none.
+    var evolution: EvolutionProvider.Configuration?
+    /// `ZAPI_INSTANCE_ID`, `ZAPI_TOKEN`, `ZAPI_CLIENT_TOKEN` (and `ZAPI_URL`, default
+    /// https://api.z-api.io): Z-API, the fallback provider. All three or none.
+    var zapi: ZAPIProvider.Configuration?
+    /// `FILA_PROVIDER_TIMEOUT_MS`: how long one provider call may take. Evolution's
+    /// `delay` blocks its answer, so keep this above the typing delays you use.
+    var providerTimeout: Duration
+    /// `FILA_CIRCUIT_FAILURES`, `FILA_CIRCUIT_RESET_SECONDS`, `FILA_CIRCUIT_RESET_MAX_SECONDS`,
+    /// `FILA_CIRCUIT_PROBES`: the providers' breakers (5 failures; 60 s doubling to 600 s; 1 probe).
+    var circuitPolicy: CircuitBreakerPolicy
+    /// `FILA_RATE_LIMIT`: `on` (default) or `off`; the budgets themselves are in app_settings.
+    var rateLimitEnabled: Bool
+    /// `FILA_REDIS_TIMEOUT_MS`: how long a Redis rate-limit check may take before the
+    /// check falls back to Postgres.
+    var redisTimeout: Duration
 
     /// How long a worker lets in-flight sends run after SIGTERM: three quarters of the
     /// shutdown timeout, leaving the rest for writing outcomes.
@@ -62,7 +81,13 @@ struct FilaConfiguration: Sendable {
         shutdownTimeout: Duration = .seconds(30),
         databasePoolSize: Int = 10,
         sender: String? = nil,
-        sandbox: SandboxSender.Configuration = .init()
+        sandbox: SandboxSender.Configuration = .init(),
+        evolution: EvolutionProvider.Configuration? = nil,
+        zapi: ZAPIProvider.Configuration? = nil,
+        providerTimeout: Duration = .seconds(30),
+        circuitPolicy: CircuitBreakerPolicy = .init(),
+        rateLimitEnabled: Bool = true,
+        redisTimeout: Duration = .milliseconds(50)
     ) {
         self.databaseURL = databaseURL
         self.databaseListenURL = databaseListenURL
@@ -77,6 +102,12 @@ struct FilaConfiguration: Sendable {
         self.databasePoolSize = databasePoolSize
         self.sender = sender
         self.sandbox = sandbox
+        self.evolution = evolution
+        self.zapi = zapi
+        self.providerTimeout = providerTimeout
+        self.circuitPolicy = circuitPolicy
+        self.rateLimitEnabled = rateLimitEnabled
+        self.redisTimeout = redisTimeout
     }
 
     /// The database URL, or the error that names the missing variable.
@@ -88,39 +119,6 @@ struct FilaConfiguration: Sendable {
             )
         }
         return databaseURL
-    }
-}
-
-/// A `redis://[:password@]host[:port][/db]` URL; `rediss://` for TLS.
-struct RedisURL: Sendable, Hashable, CustomStringConvertible {
-    var host: String
-    var port: Int
-    var password: String?
-    var database: Int
-    var useTLS: Bool
-
-    init(_ text: String) throws(ConfigurationError) {
-        guard let components = URLComponents(string: text), let scheme = components.scheme,
-            scheme == "redis" || scheme == "rediss"
-        else {
-            throw ConfigurationError(variable: "REDIS_URL", reason: "is not a redis:// or rediss:// URL")
-        }
-        guard let host = components.host, !host.isEmpty else {
-            throw ConfigurationError(variable: "REDIS_URL", reason: "has no host")
-        }
-        let path = components.path.hasPrefix("/") ? String(components.path.dropFirst()) : components.path
-        guard path.isEmpty || Int(path).map({ $0 >= 0 }) == true else {
-            throw ConfigurationError(variable: "REDIS_URL", reason: "has a path that is not a database number")
-        }
-        self.host = host
-        self.port = components.port ?? 6379
-        self.password = components.password
-        self.database = Int(path) ?? 0
-        self.useTLS = scheme == "rediss"
-    }
-
-    var description: String {
-        "\(useTLS ? "rediss" : "redis")://\(password == nil ? "" : ":***@")\(host):\(port)/\(database)"
     }
 }
 

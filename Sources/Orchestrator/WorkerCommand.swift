@@ -18,9 +18,11 @@ struct WorkerCommand: AsyncParsableCommand {
             finishes in-flight sends within the shutdown timeout and hands back the rest \
             without spending an attempt.
 
-            A sender must be chosen explicitly (--sender or FILA_SENDER); the only one so far \
-            is `sandbox`, which sends nothing and succeeds (FILA_SANDBOX_DELAY_MS, \
-            FILA_SANDBOX_FAILURE_RATE and FILA_SANDBOX_RECORD tune it).
+            A sender must be chosen explicitly (--sender or FILA_SENDER): `whatsapp` sends \
+            through Evolution API and/or Z-API (EVOLUTION_* and ZAPI_* variables), each behind \
+            a circuit breaker, within each doctor's daily budget; `sandbox` sends nothing and \
+            succeeds (FILA_SANDBOX_DELAY_MS, FILA_SANDBOX_FAILURE_RATE and FILA_SANDBOX_RECORD \
+            tune it). While every provider's circuit is open the worker claims nothing.
             """
     )
 
@@ -32,8 +34,7 @@ struct WorkerCommand: AsyncParsableCommand {
             let context = try CommandContext(options: global)
             let configuration = context.configuration
             let (databaseURL, client) = try context.makeClient()
-            let sender = try worker.makeSender(configuration: configuration)
-            let parts = worker.services(kind: .worker, client: client, sender: sender, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
+            let parts = try worker.services(kind: .worker, client: client, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
             try await FilaServices.run(
                 [.init(service: client, serviceName: "postgres"), parts.heartbeat] + parts.services,
                 configuration: configuration,
@@ -54,7 +55,7 @@ struct WorkerOptions: ParsableArguments {
     @Option(name: .customLong("poll-interval-ms"), help: "How often to look for due messages without a notification.")
     var pollIntervalMilliseconds = 1000
 
-    @Option(help: "Where messages go: sandbox. Default: $FILA_SENDER.")
+    @Option(help: "Where messages go: whatsapp or sandbox. Default: $FILA_SENDER.")
     var sender: String?
 
     func validate() throws {
@@ -63,21 +64,21 @@ struct WorkerOptions: ParsableArguments {
         guard (10...600_000).contains(pollIntervalMilliseconds) else { throw ValidationError("--poll-interval-ms must be 10-600000") }
     }
 
-    func makeSender(configuration: FilaConfiguration) throws -> any MessageSender {
-        try SenderFactory.make(name: sender ?? configuration.sender, configuration: configuration)
-    }
-
     /// The heartbeat (to start right after `client`, so it stops last), the LISTEN
-    /// connection and worker loop, and the process identity they use.
+    /// connection, the sender's own services and the worker loop, and the process identity
+    /// they use. Throws when the sender cannot be built from the configuration.
     func services(
         kind: ProcessIdentity.Kind,
         client: PostgresClient,
-        sender: any MessageSender,
         databaseURL: DatabaseURL,
         configuration: FilaConfiguration,
         logger: Logger
-    ) -> (identity: ProcessIdentity, heartbeat: ServiceGroupConfiguration.ServiceConfiguration, services: [ServiceGroupConfiguration.ServiceConfiguration]) {
+    ) throws -> (identity: ProcessIdentity, heartbeat: ServiceGroupConfiguration.ServiceConfiguration, services: [ServiceGroupConfiguration.ServiceConfiguration]) {
         let identity = ProcessIdentity(kind: kind, version: FilaVersion.current)
+        let sender = try SenderAssembly.make(
+            name: sender ?? configuration.sender, configuration: configuration, client: client,
+            listenURL: configuration.databaseListenURL ?? databaseURL, identity: identity, logger: logger
+        )
         let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: logger)
         let wake = WakeSignal()
         let worker = Worker(
@@ -88,38 +89,14 @@ struct WorkerOptions: ParsableArguments {
                 drainTimeout: configuration.drainTimeout
             ),
             queue: MessageQueue(client: client),
-            sender: sender,
+            sender: sender.sender,
             heartbeat: heartbeat,
             wake: wake,
             logger: logger
         )
-        return (identity, .init(service: heartbeat, serviceName: "heartbeat"), [
+        return (identity, .init(service: heartbeat, serviceName: "heartbeat"), sender.services + [
             .init(service: QueueListener(url: configuration.databaseListenURL ?? databaseURL, wake: wake, logger: logger), serviceName: "listener"),
             .init(service: worker, serviceName: "worker"),
         ])
-    }
-}
-
-/// Builds the sender a worker was asked for; no sender is ever chosen silently.
-enum SenderFactory {
-    static let available = ["sandbox"]
-
-    static func make(name: String?, configuration: FilaConfiguration) throws -> any MessageSender {
-        guard let name else {
-            throw ConfigurationError(
-                variable: "FILA_SENDER",
-                reason: "is not set: choose where messages go with --sender or FILA_SENDER (available: \(available.joined(separator: ", ")))"
-            )
-        }
-        switch name {
-        case "sandbox":
-            do {
-                return try SandboxSender(configuration: configuration.sandbox)
-            } catch {
-                throw ConfigurationError(variable: "FILA_SANDBOX_RECORD", reason: "cannot be used: \(error)")
-            }
-        default:
-            throw ConfigurationError(variable: "FILA_SENDER", reason: "is '\(name)'; available: \(available.joined(separator: ", "))")
-        }
     }
 }

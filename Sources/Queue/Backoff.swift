@@ -59,6 +59,21 @@ public struct Backoff: Sendable, Hashable {
         var generator = SystemRandomNumberGenerator()
         return delay(forAttempt: attempt, using: &generator)
     }
+
+    /// "Decorrelated jitter": the next delay is uniform in [base, previous × 3], capped at
+    /// `maximum` (and never below `base`). Each delay depends on the last one rather than on
+    /// the attempt number, so retriers that started together drift apart quickly. Pass
+    /// `nil` for the first delay. `jitter` is not applied on top.
+    public func decorrelatedDelay(after previous: Duration?, using generator: inout some RandomNumberGenerator) -> Duration {
+        let low = min(base.seconds, maximum.seconds)
+        let high = min(maximum.seconds, max(low, (previous ?? base).seconds * 3))
+        return .seconds(high > low ? Double.random(in: low...high, using: &generator) : low)
+    }
+
+    public func decorrelatedDelay(after previous: Duration?) -> Duration {
+        var generator = SystemRandomNumberGenerator()
+        return decorrelatedDelay(after: previous, using: &generator)
+    }
 }
 
 private func power(_ base: Double, _ exponent: Double) -> Double {

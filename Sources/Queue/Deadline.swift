@@ -18,6 +18,18 @@ func withDeadline<Result: Sendable>(
     what: String,
     _ operation: @escaping @Sendable () async throws -> Result
 ) async throws -> Result {
+    try await withTimeLimit(limit, onTimeout: { DatabaseError(.queryFailed, "\(what): no answer from Postgres within \(limit)") }, operation)
+}
+
+/// Runs `operation` but stops waiting for it after `limit`, throwing `onTimeout()`.
+///
+/// The abandoned call is cancelled and left to end on its own: the caller gets its answer
+/// on time even from a call that ignores cancellation (a wedged connection).
+public func withTimeLimit<Result: Sendable>(
+    _ limit: Duration,
+    onTimeout: @escaping @Sendable () -> any Error,
+    _ operation: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
     let race = FirstResult<Swift.Result<Result, any Error>>()
     let work = Task {
         do {
@@ -28,7 +40,7 @@ func withDeadline<Result: Sendable>(
     }
     let timer = Task {
         try? await Task.sleep(for: limit)
-        race.offer(.failure(DatabaseError(.queryFailed, "\(what): no answer from Postgres within \(limit)")))
+        race.offer(.failure(onTimeout()))
     }
     // Cancelled (say, shutdown ran out of time): stop waiting at once too, since the call
     // itself may not notice cancellation.

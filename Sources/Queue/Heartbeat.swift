@@ -57,6 +57,7 @@ public final class ProcessStats: Sendable {
     private let inFlightCount = Atomic<Int>(0)
     private let processedCount = Atomic<Int>(0)
     private let currentStatus = Mutex(Status.running)
+    private let pauseReason = Mutex<String?>(nil)
 
     public init() {}
 
@@ -67,6 +68,11 @@ public final class ProcessStats: Sendable {
     func addInFlight(_ delta: Int) { inFlightCount.add(delta, ordering: .relaxed) }
     func addProcessed(_ delta: Int) { processedCount.add(delta, ordering: .relaxed) }
     public func set(_ status: Status) { currentStatus.withLock { $0 = status } }
+
+    /// Why the worker is not claiming (every provider's circuit open), or nil. Shown in the
+    /// heartbeat row's `metadata.paused`.
+    public var paused: String? { pauseReason.withLock { $0 } }
+    func setPaused(_ reason: String?) { pauseReason.withLock { $0 = reason } }
 }
 
 /// Upserts this process's `worker_heartbeats` row every `interval` (seed T01.6).
@@ -115,12 +121,14 @@ public struct HeartbeatService: Service {
         let status = status ?? stats.status
         try await client.query(
             """
-            INSERT INTO worker_heartbeats (id, kind, host, pid, version, in_flight, processed_total, status)
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, in_flight, processed_total, status, metadata)
             VALUES (\(identity.id), \(identity.kind.rawValue), \(identity.host), \(identity.pid), \(identity.version),
-                    \(Int32(stats.inFlight)), \(Int64(stats.processed)), \(status.rawValue))
+                    \(Int32(stats.inFlight)), \(Int64(stats.processed)), \(status.rawValue),
+                    jsonb_strip_nulls(jsonb_build_object('paused', \(stats.paused)::text)))
             ON CONFLICT (id) DO UPDATE
                SET last_seen_at = now(), in_flight = excluded.in_flight,
-                   processed_total = excluded.processed_total, status = excluded.status
+                   processed_total = excluded.processed_total, status = excluded.status,
+                   metadata = excluded.metadata
             """,
             logger: logger
         )

@@ -128,7 +128,7 @@ extension MessageQueue {
 
 extension Duration {
     /// The duration in seconds, fractions included.
-    var seconds: Double {
+    public var seconds: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

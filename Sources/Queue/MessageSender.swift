@@ -10,6 +10,24 @@ public protocol MessageSender: Sendable {
     var name: String { get }
 
     func send(_ message: ClaimedMessage, logger: Logger) async -> SendResult
+
+    /// Whether sends can go anywhere now. The worker asks before each claim, so it claims
+    /// nothing while every provider's circuit is open and at most `limit` rows while only
+    /// probes are admitted. Senders without circuits are always ready.
+    func readiness() -> SenderReadiness
+}
+
+extension MessageSender {
+    public func readiness() -> SenderReadiness { .ready(limit: nil) }
+}
+
+/// What a sender can take now.
+public enum SenderReadiness: Sendable, Hashable {
+    /// Send away: any number of messages (`nil`), or at most `limit`.
+    case ready(limit: Int?)
+    /// Nothing can be sent for now (every provider's circuit is open); look again after
+    /// `retryAfter`.
+    case paused(retryAfter: Duration, reason: String)
 }
 
 /// What a sender reports; the worker turns retries into a backoff schedule.

@@ -159,11 +159,39 @@ public final class Worker: Service {
         // Claiming one row at a time under load wastes round trips: wait for a useful batch.
         let threshold = max(1, min(configuration.batchSize, configuration.concurrency) / 4)
 
+        var pausedSince: ContinuousClock.Instant?
+
         while !isStopping {
             if wake.takeWork() { mayHaveWork = true }
             let room = configuration.concurrency - stats.inFlight
-            if mayHaveWork && room >= threshold {
-                let limit = min(room, configuration.batchSize)
+            var senderLimit: Int?
+            switch sender.readiness() {
+            case .paused(let retryAfter, let reason):
+                // Claiming now would only defer every row: leave them for a worker (or a
+                // moment) that can send, and look again when the sender may be back.
+                if pausedSince == nil {
+                    pausedSince = .now
+                    stats.setPaused(reason)
+                    logger.warning("not claiming: the sender cannot send now", metadata: ["worker.pause_reason": .string(reason)])
+                }
+                let recheck = min(max(retryAfter, .milliseconds(50)), configuration.pollInterval)
+                sends.addTask { [wake] in
+                    try? await Task.sleep(for: recheck)
+                    wake.signal()
+                }
+                guard await waiter.next() != nil else { return }
+                continue
+            case .ready(let limit):
+                if let since = pausedSince {
+                    pausedSince = nil
+                    stats.setPaused(nil)
+                    mayHaveWork = true
+                    logger.notice("claiming again: the sender can send", metadata: ["worker.paused_seconds": .stringConvertible(Int((ContinuousClock.now - since).seconds))])
+                }
+                senderLimit = limit
+            }
+            if mayHaveWork && room >= min(threshold, senderLimit ?? threshold) && (senderLimit ?? 1) > 0 {
+                let limit = min(room, configuration.batchSize, senderLimit ?? Int.max)
                 do {
                     if failures > 0 {
                         // The failed claim may have committed with its answer lost: those rows

@@ -152,8 +152,13 @@ struct CommandLineTests {
             #expect(String(buffer: body).contains(#""status":"pass""#))
 
             // The API process is in worker_heartbeats like every other; stopped after SIGTERM.
-            let running = try await url.withConnection(logger: logger) { connection in
-                try await connection.query("SELECT kind, status FROM worker_heartbeats", logger: logger).collect().map { try $0.decode((String, String).self) }
+            // Its first beat may land just after the listener is up: look for up to 10 s.
+            var running: [(String, String)] = []
+            for _ in 0..<200 where running.isEmpty {
+                running = try await url.withConnection(logger: logger) { connection in
+                    try await connection.query("SELECT kind, status FROM worker_heartbeats", logger: logger).collect().map { try $0.decode((String, String).self) }
+                }
+                if running.isEmpty { try await Task.sleep(for: .milliseconds(50)) }
             }
             #expect(running.map { [$0.0, $0.1] } == [["api", "running"]])
 

@@ -2,6 +2,7 @@ import Database
 import Foundation
 import Logging
 import Observability
+import Resilience
 import Testing
 
 @testable import Orchestrator
@@ -57,7 +58,13 @@ struct ConfigurationTests {
     @Test(arguments: [
         ("DATABASE_URL", "http://example.com", "DATABASE_URL has scheme 'http'"),
         ("DATABASE_LISTEN_URL", "postgres://db/fila", "DATABASE_LISTEN_URL has no user name"),
-        ("REDIS_URL", "memcached://x", "REDIS_URL is not a redis:// or rediss:// URL"),
+        ("REDIS_URL", "memcached://x", "REDIS_URL has scheme 'memcached'"),
+        ("REDIS_URL", "rediss://cache:6380", "REDIS_URL asks for TLS (rediss://), which is not supported"),
+        ("EVOLUTION_URL", "evolution:8080", "EVOLUTION_URL is not an http:// or https:// URL"),
+        ("ZAPI_URL", "ftp://z-api", "ZAPI_URL is not an http:// or https:// URL"),
+        ("FILA_CIRCUIT_FAILURES", "0", "FILA_CIRCUIT_FAILURES is '0'"),
+        ("FILA_RATE_LIMIT", "maybe", "FILA_RATE_LIMIT is 'maybe'"),
+        ("FILA_REDIS_TIMEOUT_MS", "fast", "FILA_REDIS_TIMEOUT_MS is 'fast'"),
         ("PORT", "80a", "PORT is '80a'"),
         ("PORT", "70000", "PORT is '70000'"),
         ("ADMIN_TOKEN", "short", "ADMIN_TOKEN is too short"),
@@ -89,6 +96,36 @@ struct ConfigurationTests {
                 #expect(!error.description.contains("hunter2secret"), "\(variable): \(error)")
             }
         }
+    }
+
+    @Test func providersAndBreakers() throws {
+        let configuration = try FilaConfiguration(environment: [
+            "EVOLUTION_URL": "http://evolution:8080", "EVOLUTION_API_KEY": "key", "EVOLUTION_INSTANCE": "chip-1",
+            "ZAPI_INSTANCE_ID": "inst", "ZAPI_TOKEN": "tok", "ZAPI_CLIENT_TOKEN": "client",
+            "FILA_PROVIDER_TIMEOUT_MS": "5000", "FILA_CIRCUIT_FAILURES": "3", "FILA_CIRCUIT_RESET_SECONDS": "30",
+            "FILA_CIRCUIT_RESET_MAX_SECONDS": "10", "FILA_RATE_LIMIT": "off", "FILA_REDIS_TIMEOUT_MS": "20",
+        ])
+        #expect(configuration.evolution?.instance == "chip-1")
+        #expect(configuration.evolution?.timeout == .seconds(5))
+        #expect(configuration.zapi?.baseURL == "https://api.z-api.io")
+        #expect(configuration.circuitPolicy.consecutiveFailures == 3)
+        #expect(configuration.circuitPolicy.initialResetWait == .seconds(30))
+        // A maximum below the first wait is raised to it.
+        #expect(configuration.circuitPolicy.maximumResetWait == .seconds(30))
+        #expect(!configuration.rateLimitEnabled)
+        #expect(configuration.redisTimeout == .milliseconds(20))
+
+        // A provider half configured names what is missing.
+        #expect(throws: ConfigurationError(variable: "EVOLUTION_API_KEY", reason: "is not set; Evolution needs EVOLUTION_URL, EVOLUTION_API_KEY and EVOLUTION_INSTANCE")) {
+            try FilaConfiguration(environment: ["EVOLUTION_URL": "http://evolution:8080", "EVOLUTION_INSTANCE": "chip-1"])
+        }
+        #expect(throws: ConfigurationError(variable: "ZAPI_INSTANCE_ID", reason: "is not set; Z-API needs ZAPI_INSTANCE_ID, ZAPI_TOKEN and ZAPI_CLIENT_TOKEN")) {
+            try FilaConfiguration(environment: ["ZAPI_TOKEN": "abc"])
+        }
+
+        let defaults = try FilaConfiguration(environment: [:])
+        #expect(defaults.evolution == nil && defaults.zapi == nil && defaults.rateLimitEnabled)
+        #expect(defaults.circuitPolicy == CircuitBreakerPolicy())
     }
 
     @Test func commandLineOptionsOverrideTheEnvironment() throws {

@@ -198,10 +198,10 @@ struct WorkerProcessTests {
     @Test func aWorkerWithoutASenderRefusesToStart() async throws {
         let output = try await FilaProcess.run(["worker"], environment: ["DATABASE_URL": "postgres://u@127.0.0.1:1/db"])
         #expect(output.status == 78)
-        #expect(output.errorLines == ["fila: FILA_SENDER is not set: choose where messages go with --sender or FILA_SENDER (available: sandbox)"])
+        #expect(output.errorLines == ["fila: FILA_SENDER is not set: choose where messages go with --sender or FILA_SENDER (available: whatsapp, sandbox)"])
 
         let unknown = try await FilaProcess.run(["worker", "--sender", "carrier-pigeon"], environment: ["DATABASE_URL": "postgres://u@127.0.0.1:1/db"])
         #expect(unknown.status == 78)
-        #expect(unknown.errorLines == ["fila: FILA_SENDER is 'carrier-pigeon'; available: sandbox"])
+        #expect(unknown.errorLines == ["fila: FILA_SENDER is 'carrier-pigeon'; available: whatsapp, sandbox"])
     }
 }

@@ -177,6 +177,30 @@ struct BackoffTests {
         #expect(delays.count > 90)
     }
 
+    @Test func decorrelatedJitterStaysWithinItsBoundsAndGrows() {
+        var generator = SystemRandomNumberGenerator()
+        let backoff = Backoff(base: .seconds(1), multiplier: 2, maximum: .seconds(60), jitter: .none)
+        var previous: Duration?
+        var reachedCap = false
+        for _ in 0..<2000 {
+            let next = backoff.decorrelatedDelay(after: previous, using: &generator)
+            #expect(next >= .seconds(1))
+            #expect(next <= .seconds(60))
+            #expect(next <= max(.seconds(1), (previous ?? .seconds(1)) * 3))
+            if next > .seconds(45) { reachedCap = true }
+            previous = next
+        }
+        #expect(reachedCap)
+        // The first delay is within [base, 3 × base].
+        for _ in 0..<200 {
+            let first = backoff.decorrelatedDelay(after: nil, using: &generator)
+            #expect(first >= .seconds(1) && first <= .seconds(3))
+        }
+        // A base above the cap is clamped to the cap.
+        let odd = Backoff(base: .seconds(90), multiplier: 2, maximum: .seconds(30), jitter: .none)
+        #expect(odd.decorrelatedDelay(after: .seconds(500), using: &generator) == .seconds(30))
+    }
+
     @Test func theMessageRetryScheduleKeepsItsOrder() {
         var generator = SystemRandomNumberGenerator()
         for attempt in 1...5 {

@@ -1,0 +1,90 @@
+import AsyncHTTPClient
+import Database
+import Logging
+import Outbound
+import PostgresNIO
+import Queue
+import Resilience
+import ServiceLifecycle
+
+/// Builds the sender a worker was asked for, with the services it needs; no sender is ever
+/// chosen silently.
+enum SenderAssembly {
+    static let available = ["whatsapp", "sandbox"]
+
+    struct Assembled {
+        let sender: any MessageSender
+        /// To run before the worker (and stop after it): the breakers' sync.
+        let services: [ServiceGroupConfiguration.ServiceConfiguration]
+    }
+
+    static func make(
+        name: String?,
+        configuration: FilaConfiguration,
+        client: PostgresClient,
+        listenURL: DatabaseURL,
+        identity: ProcessIdentity,
+        logger: Logger
+    ) throws -> Assembled {
+        guard let name else {
+            throw ConfigurationError(
+                variable: "FILA_SENDER",
+                reason: "is not set: choose where messages go with --sender or FILA_SENDER (available: \(available.joined(separator: ", ")))"
+            )
+        }
+        switch name {
+        case "sandbox":
+            do {
+                return Assembled(sender: try SandboxSender(configuration: configuration.sandbox), services: [])
+            } catch {
+                throw ConfigurationError(variable: "FILA_SANDBOX_RECORD", reason: "cannot be used: \(error)")
+            }
+        case "whatsapp":
+            return try whatsApp(configuration: configuration, client: client, listenURL: listenURL, identity: identity, logger: logger)
+        default:
+            throw ConfigurationError(variable: "FILA_SENDER", reason: "is '\(name)'; available: \(available.joined(separator: ", "))")
+        }
+    }
+
+    /// Evolution first, Z-API as the fallback, each behind its breaker; the rate limiter
+    /// on Postgres, with Redis first when REDIS_URL is set.
+    static func whatsApp(
+        configuration: FilaConfiguration,
+        client: PostgresClient,
+        listenURL: DatabaseURL,
+        identity: ProcessIdentity,
+        logger: Logger
+    ) throws -> Assembled {
+        var providers: [any WhatsAppProvider] = []
+        if let evolution = configuration.evolution {
+            providers.append(EvolutionProvider(configuration: evolution, httpClient: HTTPClient.shared))
+        }
+        if let zapi = configuration.zapi {
+            providers.append(ZAPIProvider(configuration: zapi, httpClient: HTTPClient.shared))
+        }
+        guard !providers.isEmpty else {
+            throw ConfigurationError(
+                variable: "FILA_SENDER",
+                reason: "is 'whatsapp' but no provider is configured: set EVOLUTION_URL, EVOLUTION_API_KEY and EVOLUTION_INSTANCE, and/or ZAPI_INSTANCE_ID, ZAPI_TOKEN and ZAPI_CLIENT_TOKEN"
+            )
+        }
+        let registry = CircuitBreakerRegistry(defaultPolicy: configuration.circuitPolicy, logger: logger)
+        let routes = providers.map { WhatsAppSender.Route(provider: $0, breaker: registry.breaker(named: $0.name)) }
+        var rateLimiter: RateLimiter?
+        if configuration.rateLimitEnabled {
+            rateLimiter = RateLimiter(
+                postgres: PostgresRateLimitStore(client: client),
+                redis: configuration.redisURL.map { RedisRateLimitStore(url: $0) },
+                policy: RateLimitPolicy(timeZone: configuration.timeZone.identifier),
+                settings: AppSettings(client: client, logger: logger),
+                redisTimeout: configuration.redisTimeout,
+                logger: logger
+            )
+        }
+        let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: listenURL, processID: identity.id, logger: logger)
+        return Assembled(
+            sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry),
+            services: [.init(service: sync, serviceName: "circuits")]
+        )
+    }
+}

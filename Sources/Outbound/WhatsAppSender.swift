@@ -1,0 +1,152 @@
+import Logging
+import Queue
+import Resilience
+
+/// The send pipeline a worker runs per message: rate limit → providers in order, each
+/// behind its circuit breaker → outcome (seed T01.3, T02.4, T04.1–T04.3).
+///
+/// - A doctor over the daily budget: deferred to the next window plus jitter,
+///   FAILED_RATE_LIMIT, no attempt burned.
+/// - A provider whose circuit is open is skipped without a call (Evolution → Z-API); when
+///   every circuit is open the message is deferred until the first may admit a call again,
+///   FAILED_CIRCUIT_OPEN, no attempt burned, and the budget spent on it is given back.
+/// - A provider that fails after the call was made is not followed by the next one, since
+///   the first may have delivered: the message is retried later with backoff.
+/// - Evolution's "number not on WhatsApp" fails the message for good (FAILED_VALIDATION).
+public final class WhatsAppSender: MessageSender {
+    public struct Route: Sendable {
+        public let provider: any WhatsAppProvider
+        public let breaker: CircuitBreaker
+
+        public init(provider: any WhatsAppProvider, breaker: CircuitBreaker) {
+            self.provider = provider
+            self.breaker = breaker
+        }
+    }
+
+    public let name: String
+    public let routes: [Route]
+    public let rateLimiter: RateLimiter?
+    /// Random extra delay on circuit-open deferrals, so deferred rows do not all come due
+    /// in the same instant when the circuit half-opens (seed T04.3).
+    public let circuitDeferralJitter: Duration
+    /// When set, nothing is sent until its overrides were read once.
+    public let registry: CircuitBreakerRegistry?
+
+    public init(routes: [Route], rateLimiter: RateLimiter?, registry: CircuitBreakerRegistry? = nil, circuitDeferralJitter: Duration = .seconds(30)) {
+        precondition(!routes.isEmpty, "a WhatsApp sender needs at least one provider")
+        self.routes = routes
+        self.rateLimiter = rateLimiter
+        self.circuitDeferralJitter = circuitDeferralJitter
+        self.registry = registry
+        self.name = routes.map(\.provider.name).joined(separator: "+")
+    }
+
+    public func readiness() -> SenderReadiness {
+        if let registry, !registry.overridesLoaded {
+            return .paused(retryAfter: .milliseconds(100), reason: "reading the circuit overrides")
+        }
+        var limit: Int? = 0
+        var retryAfter: Duration?
+        var closed: [String] = []
+        for route in routes {
+            switch route.breaker.readiness() {
+            case .available(let probes):
+                if let probes, let current = limit { limit = current + probes } else { limit = nil }
+            case .unavailable(let state, let wait):
+                closed.append("\(route.breaker.name) \(state.rawValue)")
+                retryAfter = min(retryAfter ?? wait, wait)
+            }
+        }
+        if limit == 0, let retryAfter {
+            return .paused(retryAfter: retryAfter, reason: "every provider's circuit is open: \(closed.joined(separator: ", "))")
+        }
+        return .ready(limit: limit)
+    }
+
+    public func send(_ message: ClaimedMessage, logger: Logger) async -> SendResult {
+        var budget: RateLimiter.Decision?
+        if let rateLimiter {
+            do {
+                let decision = try await rateLimiter.consume(key: message.clienteID, kind: message.tipo.rawValue, logger: logger)
+                if case .limited(let retryAfter) = decision.verdict {
+                    let spread = await rateLimiter.policy().deferralSpread
+                    logger.info(
+                        "over the doctor's daily budget; deferred to the next window",
+                        metadata: ["rate.used": .stringConvertible(decision.used), "rate.budget": .stringConvertible(decision.budget)]
+                    )
+                    return .deferred(
+                        outcome: .failedRateLimit,
+                        reasonCode: "rate_limit:cliente_diario",
+                        until: retryAfter + Jitter.full.apply(to: spread)
+                    )
+                }
+                budget = decision
+            } catch {
+                // No check, no send: the message waits for the limiter's store to come back.
+                logger.error("rate-limit check failed; deferring the message", metadata: ["error": .string(String(reflecting: error))])
+                return .deferred(outcome: .failedRateLimit, reasonCode: "rate_limit:unavailable", until: .seconds(30) + Jitter.full.apply(to: .seconds(30)))
+            }
+        }
+
+        var rejected: [CircuitOpenError] = []
+        for route in routes {
+            do {
+                let receipt = try await route.breaker.execute {
+                    try await route.provider.sendText(to: message.telefone, text: message.conteudo, logger: logger)
+                }
+                if !rejected.isEmpty {
+                    logger.info("sent through a fallback provider", metadata: ["provider": .string(receipt.provider)])
+                }
+                return .sent(provider: receipt.provider, providerMessageID: receipt.messageID, chipID: nil)
+            } catch let error as CircuitOpenError {
+                rejected.append(error)
+                continue
+            } catch let error as ProviderError {
+                switch error.kind {
+                case .recipientRejected:
+                    await refund(budget, logger: logger)
+                    return .permanentFailure(outcome: .failedValidation, reasonCode: error.reasonCode, error: error.description)
+                case .timeout:
+                    // It may have been delivered: the budget stays spent.
+                    return .retryableFailure(outcome: .failedTimeout, reasonCode: error.reasonCode, error: error.description)
+                case .network, .http, .invalidResponse:
+                    await refund(budget, logger: logger)
+                    return .retryableFailure(outcome: .failedProvider, reasonCode: error.reasonCode, error: error.description)
+                }
+            } catch is CancellationError {
+                return .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:cancelled", until: .zero)
+            } catch {
+                await refund(budget, logger: logger)
+                return .retryableFailure(outcome: .failedProvider, reasonCode: "\(route.provider.name):unexpected", error: String(describing: error))
+            }
+        }
+
+        // Every circuit rejected the call: nothing was sent.
+        await refund(budget, logger: logger)
+        let wait = rejected.map(\.retryAfter).min() ?? .seconds(60)
+        return .deferred(
+            outcome: .failedCircuitOpen,
+            reasonCode: "circuit_open:" + rejected.map(\.circuit).joined(separator: ","),
+            until: wait + Jitter.full.apply(to: circuitDeferralJitter)
+        )
+    }
+
+    private func refund(_ decision: RateLimiter.Decision?, logger: Logger) async {
+        guard let decision, let rateLimiter else { return }
+        await rateLimiter.refund(decision, logger: logger)
+    }
+}
+
+extension ProviderError: ClassifiedError {
+    /// Timeouts are not counted; a recipient rejection shows the provider works.
+    public var errorType: ErrorType {
+        switch kind {
+        case .timeout: return .timeout
+        case .network: return .network
+        case .http(let status): return ErrorType.forHTTPStatus(status)
+        case .recipientRejected: return .recipient
+        case .invalidResponse: return .serverError
+        }
+    }
+}

@@ -1,0 +1,125 @@
+import Logging
+import Synchronization
+
+/// A named circuit breaker (evolution, zapi, slack …) shared by every task of a process.
+///
+/// ```swift
+/// let receipt = try await breaker.execute { try await provider.sendText(to: phone, text: text, logger: logger) }
+/// // throws CircuitOpenError at once, without calling, while the circuit is open
+/// ```
+///
+/// Transitions go to `onTransition` (the registry queues them for `circuit_transitions`
+/// and the broadcast); the caller never waits for, nor sees a failure of, that write.
+public final class CircuitBreaker: Sendable {
+    public let name: String
+    public let classifier: ErrorClassifier
+    private let machine: Mutex<CircuitBreakerStateMachine>
+    private let onTransition: @Sendable (CircuitTransition) -> Void
+    private let logger: Logger
+
+    public init(
+        name: String,
+        policy: CircuitBreakerPolicy = .init(),
+        classifier: ErrorClassifier = .standard,
+        logger: Logger,
+        onTransition: @escaping @Sendable (CircuitTransition) -> Void = { _ in }
+    ) {
+        self.name = name
+        self.classifier = classifier
+        self.machine = Mutex(CircuitBreakerStateMachine(circuit: name, policy: policy))
+        self.logger = logger
+        self.onTransition = onTransition
+    }
+
+    public var state: CircuitState { machine.withLock { $0.state } }
+    public var consecutiveFailures: Int { machine.withLock { $0.consecutiveFailures } }
+    public var policy: CircuitBreakerPolicy { machine.withLock { $0.policy } }
+
+    /// Whether a call made now would go ahead (the worker asks before claiming).
+    public func readiness() -> CircuitBreakerStateMachine.Readiness {
+        let now = ContinuousClock.now
+        return machine.withLock { $0.readiness(now: now) }
+    }
+
+    /// Runs `operation` if the breaker admits it, and records how it went. Rethrows the
+    /// operation's error; throws `CircuitOpenError` without calling when it is not admitted.
+    public func execute<Value>(_ operation: () async throws -> Value) async throws -> Value {
+        let (permission, opened) = machine.withLock { $0.acquire(now: .now) }
+        publish(opened)
+        guard case .permitted(let ticket) = permission else {
+            if case .rejected(let state, let retryAfter) = permission {
+                throw CircuitOpenError(circuit: name, state: state, retryAfter: retryAfter)
+            }
+            fatalError("unreachable")
+        }
+        let value: Value
+        do {
+            value = try await operation()
+        } catch {
+            let type = classifier.classify(error)
+            let result: CircuitBreakerStateMachine.CallResult
+            switch type.classification {
+            case .failure:
+                result = .failure(detail: Self.detail(of: error))
+            case .ignored:
+                if type == .timeout {
+                    logger.warning(
+                        "call timed out; not counted toward opening the circuit",
+                        metadata: ["circuit": .string(name), "error": .string(String(describing: error))]
+                    )
+                }
+                result = .ignored
+            case .success:
+                result = .success
+            }
+            let transitions = machine.withLock { $0.record(result, for: ticket, now: .now) }
+            publish(transitions)
+            throw error
+        }
+        publish(machine.withLock { $0.record(.success, for: ticket, now: .now) })
+        return value
+    }
+
+    /// Another process opened this circuit (its broadcast arrived).
+    public func followRemoteOpen(openFor: Duration, reason: String) {
+        publish(machine.withLock { $0.followRemoteOpen(openFor: openFor, reason: reason, now: .now) })
+    }
+
+    /// Applies the override stored in `circuit_overrides`, or its absence.
+    public func applyOverride(_ override: CircuitState?, reason: String) {
+        publish(machine.withLock { $0.applyOverride(override, reason: reason, now: .now) })
+    }
+
+    private func publish(_ transitions: [CircuitTransition]) {
+        for transition in transitions {
+            let metadata: Logger.Metadata = [
+                "circuit": .string(name), "circuit.from": .string(transition.from.rawValue),
+                "circuit.to": .string(transition.to.rawValue), "circuit.reason": .string(transition.reason),
+            ]
+            switch transition.to {
+            case .open, .forcedOpen: logger.error("circuit opened", metadata: metadata)
+            case .halfOpen: logger.warning("circuit half-open", metadata: metadata)
+            case .closed, .forcedClosed: logger.notice("circuit closed", metadata: metadata)
+            }
+            onTransition(transition)
+        }
+    }
+
+    /// A short description of a failure for the transition's reason.
+    static func detail(of error: any Error) -> String {
+        let text = String(describing: error)
+        return text.count <= 300 ? text : String(text.prefix(300)) + "…"
+    }
+}
+
+/// Thrown instead of calling while a circuit does not admit calls.
+public struct CircuitOpenError: Error, Sendable, Hashable, CustomStringConvertible {
+    public let circuit: String
+    public let state: CircuitState
+    /// When a call may be admitted again, as far as this process knows.
+    public let retryAfter: Duration
+
+    public var description: String {
+        "circuit \(circuit) is \(state.rawValue): no call made (retry in \(format(retryAfter)))"
+    }
+}

@@ -1,0 +1,225 @@
+import Database
+import Logging
+import PostgresNIO
+import Queue
+import ServiceLifecycle
+
+/// Connects a process's breakers to the others' through Postgres:
+///
+/// - writes every transition to `circuit_transitions`, off the call path, in batches; a
+///   failed write is logged once and retried, never thrown at a caller (seed T02.1);
+/// - broadcasts each OPEN this process decides with `NOTIFY fila_circuits`, and opens its
+///   own breaker when another process's broadcast arrives, so one replica's discovery
+///   spares the others five failed calls each;
+/// - applies the manual overrides in `circuit_overrides` as soon as they change (the
+///   table's trigger notifies) and every `overridePollInterval` in case a notification
+///   was lost or an override expired.
+///
+/// The LISTEN connection is dedicated (`url`), like the queue listener's.
+public struct CircuitBreakerSync: Service {
+    public static let channel = "fila_circuits"
+
+    let registry: CircuitBreakerRegistry
+    let client: PostgresClient
+    let url: DatabaseURL
+    let processID: String
+    let overridePollInterval: Duration
+    let logger: Logger
+
+    public init(
+        registry: CircuitBreakerRegistry,
+        client: PostgresClient,
+        listenURL: DatabaseURL,
+        processID: String,
+        overridePollInterval: Duration = .seconds(5),
+        logger: Logger
+    ) {
+        self.registry = registry
+        self.client = client
+        self.url = listenURL
+        self.processID = processID
+        self.overridePollInterval = overridePollInterval
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await cancelWhenGracefulShutdown { await self.listen() } }
+            group.addTask { await cancelWhenGracefulShutdown { await self.pollOverrides() } }
+            group.addTask { await self.writeTransitions() }
+        }
+    }
+
+    // MARK: - Writing and broadcasting transitions
+
+    private func writeTransitions() async {
+        // Shutdown wakes the loop, which then writes what is left, once, and returns.
+        await withGracefulShutdownHandler {
+            var waiter = registry.written.makeWaiter()
+            var failures = 0
+            while true {
+                let shuttingDown = Task.isShuttingDownGracefully || Task.isCancelled
+                let (items, dropped) = registry.takePending()
+                if dropped > 0 {
+                    logger.error("circuit transitions dropped while Postgres was unreachable", metadata: ["circuit.dropped": .stringConvertible(dropped)])
+                }
+                if !items.isEmpty {
+                    do {
+                        try await withTimeLimit(.seconds(10), onTimeout: { DatabaseError(.queryFailed, "writing circuit transitions: no answer within 10 s") }) {
+                            try await self.write(items)
+                        }
+                        if failures > 0 { logger.info("circuit transitions written again") }
+                        failures = 0
+                    } catch {
+                        registry.restore(items)
+                        failures += 1
+                        if failures == 1 {
+                            logger.error("writing circuit transitions failed; keeping them and retrying", metadata: ["error": .string(String(reflecting: error))])
+                        }
+                        if shuttingDown { return }
+                        let delay = Backoff(base: .milliseconds(200), multiplier: 2, maximum: .seconds(10), jitter: .full).delay(forAttempt: failures)
+                        try? await cancelWhenGracefulShutdown { try await Task.sleep(for: delay) }
+                        continue
+                    }
+                }
+                if shuttingDown { return }
+                guard await waiter.next() != nil else { return }
+            }
+        } onGracefulShutdown: {
+            registry.written.signal()
+        }
+    }
+
+    /// Inserts the rows and, in the same transaction, notifies this process's openings
+    /// (delivered at commit, so a receiver can already read the row).
+    func write(_ transitions: [CircuitTransition]) async throws {
+        let broadcasts = transitions.filter { $0.isLocal && $0.to == .open }
+        do {
+            try await client.withTransaction(logger: logger) { connection in
+                try await connection.query(
+                    """
+                    INSERT INTO circuit_transitions
+                        (circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id)
+                    SELECT c, f, t, r, n, nullif(o, -1), \(processID)
+                      FROM unnest(\(transitions.map(\.circuit))::text[], \(transitions.map(\.from.rawValue))::text[],
+                                  \(transitions.map(\.to.rawValue))::text[], \(transitions.map(\.reason))::text[],
+                                  \(transitions.map { Int32(clamping: $0.consecutiveFailures) })::int4[],
+                                  \(transitions.map { $0.openFor.map(Self.wholeSeconds) ?? -1 })::int4[])
+                           WITH ORDINALITY AS x(c, f, t, r, n, o, position)
+                     ORDER BY position
+                    """,
+                    logger: logger
+                )
+                guard !broadcasts.isEmpty else { return }
+                try await connection.query(
+                    """
+                    SELECT pg_notify(\(Self.channel), json_build_object(
+                               'kind', 'open', 'circuit', c, 'origin', \(processID), 'open_seconds', o, 'reason', r)::text)
+                      FROM unnest(\(broadcasts.map(\.circuit))::text[], \(broadcasts.map { $0.openFor.map(Self.wholeSeconds) ?? 60 })::int4[],
+                                  \(broadcasts.map(\.reason))::text[]) AS x(c, o, r)
+                    """,
+                    logger: logger
+                )
+            }
+        } catch {
+            throw DatabaseError(wrapping: error, context: "writing circuit transitions failed")
+        }
+    }
+
+    static func wholeSeconds(_ duration: Duration) -> Int32 {
+        Int32(clamping: Int(duration.seconds.rounded(.up)))
+    }
+
+    // MARK: - Other replicas' openings and overrides
+
+    private func listen() async {
+        var failures = 0
+        while !Task.isCancelled {
+            do {
+                try await url.withConnection(logger: logger) { connection in
+                    try await connection.listen(on: Self.channel) { notifications in
+                        if failures > 0 { logger.info("listening for circuit broadcasts again") }
+                        failures = 0
+                        // Overrides may have changed while this connection was away.
+                        await reloadOverrides()
+                        for try await notification in notifications {
+                            await handle(notification.payload)
+                        }
+                    }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                if failures == 0 {
+                    logger.warning(
+                        "LISTEN connection for circuit broadcasts lost; reconnecting (overrides are still polled)",
+                        metadata: ["error": .string(String(reflecting: error))]
+                    )
+                }
+            }
+            failures += 1
+            let delay = Backoff(base: .milliseconds(250), multiplier: 2, maximum: .seconds(10), jitter: .proportional(0.5)).delay(forAttempt: failures)
+            try? await Task.sleep(for: delay)
+        }
+    }
+
+    func handle(_ payload: String) async {
+        guard let message = JSONValue(parsing: payload), case .string(let kind)? = message["kind"] else {
+            logger.warning("ignoring a malformed circuit broadcast", metadata: ["payload": .string(String(payload.prefix(200)))])
+            return
+        }
+        switch kind {
+        case "override":
+            await reloadOverrides()
+        case "open":
+            guard case .string(let circuit)? = message["circuit"], case .string(let origin)? = message["origin"] else { return }
+            guard origin != processID, let breaker = registry.existing(named: circuit) else { return }
+            let seconds: Double
+            switch message["open_seconds"] {
+            case .integer(let value)?: seconds = Double(max(1, value))
+            case .number(let value)?: seconds = max(1, value)
+            default: seconds = 60
+            }
+            var reason = "opened by \(origin)"
+            if case .string(let why)? = message["reason"] { reason += ": \(why)" }
+            breaker.followRemoteOpen(openFor: .seconds(seconds), reason: reason)
+        default:
+            break
+        }
+    }
+
+    private func pollOverrides() async {
+        while !Task.isCancelled {
+            await reloadOverrides()
+            try? await Task.sleep(for: overridePollInterval)
+        }
+    }
+
+    /// Reads the live overrides and applies them (or their absence) to every breaker. On a
+    /// database error the breakers keep what they have.
+    public func reloadOverrides() async {
+        do {
+            let overrides = try await withTimeLimit(.seconds(10), onTimeout: { DatabaseError(.queryFailed, "reading circuit overrides: no answer within 10 s") }) {
+                try await CircuitReport.overrides(client: client, logger: logger)
+            }
+            var byName: [String: CircuitOverride] = [:]
+            for override in overrides { byName[override.circuit] = override }
+            for breaker in registry.all {
+                if let override = byName[breaker.name] {
+                    breaker.applyOverride(override.state, reason: "\(override.reason) (set by \(override.setBy))")
+                } else {
+                    breaker.applyOverride(nil, reason: "")
+                }
+            }
+            registry.markOverridesLoaded()
+        } catch {
+            if !registry.overridesLoaded {
+                // Claims cannot work either while Postgres is unreadable; do not hold the
+                // worker back on this alone once it is back.
+                logger.warning("reading circuit overrides failed; sending without them until they can be read", metadata: ["error": .string(String(reflecting: error))])
+                registry.markOverridesLoaded()
+            } else {
+                logger.debug("reading circuit overrides failed", metadata: ["error": .string(String(reflecting: error))])
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+import Database
+import FilaTestSupport
+import Logging
+import PostgresNIO
+import Testing
+@testable import Resilience
+
+/// Transitions written to `circuit_transitions`, broadcast to other processes, and manual
+/// overrides honoured, against a real Postgres.
+@Suite struct CircuitPersistenceTests {
+    struct Boom: Error, CustomStringConvertible {
+        var description: String { "HTTP 500: Connection Closed" }
+    }
+
+    /// Runs `body` while `CircuitBreakerSync` runs for `registry`.
+    func withSync<Result: Sendable>(
+        url: DatabaseURL,
+        client: PostgresClient,
+        registry: CircuitBreakerRegistry,
+        processID: String,
+        _ body: () async throws -> Result
+    ) async throws -> Result {
+        let sync = CircuitBreakerSync(
+            registry: registry, client: client, listenURL: url, processID: processID,
+            overridePollInterval: .seconds(30), logger: TestDatabase.logger
+        )
+        return try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await sync.run() }
+            defer { group.cancelAll() }
+            return try await body()
+        }
+    }
+
+    /// Polls `condition` every 20 ms for up to 10 s.
+    func eventually(_ what: String, _ condition: () async throws -> Bool) async throws {
+        for _ in 0..<500 {
+            if try await condition() { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        Issue.record("timed out waiting until \(what)")
+    }
+
+    func fail(_ breaker: CircuitBreaker, times: Int) async {
+        for _ in 0..<times {
+            do {
+                try await breaker.execute { throw Boom() }
+            } catch {
+                // Expected: the operation's own error, or CircuitOpenError once open.
+            }
+        }
+    }
+
+    func rows(_ client: PostgresClient, _ sql: PostgresQuery) async throws -> [(String, String, String, String, Int32, Int32?, String?)] {
+        var result: [(String, String, String, String, Int32, Int32?, String?)] = []
+        for try await row in try await client.query(sql, logger: TestDatabase.logger)
+            .decode((String, String, String, String, Int32, Int32?, String?).self) { result.append(row) }
+        return result
+    }
+
+    @Test func everyTransitionIsARow() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                let registry = CircuitBreakerRegistry(
+                    defaultPolicy: .init(initialResetWait: .milliseconds(100)), logger: TestDatabase.logger
+                )
+                let breaker = registry.breaker(named: "evolution")
+                try await withSync(url: url, client: client, registry: registry, processID: "host:1:a") {
+                    await fail(breaker, times: 5)
+                    #expect(breaker.state == .open)
+                    try await Task.sleep(for: .milliseconds(150))
+                    _ = try await breaker.execute { "probe ok" }
+                    #expect(breaker.state == .closed)
+                    try await eventually("three transitions are written") {
+                        try await rows(client, "SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id FROM circuit_transitions").count == 3
+                    }
+                }
+                let written = try await rows(client, """
+                    SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id
+                      FROM circuit_transitions ORDER BY id
+                    """)
+                #expect(written.map { "\($0.1)->\($0.2)" } == ["CLOSED->OPEN", "OPEN->HALF_OPEN", "HALF_OPEN->CLOSED"])
+                #expect(written.allSatisfy { $0.0 == "evolution" && $0.6 == "host:1:a" })
+                #expect(written[0].4 == 5)
+                #expect(written[0].5 == 1)  // 100 ms, rounded up to whole seconds
+                #expect(written[0].3.contains("5 consecutive failures; last: HTTP 500: Connection Closed"))
+                #expect(written[2].3 == "probe succeeded")
+            }
+        }
+    }
+
+    @Test func aFailedWriteNeverReachesTheCaller() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let breaker = registry.breaker(named: "evolution")
+                // The table is gone: every write fails.
+                try await client.query("DROP TABLE circuit_transitions CASCADE", logger: TestDatabase.logger)
+                try await withSync(url: url, client: client, registry: registry, processID: "host:1:a") {
+                    for attempt in 1...7 {
+                        do {
+                            try await breaker.execute { throw Boom() }
+                            Issue.record("the operation's error should be rethrown")
+                        } catch let error as Boom {
+                            #expect(attempt <= 5, "\(error)")
+                        } catch let error as CircuitOpenError {
+                            #expect(attempt > 5)
+                            #expect(error.state == .open)
+                        }
+                    }
+                    #expect(breaker.state == .open)
+                    // The transition is kept for a later write, not lost (between two tries it
+                    // is back in the queue).
+                    try await eventually("the failed transition is queued again") { registry.pendingCount == 1 }
+                }
+            }
+        }
+    }
+
+    @Test func anOpenInOneProcessOpensTheOthers() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                let first = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let second = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let third = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let mine = first.breaker(named: "evolution")
+                let theirs = second.breaker(named: "evolution")
+                let unrelated = third.breaker(named: "zapi")
+                try await withSync(url: url, client: client, registry: first, processID: "host:1:a") {
+                    try await withSync(url: url, client: client, registry: second, processID: "host:2:b") {
+                        try await withSync(url: url, client: client, registry: third, processID: "host:3:c") {
+                            // Let every LISTEN connection come up before the broadcast.
+                            try await Task.sleep(for: .milliseconds(300))
+                            await fail(mine, times: 5)
+                            try await eventually("the second process's breaker opens") { theirs.state == .open }
+                            // The follower does not call while open.
+                            await #expect(throws: CircuitOpenError.self) { () async throws in
+                                try await theirs.execute { "never called" }
+                            }
+                            #expect(unrelated.state == .closed)
+                            try await eventually("both processes' transitions are written") {
+                                try await rows(client, "SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id FROM circuit_transitions").count == 2
+                            }
+                        }
+                    }
+                }
+                let written = try await rows(client, """
+                    SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id
+                      FROM circuit_transitions ORDER BY id
+                    """)
+                #expect(written.map(\.6) == ["host:1:a", "host:2:b"])
+                #expect(written[1].3.hasPrefix("opened by host:1:a: 5 consecutive failures"))
+                // It follows for as long as the first stays open, and never echoes back.
+                #expect(written[1].5 == 60)
+                #expect(mine.state == .open)
+            }
+        }
+    }
+
+    @Test func overridesReachEveryReplicaAndCanBeLifted() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                let first = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let second = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let breakers = [first.breaker(named: "evolution"), second.breaker(named: "evolution")]
+                let other = first.breaker(named: "zapi")
+                try await withSync(url: url, client: client, registry: first, processID: "host:1:a") {
+                    try await withSync(url: url, client: client, registry: second, processID: "host:2:b") {
+                        try await Task.sleep(for: .milliseconds(300))
+                        try await client.query(
+                            "SELECT ops.force_circuit('evolution', 'FORCED_OPEN', 'Evolution maintenance window', interval '2 hours')",
+                            logger: TestDatabase.logger
+                        )
+                        try await eventually("every replica is forced open") { breakers.allSatisfy { $0.state == .forcedOpen } }
+                        #expect(other.state == .closed)
+                        await #expect(throws: CircuitOpenError.self) { () async throws in
+                            try await breakers[0].execute { "never called" }
+                        }
+
+                        let statuses = try await CircuitReport.currentStates(client: client, logger: TestDatabase.logger)
+                        #expect(statuses.first { $0.circuit == "evolution" }?.override == .forcedOpen)
+                        #expect(statuses.first { $0.circuit == "evolution" }?.worstState == .forcedOpen)
+
+                        try await client.query("SELECT ops.release_circuit('evolution')", logger: TestDatabase.logger)
+                        try await eventually("every replica is handed back") { breakers.allSatisfy { $0.state == .closed } }
+                        try await eventually("four transitions are written") {
+                            try await rows(client, "SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id FROM circuit_transitions").count == 4
+                        }
+                    }
+                }
+                let history = try await CircuitReport.transitions(circuit: "evolution", hours: 24, client: client, logger: TestDatabase.logger)
+                #expect(history.count == 4)
+                #expect(history.filter { $0.to == .forcedOpen }.allSatisfy { $0.reason.hasPrefix("override: Evolution maintenance window (set by ") })
+                #expect(history.filter { $0.to == .closed }.allSatisfy { $0.reason == "override lifted" })
+                #expect(Set(history.compactMap(\.workerID)) == ["host:1:a", "host:2:b"])
+                #expect(try await CircuitReport.transitions(circuit: "zapi", hours: 24, client: client, logger: TestDatabase.logger).isEmpty)
+            }
+        }
+    }
+
+    @Test func anExpiredOverrideIsLiftedByThePoll() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let breaker = registry.breaker(named: "evolution")
+                // Already expired (created in the past): not in force.
+                try await client.query(
+                    """
+                    INSERT INTO circuit_overrides (circuit_name, state, reason, created_at, expires_at)
+                    VALUES ('evolution', 'FORCED_OPEN', 'old', now() - interval '2 hours', now() - interval '1 hour')
+                    """,
+                    logger: TestDatabase.logger
+                )
+                await CircuitBreakerSync(registry: registry, client: client, listenURL: url, processID: "p", logger: TestDatabase.logger).reloadOverrides()
+                #expect(breaker.state == .closed)
+                try await client.query(
+                    "UPDATE circuit_overrides SET expires_at = now() + interval '1 hour'",
+                    logger: TestDatabase.logger
+                )
+                await CircuitBreakerSync(registry: registry, client: client, listenURL: url, processID: "p", logger: TestDatabase.logger).reloadOverrides()
+                #expect(breaker.state == .forcedOpen)
+            }
+        }
+    }
+
+    @Test func forceCircuitRefusesBadInput() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                for sql: PostgresQuery in [
+                    "SELECT ops.force_circuit('evolution', 'OPEN', 'x')",
+                    "SELECT ops.force_circuit('evolution', 'FORCED_OPEN', '   ')",
+                    "SELECT ops.force_circuit('Evolution API', 'FORCED_OPEN', 'x')",
+                    "SELECT ops.force_circuit('evolution', 'FORCED_OPEN', 'x', interval '-1 hour')",
+                ] {
+                    await #expect(throws: (any Error).self) { () async throws in
+                        _ = try await client.query(sql, logger: TestDatabase.logger).collect()
+                    }
+                }
+                var count = 0
+                for try await value in try await client.query("SELECT count(*)::int8 FROM circuit_overrides", logger: TestDatabase.logger).decode(Int64.self) {
+                    count = Int(value)
+                }
+                #expect(count == 0)
+                var released: Bool?
+                for try await value in try await client.query("SELECT ops.release_circuit('evolution')", logger: TestDatabase.logger).decode(Bool.self) {
+                    released = value
+                }
+                #expect(released == false)
+            }
+        }
+    }
+
+    @Test func timeoutsAndRecipientRejectionsDoNotOpen() async throws {
+        struct Classified: ClassifiedError {
+            let errorType: ErrorType
+        }
+        let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
+        let breaker = registry.breaker(named: "evolution")
+        for type in [ErrorType.timeout, .recipient, .cancelled] {
+            for _ in 0..<10 {
+                _ = try? await breaker.execute { throw Classified(errorType: type) }
+            }
+            #expect(breaker.state == .closed, "\(type)")
+        }
+        // Four counted failures, then a recipient rejection (the provider works): reset.
+        for _ in 0..<4 { _ = try? await breaker.execute { throw Classified(errorType: .serverError) } }
+        _ = try? await breaker.execute { throw Classified(errorType: .recipient) }
+        #expect(breaker.consecutiveFailures == 0)
+        for type in [ErrorType.network, .serverError, .clientError, .unknown, .network] {
+            _ = try? await breaker.execute { throw Classified(errorType: type) }
+        }
+        #expect(breaker.state == .open)
+    }
+
+    @Test func classificationTable() {
+        #expect(ErrorType.timeout.classification == .ignored)
+        #expect(ErrorType.cancelled.classification == .ignored)
+        #expect(ErrorType.recipient.classification == .success)
+        for type in [ErrorType.network, .serverError, .clientError, .unknown] {
+            #expect(type.classification == .failure)
+        }
+        for (status, type) in [(500, ErrorType.serverError), (502, .serverError), (503, .serverError), (401, .clientError), (403, .clientError), (404, .clientError), (429, .clientError), (400, .clientError), (302, .unknown)] {
+            #expect(ErrorType.forHTTPStatus(status) == type)
+        }
+        #expect(ErrorClassifier.standard.classify(CancellationError()) == .cancelled)
+        #expect(ErrorClassifier.standard.classify(Boom()) == .unknown)
+    }
+}
