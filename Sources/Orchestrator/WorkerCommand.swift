@@ -79,7 +79,10 @@ struct WorkerOptions: ParsableArguments {
             name: sender ?? configuration.sender, configuration: configuration, client: client,
             listenURL: configuration.databaseListenURL ?? databaseURL, identity: identity, logger: logger
         )
-        let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: logger)
+        let heartbeat = HeartbeatService(
+            client: client, identity: identity, stats: ProcessStats(),
+            details: { [sender = sender.sender] in sender.healthDetails() }, logger: logger
+        )
         let wake = WakeSignal()
         let worker = Worker(
             configuration: .init(

@@ -1,3 +1,5 @@
+import Database
+import Foundation
 import Logging
 import Queue
 import Resilience
@@ -62,6 +64,24 @@ public final class WhatsAppSender: MessageSender {
             return .paused(retryAfter: retryAfter, reason: "every provider's circuit is open: \(closed.joined(separator: ", "))")
         }
         return .ready(limit: limit)
+    }
+
+    /// `{"circuits": {"evolution": "OPEN", …}, "redis": "up" | "down since …: …" | "not configured"}`.
+    public func healthDetails() -> [String: JSONValue] {
+        var circuits: [String: JSONValue] = [:]
+        for route in routes { circuits[route.breaker.name] = .string(route.breaker.state.rawValue) }
+        var details: [String: JSONValue] = ["circuits": .object(circuits)]
+        if let rateLimiter {
+            switch rateLimiter.redisHealth {
+            case .notConfigured: details["redis"] = "not configured"
+            case .up: details["redis"] = "up"
+            case .down(let since, let error):
+                details["redis"] = .string("down since \(since.formatted(.iso8601)), rate limits on Postgres: \(error)")
+            }
+        } else {
+            details["rate_limit"] = "off"
+        }
+        return details
     }
 
     public func send(_ message: ClaimedMessage, logger: Logger) async -> SendResult {

@@ -83,13 +83,24 @@ public struct HeartbeatService: Service {
     public let identity: ProcessIdentity
     public let stats: ProcessStats
     public let interval: Duration
+    /// What the process wants seen in its row's `metadata` besides `paused` (its sender's
+    /// circuits and rate-limit store, say), read at every beat.
+    public let details: @Sendable () -> [String: JSONValue]
     let logger: Logger
 
-    public init(client: PostgresClient, identity: ProcessIdentity, stats: ProcessStats, interval: Duration = .seconds(5), logger: Logger) {
+    public init(
+        client: PostgresClient,
+        identity: ProcessIdentity,
+        stats: ProcessStats,
+        interval: Duration = .seconds(5),
+        details: @escaping @Sendable () -> [String: JSONValue] = { [:] },
+        logger: Logger
+    ) {
         self.client = client
         self.identity = identity
         self.stats = stats
         self.interval = interval
+        self.details = details
         self.logger = logger
     }
 
@@ -119,12 +130,15 @@ public struct HeartbeatService: Service {
     /// Writes the row now.
     public func beat(status: ProcessStats.Status? = nil) async throws {
         let status = status ?? stats.status
+        var metadata = details()
+        if let paused = stats.paused { metadata["paused"] = .string(paused) }
+        let metadataText = JSONValue.object(metadata).text
         try await client.query(
             """
             INSERT INTO worker_heartbeats (id, kind, host, pid, version, in_flight, processed_total, status, metadata)
             VALUES (\(identity.id), \(identity.kind.rawValue), \(identity.host), \(identity.pid), \(identity.version),
                     \(Int32(stats.inFlight)), \(Int64(stats.processed)), \(status.rawValue),
-                    jsonb_strip_nulls(jsonb_build_object('paused', \(stats.paused)::text)))
+                    \(metadataText)::jsonb)
             ON CONFLICT (id) DO UPDATE
                SET last_seen_at = now(), in_flight = excluded.in_flight,
                    processed_total = excluded.processed_total, status = excluded.status,

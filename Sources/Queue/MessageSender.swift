@@ -1,3 +1,4 @@
+import Database
 import Logging
 
 /// Sends one message somewhere (a WhatsApp provider, the sandbox) and says how it went.
@@ -15,10 +16,15 @@ public protocol MessageSender: Sendable {
     /// nothing while every provider's circuit is open and at most `limit` rows while only
     /// probes are admitted. Senders without circuits are always ready.
     func readiness() -> SenderReadiness
+
+    /// What the sender's dependencies look like now (circuit states, the rate limiter's
+    /// store), for the heartbeat row's `metadata`.
+    func healthDetails() -> [String: JSONValue]
 }
 
 extension MessageSender {
     public func readiness() -> SenderReadiness { .ready(limit: nil) }
+    public func healthDetails() -> [String: JSONValue] { [:] }
 }
 
 /// What a sender can take now.

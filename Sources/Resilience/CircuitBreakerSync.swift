@@ -140,8 +140,11 @@ public struct CircuitBreakerSync: Service {
                     try await connection.listen(on: Self.channel) { notifications in
                         if failures > 0 { logger.info("listening for circuit broadcasts again") }
                         failures = 0
-                        // Overrides may have changed while this connection was away.
+                        // Overrides may have changed, and other processes may have opened
+                        // circuits, while this connection was away (or before this process
+                        // started).
                         await reloadOverrides()
+                        await followOpenCircuits()
                         for try await notification in notifications {
                             await handle(notification.payload)
                         }
@@ -184,6 +187,23 @@ public struct CircuitBreakerSync: Service {
             breaker.followRemoteOpen(openFor: .seconds(seconds), reason: reason)
         default:
             break
+        }
+    }
+
+    /// Opens this process's breakers that another live process holds OPEN right now, for
+    /// what is left of that process's wait: a worker that starts (or reconnects) in the
+    /// middle of an outage does not have to find it out with failed calls of its own.
+    public func followOpenCircuits() async {
+        do {
+            let open = try await withTimeLimit(.seconds(10), onTimeout: { DatabaseError(.queryFailed, "reading open circuits: no answer within 10 s") }) {
+                try await CircuitReport.openElsewhere(excluding: processID, client: client, logger: logger)
+            }
+            for circuit in open {
+                guard let breaker = registry.existing(named: circuit.circuit) else { continue }
+                breaker.followRemoteOpen(openFor: circuit.remaining, reason: "opened by \(circuit.workerID): \(circuit.reason)")
+            }
+        } catch {
+            logger.debug("reading open circuits failed", metadata: ["error": .string(String(reflecting: error))])
         }
     }
 

@@ -115,6 +115,50 @@ public enum CircuitReport {
         }
     }
 
+    /// A circuit another live process holds OPEN, and for how much longer.
+    public struct OpenElsewhere: Sendable, Hashable {
+        public let circuit: String
+        public let workerID: String
+        public let reason: String
+        public let remaining: Duration
+    }
+
+    /// Circuits whose latest transition in some other live process is to OPEN and whose
+    /// wait has not yet passed; the longest remaining wait per circuit.
+    public static func openElsewhere(excluding processID: String, client: PostgresClient, logger: Logger) async throws -> [OpenElsewhere] {
+        do {
+            let rows = try await client.query(
+                """
+                WITH latest AS (
+                    SELECT DISTINCT ON (t.circuit_name, t.worker_id)
+                           t.circuit_name, t.worker_id, t.to_state, t.reason,
+                           extract(epoch FROM t.created_at + make_interval(secs => coalesce(t.open_seconds, 0)) - now())::float8 AS remaining
+                      FROM circuit_transitions t
+                      JOIN worker_heartbeats h ON h.id = t.worker_id
+                     WHERE t.worker_id <> \(processID)
+                       AND h.status <> 'stopped' AND h.last_seen_at > now() - interval '2 minutes'
+                       AND t.created_at > now() - interval '1 day'
+                     ORDER BY t.circuit_name, t.worker_id, t.created_at DESC, t.id DESC
+                )
+                SELECT DISTINCT ON (circuit_name) circuit_name, worker_id, reason, remaining
+                  FROM latest
+                 WHERE to_state = 'OPEN' AND remaining > 0
+                   -- Followers' rows repeat someone else's decision: go to the source.
+                   AND reason NOT LIKE 'opened by %'
+                 ORDER BY circuit_name, remaining DESC
+                """,
+                logger: logger
+            )
+            var result: [OpenElsewhere] = []
+            for try await (circuit, workerID, reason, remaining) in rows.decode((String, String, String, Double).self) {
+                result.append(OpenElsewhere(circuit: circuit, workerID: workerID, reason: reason, remaining: .seconds(remaining)))
+            }
+            return result
+        } catch {
+            throw DatabaseError(wrapping: error, context: "reading open circuits failed")
+        }
+    }
+
     /// Transitions over the last `hours` hours, newest first, for one circuit or all.
     public static func transitions(
         circuit: String? = nil,

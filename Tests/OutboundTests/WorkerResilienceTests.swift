@@ -97,7 +97,10 @@ import Testing
         _ body: (ProcessIdentity) async throws -> Result
     ) async throws -> Result {
         let identity = ProcessIdentity(kind: .worker, version: "test")
-        let heartbeat = HeartbeatService(client: setup.client, identity: identity, stats: ProcessStats(), interval: .milliseconds(200), logger: logger)
+        let heartbeat = HeartbeatService(
+            client: setup.client, identity: identity, stats: ProcessStats(), interval: .milliseconds(200),
+            details: { sender.healthDetails() }, logger: logger
+        )
         let wake = WakeSignal()
         let worker = Worker(
             configuration: .init(
@@ -164,8 +167,11 @@ import Testing
                     try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM fila_mensagens WHERE status = 'enviada'") == 12
                 }
                 #expect(setup.registry.breaker(named: "evolution").state == .closed)
+                try await eventually("the heartbeat shows the circuit closed again") {
+                    try await scalar(setup, String.self, "SELECT coalesce(metadata->'circuits'->>'evolution', '') FROM worker_heartbeats WHERE id = '\(identity.id)'") == "CLOSED"
+                }
                 try await eventually("the pause is cleared") {
-                    try await scalar(setup, String.self, "SELECT metadata::text FROM worker_heartbeats WHERE id = '\(identity.id)'") == "{}"
+                    try await scalar(setup, Bool.self, "SELECT metadata ? 'paused' FROM worker_heartbeats WHERE id = '\(identity.id)'") == false
                 }
             }
             // Each message reached the provider exactly once.

@@ -156,6 +156,57 @@ import Testing
         }
     }
 
+    /// A process that starts during an outage opens at once, for what is left of the wait.
+    @Test func aLateStarterFollowsCircuitsAlreadyOpen() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                try await client.query(
+                    """
+                    INSERT INTO worker_heartbeats (id, kind, host, pid, version)
+                    VALUES ('host:1:a', 'worker', 'host', 1, 'test'), ('host:3:c', 'worker', 'host', 3, 'test')
+                    """,
+                    logger: TestDatabase.logger
+                )
+                // host:1:a opened evolution 10 s ago for 60 s, and zapi 100 s ago for 60 s
+                // (over); host:3:c followed it, and its own row must not be taken as a source.
+                try await client.query(
+                    """
+                    INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id, created_at)
+                    VALUES ('evolution', 'CLOSED', 'OPEN', '5 consecutive failures', 5, 60, 'host:1:a', now() - interval '10 seconds'),
+                           ('evolution', 'CLOSED', 'OPEN', 'opened by host:1:a: 5 consecutive failures', 0, 60, 'host:3:c', now() - interval '9 seconds'),
+                           ('zapi', 'CLOSED', 'OPEN', '5 consecutive failures', 5, 60, 'host:1:a', now() - interval '100 seconds')
+                    """,
+                    logger: TestDatabase.logger
+                )
+                let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let evolution = registry.breaker(named: "evolution")
+                let zapi = registry.breaker(named: "zapi")
+                let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: url, processID: "host:2:b", logger: TestDatabase.logger)
+                await sync.followOpenCircuits()
+                #expect(evolution.state == .open)
+                #expect(zapi.state == .closed)
+                guard case .unavailable(.open, let remaining) = evolution.readiness() else {
+                    Issue.record("evolution should be open, not \(evolution.readiness())")
+                    return
+                }
+                #expect(remaining > .seconds(40) && remaining <= .seconds(50))
+
+                // Once host:1:a closes it again, a newcomer no longer follows.
+                try await client.query(
+                    """
+                    INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, worker_id)
+                    VALUES ('evolution', 'OPEN', 'HALF_OPEN', 'reset wait passed', 'host:1:a')
+                    """,
+                    logger: TestDatabase.logger
+                )
+                let newcomer = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let theirs = newcomer.breaker(named: "evolution")
+                await CircuitBreakerSync(registry: newcomer, client: client, listenURL: url, processID: "host:4:d", logger: TestDatabase.logger).followOpenCircuits()
+                #expect(theirs.state == .closed)
+            }
+        }
+    }
+
     @Test func overridesReachEveryReplicaAndCanBeLifted() async throws {
         try await TestDatabase.withMigrated { url in
             try await TestDatabase.withClient(url) { client in
