@@ -25,6 +25,10 @@ public enum BuiltinJobs {
         public var archiveBatchSize: Int
         /// A process silent this long is lost (T01.6).
         public var heartbeatTimeout: Duration
+        /// Circuit transitions are kept this long (the breakers' audit trail).
+        public var circuitHistoryRetention: Duration
+        /// Rate-limit windows are kept this many days after they end.
+        public var rateLimitRetentionDays: Int
 
         public init(
             timeZone: TimeZone,
@@ -33,7 +37,9 @@ public enum BuiltinJobs {
             metricsRetention: Duration = .seconds(7 * 86_400),
             archiveAfter: Duration = .seconds(30 * 86_400),
             archiveBatchSize: Int = 5000,
-            heartbeatTimeout: Duration = .seconds(120)
+            heartbeatTimeout: Duration = .seconds(120),
+            circuitHistoryRetention: Duration = .seconds(90 * 86_400),
+            rateLimitRetentionDays: Int = 7
         ) {
             self.timeZone = timeZone
             self.backlogLimit = backlogLimit
@@ -42,6 +48,8 @@ public enum BuiltinJobs {
             self.archiveAfter = archiveAfter
             self.archiveBatchSize = archiveBatchSize
             self.heartbeatTimeout = heartbeatTimeout
+            self.circuitHistoryRetention = circuitHistoryRetention
+            self.rateLimitRetentionDays = rateLimitRetentionDays
         }
     }
 
@@ -90,6 +98,14 @@ public enum BuiltinJobs {
                 sla: .seconds(300)
             ) { context in
                 try await deleteOldSnapshots(context, settings: settings)
+            },
+            JobDefinition(
+                name: "limpar-resiliencia-antiga",
+                schedule: .cron(try! CronExpression("45 3 * * *"), timeZone: zone),
+                description: "Deletes circuit transitions older than 90 days and rate-limit windows older than 7 days",
+                sla: .seconds(300)
+            ) { context in
+                try await deleteOldResilienceRows(context, settings: settings)
             },
             JobDefinition(
                 name: "verificar-jobs-atrasados",
@@ -185,6 +201,39 @@ public enum BuiltinJobs {
             ).collect().first!.decode(Int.self)
         }
         return ["removidas": .integer(removed)]
+    }
+
+    static func deleteOldResilienceRows(_ context: JobContext, settings: Settings) async throws -> JSONValue {
+        let transitions = try await inBatches(of: 10_000) { size in
+            try await context.client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM circuit_transitions
+                     WHERE id IN (SELECT id FROM circuit_transitions
+                                   WHERE created_at < now() - make_interval(secs => \(settings.circuitHistoryRetention.seconds))
+                                   LIMIT \(size))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: context.logger
+            ).collect().first!.decode(Int.self)
+        }
+        let windows = try await inBatches(of: 10_000) { size in
+            try await context.client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM rate_limit_counters
+                     WHERE (cliente_id, janela) IN (
+                           SELECT cliente_id, janela FROM rate_limit_counters
+                            WHERE janela < current_date - \(Int32(clamping: settings.rateLimitRetentionDays))
+                            LIMIT \(size))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: context.logger
+            ).collect().first!.decode(Int.self)
+        }
+        return ["transicoes_removidas": .integer(transitions), "janelas_removidas": .integer(windows)]
     }
 
     /// Runs `batch` (which handles at most `size` rows and says how many) until a batch

@@ -76,6 +76,24 @@ struct BuiltinJobsTests {
         }
     }
 
+    @Test func oldCircuitTransitionsAndRateLimitWindowsAreDeleted() async throws {
+        try await withJobs { client, run in
+            try await execute(client, """
+                INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, created_at) VALUES
+                    ('evolution', 'CLOSED', 'OPEN', 'old', now() - interval '91 days'),
+                    ('evolution', 'OPEN', 'HALF_OPEN', 'old', now() - interval '91 days'),
+                    ('evolution', 'HALF_OPEN', 'CLOSED', 'recent', now() - interval '89 days')
+                """)
+            try await execute(client, """
+                INSERT INTO rate_limit_counters (cliente_id, janela, usado) VALUES
+                    ('medico-1', current_date - 8, 3), ('medico-1', current_date - 7, 3), ('medico-1', current_date, 1)
+                """)
+            #expect(try await run("limpar-resiliencia-antiga").result == ["transicoes_removidas": 2, "janelas_removidas": 1])
+            #expect(try await int(client, "SELECT count(*) FROM circuit_transitions") == 1)
+            #expect(try await int(client, "SELECT count(*) FROM rate_limit_counters") == 2)
+        }
+    }
+
     @Test func snapshotsAreTakenAndOldOnesDeleted() async throws {
         try await withJobs { client, run in
             try await insertMessages(client, count: 4)

@@ -104,9 +104,11 @@ struct SchedulerTests {
             let seconds = slots.map { Int($0.0.timeIntervalSince1970) }
             #expect(seconds.count >= 4)
             #expect(seconds == Array(seconds[0]...seconds[seconds.count - 1]))
-            #expect(slots.allSatisfy { $0.1 == "success" || $0.1 == "skipped" }, "\(slots)")
+            // The slot in flight when the replicas were cancelled may have ended otherwise.
+            #expect(slots.dropLast().allSatisfy { $0.1 == "success" || $0.1 == "skipped" }, "\(slots.map(\.1))")
             let succeeded = slots.filter { $0.1 == "success" }.map(\.0)
-            #expect(succeeded.count >= 3)
+            // At least two slots really ran (more on a quiet machine; the rest are skipped).
+            #expect(succeeded.count >= 2, "\(slots.map(\.1))")
             // Each run's handler ran once, for its own slot.
             #expect(ran.withLock { $0.sorted() } == succeeded)
         }
@@ -146,8 +148,11 @@ struct SchedulerTests {
             #expect(row.result == ["done": true])
             #expect(runs.withLock { $0 } == 1)
             let executions = try await harness.executions("lento")
-            #expect(executions.map(\.status).sorted() == ["skipped", "success"])
-            #expect(executions.first { $0.status == "skipped" }?.error == "the previous run was still going")
+            #expect(executions.filter { $0.status == "success" }.count == 1)
+            #expect(executions.filter { $0.error == "the previous run was still going" }.map(\.status) == ["skipped"])
+            // When a slot boundary passed between the UPDATE and the tick, the slots missed
+            // meanwhile are recorded as skipped too; nothing else is.
+            #expect(executions.allSatisfy { $0.status == "success" || $0.status == "skipped" }, "\(executions.map(\.status))")
         }
     }
 
@@ -299,7 +304,7 @@ struct SchedulerTests {
                 }
                 #expect(status == "timeout")
                 // The handler is still blocked, and the job still locked.
-                #expect(try await harness.int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") == 1)
+                #expect(try await harness.int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 1)
                 guard case .alreadyRunning = try await runner.runNow(stubborn, trigger: .cli, logger: logger) else {
                     Issue.record("expected the lock to be held")
                     return
