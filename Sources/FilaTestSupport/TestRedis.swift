@@ -59,7 +59,7 @@ public final class TestRedis: Sendable {
         throw TestSetupError("redis-server would not start after 5 tries: \(failures.joined(separator: "; "))")
     }
 
-    /// Stops the server (SIGTERM, waits for exit). Idempotent.
+    /// Stops the server (SIGKILL, waits for exit). Idempotent.
     public func stop() async {
         let taken = server.withLock { state in
             let current = state
@@ -103,6 +103,8 @@ public final class TestRedis: Sendable {
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = log
         process.standardError = log
+        let running = RunningServer(process: process, logPath: logPath)
+        process.terminationHandler = { [running] _ in running.ended.store(true, ordering: .releasing) }
         do {
             try process.run()
         } catch {
@@ -111,12 +113,11 @@ public final class TestRedis: Sendable {
             throw TestSetupError("cannot run \(executable): \(error)")
         }
         try? log.close()
-        let running = RunningServer(process: process, logPath: logPath)
         server.withLock { $0 = running }
 
         let deadline = ContinuousClock.now + .seconds(10)
         while true {
-            if !process.isRunning {
+            if running.ended.load(ordering: .acquiring) || !process.isRunning {
                 server.withLock { $0 = nil }
                 let tail = running.logTail()
                 running.removeLog()
@@ -141,13 +142,11 @@ public final class TestRedis: Sendable {
     }
 
     private static func terminate(_ running: RunningServer) async {
-        let pid = running.process.processIdentifier
-        kill(pid, SIGTERM)
-        let exited = await waitForExit(running, within: .seconds(5))
-        if !exited {
-            kill(pid, SIGKILL)
-            _ = await waitForExit(running, within: .seconds(5))
-        }
+        // SIGKILL, not SIGTERM: a child started from the test's threads inherits their
+        // blocked signals, so SIGTERM would wait in vain; and with nothing on disk there is
+        // nothing for Redis to save. It also models the outage the tests are about: a crash.
+        kill(running.process.processIdentifier, SIGKILL)
+        _ = await waitForExit(running, within: .seconds(10))
         running.removeLog()
     }
 
@@ -155,7 +154,7 @@ public final class TestRedis: Sendable {
     /// cooperative pool.
     private static func waitForExit(_ running: RunningServer, within timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
-        while running.process.isRunning {
+        while !running.ended.load(ordering: .acquiring) && running.process.isRunning {
             guard ContinuousClock.now < deadline else { return false }
             try? await Task.sleep(for: .milliseconds(20))
         }
@@ -232,6 +231,8 @@ public final class TestRedis: Sendable {
 private final class RunningServer: @unchecked Sendable {
     let process: Process
     let logPath: String
+    /// Set by the process's termination handler: `isRunning` can lag well behind the exit.
+    let ended = Atomic<Bool>(false)
 
     init(process: Process, logPath: String) {
         self.process = process
