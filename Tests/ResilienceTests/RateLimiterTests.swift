@@ -186,7 +186,7 @@ import Testing
         try await TestRedis.with { redis in
             try await TestDatabase.withMigrated { url in
                 try await TestDatabase.withClient(url, maximumConnections: 16) { client in
-                    let store = RedisRateLimitStore(url: try RedisURL(redis.url))
+                    let store = RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(5))
                     let limiter = makeLimiter(client, redis: store)
                     let first = try await limiter.consume(key: "medico-1", kind: "campanha", logger: TestDatabase.logger)
                     #expect(first.store == .redis && first.isAllowed && first.used == 2)
@@ -198,7 +198,7 @@ import Testing
                     let doctors = (0..<10).map { "doutora-\($0)" }
                     let spent = try await withThrowingTaskGroup(of: [String: Int].self) { group in
                         for worker in 0..<8 {
-                            let limiter = makeLimiter(client, redis: RedisRateLimitStore(url: try RedisURL(redis.url)))
+                            let limiter = makeLimiter(client, redis: RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(5)))
                             group.addTask {
                                 var spent: [String: Int] = [:]
                                 for round in 0..<30 {
@@ -227,7 +227,7 @@ import Testing
         try await TestRedis.with { redis in
             try await TestDatabase.withMigrated { url in
                 try await TestDatabase.withClient(url) { client in
-                    let store = RedisRateLimitStore(url: try RedisURL(redis.url))
+                    let store = RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(5))
                     let limiter = makeLimiter(client, redis: store, retry: .milliseconds(200))
                     let before = try await limiter.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger)
                     #expect(before.store == .redis)
@@ -264,7 +264,7 @@ import Testing
         try await TestRedis.with { redis in
             try await TestDatabase.withMigrated { url in
                 try await TestDatabase.withClient(url) { client in
-                    let store = RedisRateLimitStore(url: try RedisURL(redis.url))
+                    let store = RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(5))
                     // Connected and answering first (a patient limiter on the same store) …
                     let patient = makeLimiter(client, redis: store)
                     let warm = try await patient.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger)
