@@ -19,6 +19,8 @@ public final class AppSettings: Sendable {
         var loadedAt: ContinuousClock.Instant?
         var loading: Task<Void, Never>?
         var failing = false
+        /// Whether a load has ended (well or not): later reads never wait.
+        var everLoaded = false
     }
 
     public let refreshInterval: Duration
@@ -32,20 +34,25 @@ public final class AppSettings: Sendable {
         self.logger = logger
     }
 
-    /// Every setting, refreshed first when older than `refreshInterval`.
+    /// Every setting. Values older than `refreshInterval` are returned as they are while a
+    /// refresh runs in the background; only the very first read waits for Postgres (at
+    /// most `loadTimeout`, then it gets no values and callers use their defaults).
     public func values() async -> [String: JSONValue] {
         let now = ContinuousClock.now
-        let (fresh, values, task) = state.withLock { state -> (Bool, [String: JSONValue], Task<Void, Never>?) in
-            if let loadedAt = state.loadedAt, now - loadedAt < refreshInterval { return (true, state.values, nil) }
-            if state.loading == nil {
+        let (values, firstLoad) = state.withLock { state -> ([String: JSONValue], Task<Void, Never>?) in
+            let stale = state.loadedAt.map { now - $0 >= refreshInterval } ?? true
+            if stale && state.loading == nil {
                 state.loading = Task { await self.load() }
             }
-            return (false, state.values, state.loading)
+            return (state.values, state.everLoaded ? nil : state.loading)
         }
-        if fresh { return values }
-        await task?.value
+        guard let firstLoad else { return values }
+        await firstLoad.value
         return state.withLock { $0.values }
     }
+
+    /// How long one read of the table may take.
+    public static let loadTimeout: Duration = .seconds(5)
 
     public func value(for key: String) async -> JSONValue? {
         await values()[key]
@@ -58,13 +65,21 @@ public final class AppSettings: Sendable {
 
     private func load() async {
         do {
-            var loaded: [String: JSONValue] = [:]
-            let rows = try await client.query("SELECT key, value::text FROM app_settings", logger: logger)
-            for try await (key, text) in rows.decode((String, String).self) {
-                loaded[key] = JSONValue(parsing: text)
+            let loaded = try await withTimeLimit(Self.loadTimeout, onTimeout: {
+                DatabaseError(.queryFailed, "reading app_settings: no answer within \(Self.loadTimeout)")
+            }) { [client, logger] in
+                var loaded: [String: JSONValue] = [:]
+                let rows = try await client.query("SELECT key, value::text FROM app_settings", logger: logger)
+                for try await (key, text) in rows.decode((String, String).self) {
+                    loaded[key] = JSONValue(parsing: text)
+                }
+                return loaded
             }
             let recovered = state.withLock { state -> Bool in
-                defer { state.failing = false }
+                defer {
+                    state.failing = false
+                    state.everLoaded = true
+                }
                 state.values = loaded
                 state.loadedAt = .now
                 state.loading = nil
@@ -73,7 +88,10 @@ public final class AppSettings: Sendable {
             if recovered { logger.info("app_settings read again") }
         } catch {
             let first = state.withLock { state -> Bool in
-                defer { state.failing = true }
+                defer {
+                    state.failing = true
+                    state.everLoaded = true
+                }
                 // Try again on the next read after a short pause, not on every call.
                 state.loadedAt = ContinuousClock.now - refreshInterval + .seconds(5)
                 state.loading = nil

@@ -15,6 +15,8 @@ import Resilience
 /// - A provider that fails after the call was made is not followed by the next one, since
 ///   the first may have delivered: the message is retried later with backoff.
 /// - Evolution's "number not on WhatsApp" fails the message for good (FAILED_VALIDATION).
+/// - The budget is spent by messages sent: whenever an attempt ends without a provider's
+///   acceptance, its weight is given back, so a retry is charged once, when it goes out.
 public final class WhatsAppSender: MessageSender {
     public struct Route: Sendable {
         public let provider: any WhatsAppProvider
@@ -128,13 +130,17 @@ public final class WhatsAppSender: MessageSender {
                     await refund(budget, logger: logger)
                     return .permanentFailure(outcome: .failedValidation, reasonCode: error.reasonCode, error: error.description)
                 case .timeout:
-                    // It may have been delivered: the budget stays spent.
+                    // It may have gone out; but the retry will spend the budget again when it
+                    // is sent, and a doctor must not lose a day's budget to a slow gateway.
+                    await refund(budget, logger: logger)
                     return .retryableFailure(outcome: .failedTimeout, reasonCode: error.reasonCode, error: error.description)
                 case .network, .http, .invalidResponse:
                     await refund(budget, logger: logger)
                     return .retryableFailure(outcome: .failedProvider, reasonCode: error.reasonCode, error: error.description)
                 }
             } catch is CancellationError {
+                // Shutdown cut the call off: the row goes back and is charged when it is sent.
+                await refund(budget, logger: logger)
                 return .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:cancelled", until: .zero)
             } catch {
                 await refund(budget, logger: logger)
@@ -154,7 +160,8 @@ public final class WhatsAppSender: MessageSender {
 
     private func refund(_ decision: RateLimiter.Decision?, logger: Logger) async {
         guard let decision, let rateLimiter else { return }
-        await rateLimiter.refund(decision, logger: logger)
+        // In a task of its own, so a send cut off by shutdown still gives its budget back.
+        await Task { await rateLimiter.refund(decision, logger: logger) }.value
     }
 }
 

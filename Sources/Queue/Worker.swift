@@ -67,6 +67,8 @@ public final class Worker: Service {
     let wake: WakeSignal
     let logger: Logger
     private let stopping = Atomic<Bool>(false)
+    /// Whether a timer to look at the sender again is pending (while paused).
+    private let recheckArmed = Atomic<Bool>(false)
     private let results = ResultBuffer()
     /// Rows this worker received from a claim and has not finished writing: anything else
     /// the database says it holds is a claim whose answer was lost.
@@ -169,15 +171,19 @@ public final class Worker: Service {
             case .paused(let retryAfter, let reason):
                 // Claiming now would only defer every row: leave them for a worker (or a
                 // moment) that can send, and look again when the sender may be back.
+                stats.setPaused(reason)
                 if pausedSince == nil {
                     pausedSince = .now
-                    stats.setPaused(reason)
                     logger.warning("not claiming: the sender cannot send now", metadata: ["worker.pause_reason": .string(reason)])
                 }
-                let recheck = min(max(retryAfter, .milliseconds(50)), configuration.pollInterval)
-                sends.addTask { [wake] in
-                    try? await Task.sleep(for: recheck)
-                    wake.signal()
+                // One timer at a time, however many other wake-ups come meanwhile.
+                if !recheckArmed.exchange(true, ordering: .acquiringAndReleasing) {
+                    let recheck = min(max(retryAfter, .milliseconds(50)), configuration.pollInterval)
+                    sends.addTask {
+                        try? await Task.sleep(for: recheck)
+                        self.recheckArmed.store(false, ordering: .releasing)
+                        self.wake.signal()
+                    }
                 }
                 guard await waiter.next() != nil else { return }
                 continue
@@ -188,7 +194,9 @@ public final class Worker: Service {
                     mayHaveWork = true
                     logger.notice("claiming again: the sender can send", metadata: ["worker.paused_seconds": .stringConvertible(Int((ContinuousClock.now - since).seconds))])
                 }
-                senderLimit = limit
+                // Only probes are admitted: the messages already in flight hold some of them
+                // (a claimed message takes its probe only when its send begins).
+                senderLimit = limit.map { max(0, $0 - stats.inFlight) }
             }
             if mayHaveWork && room >= min(threshold, senderLimit ?? threshold) && (senderLimit ?? 1) > 0 {
                 let limit = min(room, configuration.batchSize, senderLimit ?? Int.max)
@@ -232,7 +240,11 @@ public final class Worker: Service {
     }
 
     private func drain(sends: inout DiscardingTaskGroup) async {
-        guard stats.inFlight > 0 else { return }
+        guard stats.inFlight > 0 else {
+            // Only a pause's recheck timer may be left: end it now.
+            sends.cancelAll()
+            return
+        }
         logger.info("draining in-flight sends", metadata: ["worker.in_flight": .stringConvertible(stats.inFlight)])
         let deadline = ContinuousClock.now + configuration.drainTimeout
         let timeout = configuration.drainTimeout

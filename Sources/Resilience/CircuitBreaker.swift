@@ -44,8 +44,7 @@ public final class CircuitBreaker: Sendable {
     /// Runs `operation` if the breaker admits it, and records how it went. Rethrows the
     /// operation's error; throws `CircuitOpenError` without calling when it is not admitted.
     public func execute<Value>(_ operation: () async throws -> Value) async throws -> Value {
-        let (permission, opened) = machine.withLock { $0.acquire(now: .now) }
-        publish(opened)
+        let permission = change { $0.acquire(now: .now) }
         guard case .permitted(let ticket) = permission else {
             if case .rejected(let state, let retryAfter) = permission {
                 throw CircuitOpenError(circuit: name, state: state, retryAfter: retryAfter)
@@ -72,25 +71,45 @@ public final class CircuitBreaker: Sendable {
             case .success:
                 result = .success
             }
-            let transitions = machine.withLock { $0.record(result, for: ticket, now: .now) }
-            publish(transitions)
+            change { ($0.record(result, for: ticket, now: .now), ()) }
             throw error
         }
-        publish(machine.withLock { $0.record(.success, for: ticket, now: .now) })
+        change { ($0.record(.success, for: ticket, now: .now), ()) }
         return value
     }
 
     /// Another process opened this circuit (its broadcast arrived).
     public func followRemoteOpen(openFor: Duration, reason: String) {
-        publish(machine.withLock { $0.followRemoteOpen(openFor: openFor, reason: reason, now: .now) })
+        change { ($0.followRemoteOpen(openFor: openFor, reason: reason, now: .now), ()) }
     }
 
     /// Applies the override stored in `circuit_overrides`, or its absence.
     public func applyOverride(_ override: CircuitState?, reason: String) {
-        publish(machine.withLock { $0.applyOverride(override, reason: reason, now: .now) })
+        change { ($0.applyOverride(override, reason: reason, now: .now), ()) }
     }
 
-    private func publish(_ transitions: [CircuitTransition]) {
+    /// Runs `body` on the state machine and hands its transitions on while still holding
+    /// the lock, so they are queued for `circuit_transitions` in the order they happened;
+    /// logging waits until the lock is released.
+    @discardableResult
+    private func change<Result>(_ body: (inout CircuitBreakerStateMachine) -> ([CircuitTransition], Result)) -> Result {
+        let (transitions, result) = machine.withLock { machine -> ([CircuitTransition], Result) in
+            let (transitions, result) = body(&machine)
+            for transition in transitions { onTransition(transition) }
+            return (transitions, result)
+        }
+        log(transitions)
+        return result
+    }
+
+    private func change(_ body: (inout CircuitBreakerStateMachine) -> (CircuitBreakerStateMachine.Permission, [CircuitTransition])) -> CircuitBreakerStateMachine.Permission {
+        change { machine -> ([CircuitTransition], CircuitBreakerStateMachine.Permission) in
+            let (permission, transitions) = body(&machine)
+            return (transitions, permission)
+        }
+    }
+
+    private func log(_ transitions: [CircuitTransition]) {
         for transition in transitions {
             let metadata: Logger.Metadata = [
                 "circuit": .string(name), "circuit.from": .string(transition.from.rawValue),
@@ -101,7 +120,6 @@ public final class CircuitBreaker: Sendable {
             case .halfOpen: logger.warning("circuit half-open", metadata: metadata)
             case .closed, .forcedClosed: logger.notice("circuit closed", metadata: metadata)
             }
-            onTransition(transition)
         }
     }
 

@@ -29,7 +29,10 @@ public final class CircuitBreakerRegistry: Sendable {
 
     /// The breaker named `name`, created with `policy` (or the default) on first use.
     public func breaker(named name: String, policy: CircuitBreakerPolicy? = nil, classifier: ErrorClassifier = .standard) -> CircuitBreaker {
-        breakers.withLock { breakers in
+        // The name goes into circuit_transitions, whose CHECK would refuse every batch
+        // holding a bad one: names come from code, so a bad one is a programming error.
+        precondition(Self.isValidName(name), "a circuit name is 1-100 of a-z 0-9 _ . - starting with a letter or digit, not '\(name)'")
+        return breakers.withLock { breakers in
             if let existing = breakers[name] { return existing }
             let breaker = CircuitBreaker(
                 name: name, policy: policy ?? defaultPolicy, classifier: classifier, logger: logger,
@@ -37,6 +40,39 @@ public final class CircuitBreakerRegistry: Sendable {
             )
             breakers[name] = breaker
             return breaker
+        }
+    }
+
+    /// Whether `name` is a valid circuit name (as `circuit_transitions.circuit_name` checks).
+    public static func isValidName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, name.utf8.count <= 100 else { return false }
+        func allowed(_ byte: UInt8, first: Bool) -> Bool {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"): return true
+            case UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "-"): return !first
+            default: return false
+            }
+        }
+        return allowed(first, first: true) && name.utf8.dropFirst().allSatisfy { allowed($0, first: false) }
+    }
+
+    /// Orders override reloads: one that read the table later wins, whatever order they
+    /// finish in.
+    private let overrideReloads = Mutex((started: 0, applied: 0))
+
+    func beginOverrideReload() -> Int {
+        overrideReloads.withLock { state in
+            state.started += 1
+            return state.started
+        }
+    }
+
+    /// Runs `apply` unless a reload that began later was applied already.
+    func finishOverrideReload(_ ticket: Int, _ apply: () -> Void) {
+        overrideReloads.withLock { state in
+            guard ticket > state.applied else { return }
+            state.applied = ticket
+            apply()
         }
     }
 

@@ -79,7 +79,7 @@ public struct CircuitBreakerStateMachine: Sendable {
             let until = openUntil ?? now
             guard now >= until else { return (.rejected(state: .open, retryAfter: until - now), []) }
             let probes = policy.halfOpenProbes
-            transitions.append(move(to: .halfOpen, reason: "reset wait of \(format(nextResetWait)) passed; admitting \(probes) probe\(probes == 1 ? "" : "s")"))
+            transitions.append(move(to: .halfOpen, reason: "reset wait of \(format(nextResetWait)) passed; admitting \(probes) probe\(probes == 1 ? "" : "s")", now: now))
             probesInFlight = 0
             probeSuccesses = 0
         case .halfOpen:
@@ -145,7 +145,7 @@ public struct CircuitBreakerStateMachine: Sendable {
             consecutiveFailures = 0
             rateWindow?.reset()
             let probes = policy.halfOpenProbes
-            return [move(to: .closed, reason: probes == 1 ? "probe succeeded" : "\(probes) probes succeeded")]
+            return [move(to: .closed, reason: probes == 1 ? "probe succeeded" : "\(probes) probes succeeded", now: now)]
         case .failure(let detail):
             failedProbes += 1
             consecutiveFailures += 1
@@ -160,7 +160,7 @@ public struct CircuitBreakerStateMachine: Sendable {
     public mutating func followRemoteOpen(openFor: Duration, reason: String, now: Instant) -> [CircuitTransition] {
         guard state == .closed else { return [] }
         openUntil = now + openFor
-        return [move(to: .open, reason: reason, openFor: openFor, isLocal: false)]
+        return [move(to: .open, reason: reason, openFor: openFor, isLocal: false, now: now)]
     }
 
     /// Applies the override in `circuit_overrides` (or its absence, `nil`).
@@ -168,13 +168,13 @@ public struct CircuitBreakerStateMachine: Sendable {
         switch override {
         case .forcedOpen, .forcedClosed:
             guard state != override else { return [] }
-            return [move(to: override!, reason: "override: \(reason)", isLocal: false)]
+            return [move(to: override!, reason: "override: \(reason)", isLocal: false, now: now)]
         case .none:
             guard state.isForced else { return [] }
             consecutiveFailures = 0
             failedProbes = 0
             rateWindow?.reset()
-            return [move(to: .closed, reason: "override lifted", isLocal: false)]
+            return [move(to: .closed, reason: "override lifted", isLocal: false, now: now)]
         case .closed, .open, .halfOpen:
             return []
         }
@@ -206,13 +206,13 @@ public struct CircuitBreakerStateMachine: Sendable {
     private mutating func open(now: Instant, reason: String) -> CircuitTransition {
         let wait = nextResetWait
         openUntil = now + wait
-        return move(to: .open, reason: "\(reason); next probe in \(format(wait))", openFor: wait, isLocal: true)
+        return move(to: .open, reason: "\(reason); next probe in \(format(wait))", openFor: wait, isLocal: true, now: now)
     }
 
-    private mutating func move(to next: CircuitState, reason: String, openFor: Duration? = nil, isLocal: Bool = true) -> CircuitTransition {
+    private mutating func move(to next: CircuitState, reason: String, openFor: Duration? = nil, isLocal: Bool = true, now: Instant) -> CircuitTransition {
         let transition = CircuitTransition(
             circuit: circuit, from: state, to: next, reason: reason,
-            consecutiveFailures: consecutiveFailures, openFor: openFor, isLocal: isLocal
+            consecutiveFailures: consecutiveFailures, openFor: openFor, isLocal: isLocal, at: now
         )
         state = next
         generation &+= 1

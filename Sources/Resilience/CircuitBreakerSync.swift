@@ -93,19 +93,24 @@ public struct CircuitBreakerSync: Service {
     /// Inserts the rows and, in the same transaction, notifies this process's openings
     /// (delivered at commit, so a receiver can already read the row).
     func write(_ transitions: [CircuitTransition]) async throws {
+        // A row's time is when the change happened, not when it could be written (after a
+        // Postgres outage, say): the database's clock minus how long ago, by this process's
+        // monotonic clock. Broadcasts carry what is left of the wait.
+        let writtenAt = ContinuousClock.now
         let broadcasts = transitions.filter { $0.isLocal && $0.to == .open }
         do {
             try await client.withTransaction(logger: logger) { connection in
                 try await connection.query(
                     """
                     INSERT INTO circuit_transitions
-                        (circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id)
-                    SELECT c, f, t, r, n, nullif(o, -1), \(processID)
+                        (circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id, created_at)
+                    SELECT c, f, t, r, n, nullif(o, -1), \(processID), now() - make_interval(secs => age)
                       FROM unnest(\(transitions.map(\.circuit))::text[], \(transitions.map(\.from.rawValue))::text[],
                                   \(transitions.map(\.to.rawValue))::text[], \(transitions.map(\.reason))::text[],
                                   \(transitions.map { Int32(clamping: $0.consecutiveFailures) })::int4[],
-                                  \(transitions.map { $0.openFor.map(Self.wholeSeconds) ?? -1 })::int4[])
-                           WITH ORDINALITY AS x(c, f, t, r, n, o, position)
+                                  \(transitions.map { $0.openFor.map(Self.wholeSeconds) ?? -1 })::int4[],
+                                  \(transitions.map { max(0, (writtenAt - $0.at).seconds) })::float8[])
+                           WITH ORDINALITY AS x(c, f, t, r, n, o, age, position)
                      ORDER BY position
                     """,
                     logger: logger
@@ -115,7 +120,8 @@ public struct CircuitBreakerSync: Service {
                     """
                     SELECT pg_notify(\(Self.channel), json_build_object(
                                'kind', 'open', 'circuit', c, 'origin', \(processID), 'open_seconds', o, 'reason', r)::text)
-                      FROM unnest(\(broadcasts.map(\.circuit))::text[], \(broadcasts.map { $0.openFor.map(Self.wholeSeconds) ?? 60 })::int4[],
+                      FROM unnest(\(broadcasts.map(\.circuit))::text[],
+                                  \(broadcasts.map { Self.wholeSeconds(max(.seconds(1), ($0.openFor ?? .seconds(60)) - (writtenAt - $0.at))) })::int4[],
                                   \(broadcasts.map(\.reason))::text[]) AS x(c, o, r)
                     """,
                     logger: logger
@@ -184,7 +190,8 @@ public struct CircuitBreakerSync: Service {
             }
             var reason = "opened by \(origin)"
             if case .string(let why)? = message["reason"] { reason += ": \(why)" }
-            breaker.followRemoteOpen(openFor: .seconds(seconds), reason: reason)
+            // Jittered, so the replicas that follow one opening do not all probe at once.
+            breaker.followRemoteOpen(openFor: Jitter.proportional(0.2).apply(to: .seconds(seconds)), reason: reason)
         default:
             break
         }
@@ -200,7 +207,10 @@ public struct CircuitBreakerSync: Service {
             }
             for circuit in open {
                 guard let breaker = registry.existing(named: circuit.circuit) else { continue }
-                breaker.followRemoteOpen(openFor: circuit.remaining, reason: "opened by \(circuit.workerID): \(circuit.reason)")
+                breaker.followRemoteOpen(
+                    openFor: Jitter.proportional(0.2).apply(to: circuit.remaining),
+                    reason: "opened by \(circuit.workerID): \(circuit.reason)"
+                )
             }
         } catch {
             logger.debug("reading open circuits failed", metadata: ["error": .string(String(reflecting: error))])
@@ -217,17 +227,20 @@ public struct CircuitBreakerSync: Service {
     /// Reads the live overrides and applies them (or their absence) to every breaker. On a
     /// database error the breakers keep what they have.
     public func reloadOverrides() async {
+        let ticket = registry.beginOverrideReload()
         do {
             let overrides = try await withTimeLimit(.seconds(10), onTimeout: { DatabaseError(.queryFailed, "reading circuit overrides: no answer within 10 s") }) {
                 try await CircuitReport.overrides(client: client, logger: logger)
             }
             var byName: [String: CircuitOverride] = [:]
             for override in overrides { byName[override.circuit] = override }
-            for breaker in registry.all {
-                if let override = byName[breaker.name] {
-                    breaker.applyOverride(override.state, reason: "\(override.reason) (set by \(override.setBy))")
-                } else {
-                    breaker.applyOverride(nil, reason: "")
+            registry.finishOverrideReload(ticket) {
+                for breaker in registry.all {
+                    if let override = byName[breaker.name] {
+                        breaker.applyOverride(override.state, reason: "\(override.reason) (set by \(override.setBy))")
+                    } else {
+                        breaker.applyOverride(nil, reason: "")
+                    }
                 }
             }
             registry.markOverridesLoaded()

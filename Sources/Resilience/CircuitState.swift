@@ -30,8 +30,19 @@ public struct CircuitTransition: Sendable, Hashable {
     /// Whether this process decided it (as opposed to following another replica or an
     /// override). Only local OPEN transitions are broadcast, so broadcasts never echo.
     public let isLocal: Bool
+    /// When it happened, by this process's monotonic clock.
+    public let at: ContinuousClock.Instant
 
-    public init(circuit: String, from: CircuitState, to: CircuitState, reason: String, consecutiveFailures: Int, openFor: Duration?, isLocal: Bool) {
+    public init(
+        circuit: String,
+        from: CircuitState,
+        to: CircuitState,
+        reason: String,
+        consecutiveFailures: Int,
+        openFor: Duration?,
+        isLocal: Bool,
+        at: ContinuousClock.Instant
+    ) {
         self.circuit = circuit
         self.from = from
         self.to = to
@@ -39,6 +50,7 @@ public struct CircuitTransition: Sendable, Hashable {
         self.consecutiveFailures = consecutiveFailures
         self.openFor = openFor
         self.isLocal = isLocal
+        self.at = at
     }
 }
 

@@ -11,8 +11,9 @@ public enum ErrorType: String, Sendable, Hashable, CaseIterable {
     /// HTTP 4xx other than a recipient rejection (401, 403, 404, 429 …): counted, because
     /// a bad key or a missing instance will not fix itself and must not be hammered.
     case clientError = "client_4xx"
-    /// The provider answered properly that this one recipient cannot be reached (Evolution's
-    /// 400 "number not on WhatsApp"): the provider works, so it counts as a success.
+    /// The provider answered that this one recipient cannot be reached (Evolution's 400
+    /// "number not on WhatsApp"): about the number, not the provider, so not counted either
+    /// way (and Evolution's lookups have false negatives, so it is no proof of health).
     case recipient
     /// The caller gave up (shutdown): says nothing about the provider.
     case cancelled
@@ -32,8 +33,7 @@ public enum ErrorType: String, Sendable, Hashable, CaseIterable {
     public var classification: CallClassification {
         switch self {
         case .network, .serverError, .clientError, .unknown: return .failure
-        case .timeout, .cancelled: return .ignored
-        case .recipient: return .success
+        case .timeout, .cancelled, .recipient: return .ignored
         }
     }
 }

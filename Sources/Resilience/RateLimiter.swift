@@ -10,7 +10,8 @@ import Synchronization
 /// calendar day, or says how long until the next window. Redis is used first when
 /// configured; any Redis error or a reply slower than `redisTimeout` falls back to Postgres
 /// within the same call, so callers never see a Redis failure. The outage is logged once,
-/// shown by `redisHealth`, and Redis is tried again every `redisRetryInterval`. See
+/// shown by `redisHealth`, and Redis is tried again after `redisRetryInterval` (then at
+/// growing, jittered intervals up to ten times that). See
 /// `RedisRateLimitStore` for what the two stores' separate counts mean for consistency.
 ///
 /// ```swift
@@ -56,13 +57,18 @@ public final class RateLimiter: Sendable {
         var since = Date()
         var lastError = ""
         var nextAttempt = ContinuousClock.now
+        var retryDelay: Duration = .zero
         var probing = false
     }
 
     public let postgres: PostgresRateLimitStore
     public let redis: RedisRateLimitStore?
     public let redisTimeout: Duration
+    /// The first wait before trying a failed Redis again; later waits grow (decorrelated
+    /// jitter) up to ten times this.
     public let redisRetryInterval: Duration
+    /// How long a Postgres check or refund may take.
+    public let postgresTimeout: Duration
     private let defaults: RateLimitPolicy
     private let settings: AppSettings?
     private let logger: Logger
@@ -76,6 +82,7 @@ public final class RateLimiter: Sendable {
         settings: AppSettings? = nil,
         redisTimeout: Duration = .milliseconds(50),
         redisRetryInterval: Duration = .seconds(2),
+        postgresTimeout: Duration = .seconds(5),
         logger: Logger
     ) {
         self.postgres = postgres
@@ -84,6 +91,7 @@ public final class RateLimiter: Sendable {
         self.settings = settings
         self.redisTimeout = redisTimeout
         self.redisRetryInterval = redisRetryInterval
+        self.postgresTimeout = postgresTimeout
         self.logger = logger
     }
 
@@ -103,7 +111,7 @@ public final class RateLimiter: Sendable {
     }
 
     /// Spends `kind`'s weight from `key`'s budget for today, if it fits. Throws only when
-    /// Postgres cannot be reached either.
+    /// Postgres cannot answer either (within `postgresTimeout`).
     public func consume(key: String, kind: String, logger: Logger) async throws -> Decision {
         let policy = await policy()
         let weight = policy.weight(for: kind)
@@ -111,8 +119,13 @@ public final class RateLimiter: Sendable {
         if weight == 0 {
             return Decision(verdict: .allowed, key: key, weight: 0, used: 0, budget: budget, store: .none, window: "")
         }
-        if let redis, shouldTryRedis(), let window = RateWindow.containing(Date(), timeZone: policy.timeZone) {
+        if let redis, shouldTryRedis() {
+            // Every path out of this block reports to the outage tracking, which also ends
+            // a probe of a Redis that was down.
             do {
+                guard let window = RateWindow.containing(Date(), timeZone: policy.timeZone) else {
+                    throw RedisError(.protocolError, "no calendar day for time zone \(policy.timeZone)")
+                }
                 let timeout = redisTimeout
                 let (allowed, used) = try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
                     try await redis.consume(key: key, weight: weight, limit: budget, window: window)
@@ -123,20 +136,26 @@ public final class RateLimiter: Sendable {
                     : .limited(retryAfter: .seconds(max(0, window.nextStart.timeIntervalSinceNow)))
                 return Decision(verdict: verdict, key: key, weight: weight, used: used, budget: budget, store: .redis, window: window.day)
             } catch is CancellationError {
+                endRedisProbe()
                 throw CancellationError()
             } catch {
                 markRedisDown(error)
             }
         }
-        let result = try await postgres.consume(key: key, weight: weight, limit: budget, timeZone: policy.timeZone, logger: logger)
+        let timeout = postgresTimeout
+        let result = try await withTimeLimit(timeout, onTimeout: { DatabaseError(.queryFailed, "rate-limit check: no answer from Postgres within \(timeout)") }) {
+            [postgres] in
+            try await postgres.consume(key: key, weight: weight, limit: budget, timeZone: policy.timeZone, logger: logger)
+        }
         return Decision(
             verdict: result.allowed ? .allowed : .limited(retryAfter: result.untilNextWindow),
             key: key, weight: weight, used: result.used, budget: budget, store: .postgres, window: result.window
         )
     }
 
-    /// Gives back an allowed decision's weight: the message was not sent after all (no
-    /// provider could take it). Best effort: a failure is logged, never thrown.
+    /// Gives back an allowed decision's weight: the message was not sent after all. Best
+    /// effort: a failure is logged, never thrown; while Redis is down its refunds are
+    /// skipped (the count they would correct is not being used).
     public func refund(_ decision: Decision, logger: Logger) async {
         guard decision.isAllowed, decision.weight > 0 else { return }
         do {
@@ -144,9 +163,13 @@ public final class RateLimiter: Sendable {
             case .none:
                 return
             case .postgres:
-                try await postgres.refund(key: decision.key, weight: decision.weight, window: decision.window, logger: logger)
+                let timeout = postgresTimeout
+                try await withTimeLimit(timeout, onTimeout: { DatabaseError(.queryFailed, "rate-limit refund: no answer from Postgres within \(timeout)") }) {
+                    [postgres] in
+                    try await postgres.refund(key: decision.key, weight: decision.weight, window: decision.window, logger: logger)
+                }
             case .redis:
-                guard let redis else { return }
+                guard let redis, redisState.withLock({ !$0.down }) else { return }
                 let policy = await policy()
                 guard let window = RateWindow.containing(Date(), timeZone: policy.timeZone), window.day == decision.window else { return }
                 let timeout = redisTimeout
@@ -161,7 +184,7 @@ public final class RateLimiter: Sendable {
 
     // MARK: - Redis outage tracking
 
-    /// Up: always. Down: one caller at a time, every `redisRetryInterval`.
+    /// Up: always. Down: one caller at a time, when the retry delay has passed.
     private func shouldTryRedis() -> Bool {
         let now = ContinuousClock.now
         return redisState.withLock { state in
@@ -170,6 +193,11 @@ public final class RateLimiter: Sendable {
             state.probing = true
             return true
         }
+    }
+
+    /// A probe that ended without an answer either way (cancelled).
+    private func endRedisProbe() {
+        redisState.withLock { $0.probing = false }
     }
 
     private func markRedisUp() {
@@ -189,14 +217,17 @@ public final class RateLimiter: Sendable {
     }
 
     private func markRedisDown(_ error: any Error) {
-        let retry = redisRetryInterval
+        let retry = Backoff(base: redisRetryInterval, multiplier: 2, maximum: redisRetryInterval * 10, jitter: .none)
         let description = String(describing: error)
         let first = redisState.withLock { state -> Bool in
             defer {
+                // Decorrelated jitter: workers that lost Redis together do not all come
+                // back to it in the same instant, and a long outage is probed less often.
+                state.retryDelay = retry.decorrelatedDelay(after: state.down ? state.retryDelay : nil)
                 state.down = true
                 state.probing = false
                 state.lastError = description
-                state.nextAttempt = .now + retry
+                state.nextAttempt = .now + state.retryDelay
             }
             if !state.down { state.since = Date() }
             return !state.down

@@ -6,11 +6,14 @@ import Logging
 ///
 /// Consistency with Postgres: the two stores count separately. While Redis is up, only
 /// Redis counts; when it fails, `RateLimiter` falls back to `rate_limit_counters`, which
-/// knows nothing of what Redis admitted earlier that day (and a Redis restart without
-/// persistence forgets the day too). So on a day with an outage a doctor may receive up to
-/// the budget from each store: at most twice the budget, never an unbounded number. The
-/// window is computed from this machine's clock (Postgres uses its own `now()`), so
-/// machines whose clocks disagree may switch days a little apart.
+/// knows nothing of what Redis admitted earlier that day; and a Redis restarted without
+/// persistence forgets the day. So each switch between the stores can hand a doctor up to
+/// one more budget that day: a day with one Redis outage allows at most twice the budget,
+/// and every further outage or restart of Redis that day up to one budget more. A check
+/// whose Redis answer came too late (and was counted in Postgres instead) may have counted
+/// in Redis too: that errs on the side of sending less. The window is computed from this
+/// machine's clock (Postgres uses its own `now()`), so machines whose clocks disagree may
+/// switch days a little apart. Without Redis there is one store and none of this.
 public final class RedisRateLimitStore: Sendable {
     public let url: RedisURL
     private let holder: ConnectionHolder
@@ -85,6 +88,10 @@ public final class RedisRateLimitStore: Sendable {
                 return try await connection.send(arguments)
             } catch let error as RedisError where error.code == .serverError {
                 throw error
+            } catch is CancellationError {
+                // The caller gave up (its time limit passed): the connection is fine and its
+                // reply, when it comes, goes to nobody. Others keep using it.
+                throw CancellationError()
             } catch {
                 // The connection is suspect: drop it so the next call reconnects.
                 if self.connection === connection { self.connection = nil }

@@ -66,13 +66,17 @@ struct WhatsAppWorkerProcessTests {
                 let workerID = try #require(try await scalar(client, String.self, "SELECT id FROM worker_heartbeats WHERE kind = 'worker'"))
 
                 // Another process finds Evolution failing and opens its breaker.
+                // A live process (so a worker that missed its broadcast still catches up).
+                try await client.query(
+                    "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('other-host:1:x', 'worker', 'other-host', 1, 'test')",
+                    logger: logger
+                )
                 let registry = CircuitBreakerRegistry(logger: logger)
                 let breaker = registry.breaker(named: "evolution")
                 let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: url, processID: "other-host:1:x", logger: logger)
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await sync.run() }
                     defer { group.cancelAll() }
-                    try await Task.sleep(for: .milliseconds(300))
                     for _ in 0..<5 { _ = try? await breaker.execute { throw Failure() } }
                     #expect(breaker.state == .open)
 

@@ -148,16 +148,13 @@ import Testing
             let ids = try await enqueue(setup, count: 12)
             try await runWorker(setup, sender: sender(setup)) { identity in
                 try await eventually("the breaker opens") { setup.registry.breaker(named: "evolution").state == .open }
-                #expect(setup.evolution.sendAttempts == 5)
                 // The worker says why it is idle.
                 try await eventually("the heartbeat shows the pause") {
-                    try await scalar(setup, String.self, "SELECT coalesce(metadata->>'paused', '') FROM worker_heartbeats WHERE id = '\(identity.id)'")
+                    try await scalar(setup, String.self, "SELECT coalesce((SELECT metadata->>'paused' FROM worker_heartbeats WHERE id = '\(identity.id)'), '')")
                         .contains("every provider's circuit is open: evolution OPEN")
                 }
-                // Still failing: each probe is one call, no more.
+                // Still failing for a while: probes go out, one call each (counted below).
                 try await Task.sleep(for: .milliseconds(700))
-                let attempts = setup.evolution.sendAttempts
-                #expect(attempts >= 6 && attempts <= 8, "\(attempts) calls; expected 5 plus one per probe")
                 // The rows nobody tried were never claimed: no attempt spent, no outcome. (A
                 // probe may go out meanwhile, so count the calls after the rows.)
                 let untouched = try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM fila_mensagens WHERE outcome IS NULL AND tentativas = 0 AND status = 'pendente'")
@@ -170,12 +167,18 @@ import Testing
                 }
                 #expect(setup.registry.breaker(named: "evolution").state == .closed)
                 try await eventually("the heartbeat shows the circuit closed again") {
-                    try await scalar(setup, String.self, "SELECT coalesce(metadata->'circuits'->>'evolution', '') FROM worker_heartbeats WHERE id = '\(identity.id)'") == "CLOSED"
+                    try await scalar(setup, String.self, "SELECT coalesce((SELECT metadata->'circuits'->>'evolution' FROM worker_heartbeats WHERE id = '\(identity.id)'), '')") == "CLOSED"
                 }
                 try await eventually("the pause is cleared") {
                     try await scalar(setup, Bool.self, "SELECT metadata ? 'paused' FROM worker_heartbeats WHERE id = '\(identity.id)'") == false
                 }
             }
+            // No call was made while the circuit was open: every failed call is one of the
+            // five that opened it or a failed probe, and each burned one attempt.
+            let failedProbes = try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM circuit_transitions WHERE from_state = 'HALF_OPEN' AND to_state = 'OPEN'")
+            let failedCalls = try await scalar(setup, Int.self, "SELECT sum(tentativas)::int8 FROM fila_mensagens")
+            #expect(failedCalls == 5 + failedProbes)
+            #expect(setup.evolution.sendAttempts == 12 + failedCalls)
             // Each message reached the provider exactly once.
             let sent = setup.evolution.sentTexts.map(\.text)
             #expect(sent.count == 12)
@@ -185,6 +188,44 @@ import Testing
             let transitions = try await CircuitReport.transitions(circuit: "evolution", hours: 1, client: setup.client, logger: logger)
             #expect(transitions.last?.from == .closed && transitions.last?.to == .open)
             #expect(transitions.first?.to == .closed)
+        }
+    }
+
+    /// While half-open the worker claims only as many rows as there are probes, however
+    /// much room it has: nothing is claimed just to be deferred.
+    @Test func halfOpenClaimsOnlyTheProbe() async throws {
+        try await withSetup { setup in
+            let breaker = setup.registry.breaker(named: "evolution")
+            struct Down: Error {}
+            for _ in 0..<5 { _ = try? await breaker.execute { throw Down() } }
+            #expect(breaker.state == .open)
+            try await enqueue(setup, count: 10)
+            try await runWorker(setup, sender: sender(setup), concurrency: 10) { _ in
+                try await eventually("every message is sent") {
+                    try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM fila_mensagens WHERE status = 'enviada'") == 10
+                }
+            }
+            #expect(try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM fila_mensagens WHERE outcome <> 'SENT' OR tentativas > 0") == 0)
+            #expect(setup.evolution.sendAttempts == 10)
+            #expect(breaker.state == .closed)
+        }
+    }
+
+    /// A worker paused by open circuits still stops promptly and cleanly on shutdown.
+    @Test func aPausedWorkerShutsDownCleanly() async throws {
+        try await withSetup { setup in
+            _ = try await setup.client.query("SELECT ops.force_circuit('evolution', 'FORCED_OPEN', 'test')", logger: logger).collect()
+            try await enqueue(setup, count: 3)
+            let workerID = try await runWorker(setup, sender: sender(setup), concurrency: 5) { identity in
+                try await eventually("the worker pauses") {
+                    try await scalar(setup, String.self, "SELECT coalesce((SELECT metadata->>'paused' FROM worker_heartbeats WHERE id = '\(identity.id)'), '')")
+                        .contains("evolution FORCED_OPEN")
+                }
+                return identity.id
+            }
+            #expect(try await scalar(setup, String.self, "SELECT status FROM worker_heartbeats WHERE id = '\(workerID)'") == "stopped")
+            #expect(try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM fila_mensagens WHERE status = 'pendente' AND outcome IS NULL AND tentativas = 0") == 3)
+            #expect(setup.evolution.sendAttempts == 0)
         }
     }
 

@@ -253,6 +253,42 @@ import Testing
         #expect(machine.applyOverride(.open, reason: "c", now: at(2)).isEmpty)
     }
 
+    @Test func anOverrideTakesAHalfOpenBreakerAndItsProbeResultIsDisregarded() {
+        var machine = opened()
+        guard case .permitted(let probe) = machine.acquire(now: at(60)).0 else {
+            Issue.record("probe not admitted")
+            return
+        }
+        let forced = machine.applyOverride(.forcedOpen, reason: "x", now: at(61))
+        #expect(forced.map { "\($0.from.rawValue)->\($0.to.rawValue)" } == ["HALF_OPEN->FORCED_OPEN"])
+        #expect(machine.record(.success, for: probe, now: at(62)).isEmpty)
+        #expect(machine.state == .forcedOpen)
+        // Lifted: CLOSED, and the next opening waits the initial 60 s.
+        #expect(machine.applyOverride(nil, reason: "", now: at(63)).map(\.to) == [.closed])
+        #expect(machine.failedProbes == 0)
+    }
+
+    @Test func oneFailedProbeReopensAndTheOtherProbesLateResultIsDisregarded() {
+        var machine = opened(policy: .init(halfOpenProbes: 2))
+        guard case .permitted(let first) = machine.acquire(now: at(60)).0,
+              case .permitted(let second) = machine.acquire(now: at(60)).0
+        else {
+            Issue.record("two probes should be admitted")
+            return
+        }
+        #expect(machine.record(.failure(detail: "still down"), for: first, now: at(61)).map(\.to) == [.open])
+        // The second probe succeeds afterwards: it cannot close the re-opened breaker.
+        #expect(machine.record(.success, for: second, now: at(62)).isEmpty)
+        #expect(machine.state == .open)
+        #expect(machine.acquire(now: at(61 + 119)).0 == .rejected(state: .open, retryAfter: .seconds(1)))
+    }
+
+    @Test func everyTransitionCarriesItsTime() {
+        var machine = Machine(circuit: "evolution", policy: .init())
+        let transitions = (0..<5).flatMap { call(&machine, .failure(detail: "x"), at: Double($0)) }
+        #expect(transitions.map(\.at) == [at(4)])
+    }
+
     @Test func aRemoteOpenOpensAClosedBreakerOnly() {
         var machine = Machine(circuit: "evolution", policy: .init())
         let followed = machine.followRemoteOpen(openFor: .seconds(120), reason: "opened by host:1:a", now: at(0))

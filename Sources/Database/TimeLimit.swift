@@ -1,0 +1,80 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Synchronization
+
+/// Runs `operation` but stops waiting for it after `limit`, throwing `onTimeout()`.
+///
+/// The abandoned call is cancelled and left to end on its own: the caller gets its answer
+/// on time even from a call that ignores cancellation (a wedged connection).
+public func withTimeLimit<Result: Sendable>(
+    _ limit: Duration,
+    onTimeout: @escaping @Sendable () -> any Error,
+    _ operation: @escaping @Sendable () async throws -> Result
+) async throws -> Result {
+    let race = FirstResult<Swift.Result<Result, any Error>>()
+    let work = Task {
+        do {
+            race.offer(.success(try await operation()))
+        } catch {
+            race.offer(.failure(error))
+        }
+    }
+    let timer = Task {
+        try? await Task.sleep(for: limit)
+        race.offer(.failure(onTimeout()))
+    }
+    // Cancelled (say, shutdown ran out of time): stop waiting at once too, since the call
+    // itself may not notice cancellation.
+    let outcome = await withTaskCancellationHandler {
+        await race.value
+    } onCancel: {
+        work.cancel()
+        race.offer(.failure(CancellationError()))
+    }
+    timer.cancel()
+    if case .failure = outcome { work.cancel() }
+    return try outcome.get()
+}
+
+/// The first of several racers to offer a value wins; later offers are ignored. `value`
+/// waits for the winner (and returns at once if there already is one).
+public final class FirstResult<Value: Sendable>: Sendable {
+    private struct State {
+        var value: Value?
+        var waiters: [CheckedContinuation<Value, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Offers a value; returns whether it won.
+    @discardableResult
+    public func offer(_ value: Value) -> Bool {
+        let waiters = state.withLock { state -> [CheckedContinuation<Value, Never>]? in
+            guard state.value == nil else { return nil }
+            state.value = value
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        guard let waiters else { return false }
+        for waiter in waiters { waiter.resume(returning: value) }
+        return true
+    }
+
+    public var value: Value {
+        get async {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { state -> Value? in
+                    if let value = state.value { return value }
+                    state.waiters.append(continuation)
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        }
+    }
+}
