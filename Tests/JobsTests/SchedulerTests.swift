@@ -74,8 +74,9 @@ private func tickAndRun(_ scheduler: JobScheduler) async throws -> [JobRunner.Ou
 
 @Suite("Job scheduler on Postgres")
 struct SchedulerTests {
-    /// Three replicas tick every 50 ms over an every-second job for about five seconds:
-    /// every slot from the first to the last ran exactly once, and none was skipped.
+    /// Three replicas tick every 50 ms over an every-second job until three slots have run:
+    /// every slot from the first to the last has exactly one row, run or (on a starved
+    /// machine) recorded as skipped.
     @Test func threeReplicasRunEachSlotExactlyOnce() async throws {
         try await withHarness { harness throws in
             let ran = Mutex<[Date]>([])
@@ -91,9 +92,14 @@ struct SchedulerTests {
             for index in 1...3 {
                 replicas.append(harness.scheduler(catalog, runner: try await harness.process("replica-\(index)")))
             }
+            // Until three slots have run (about three seconds; longer on a loaded machine).
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for replica in replicas { group.addTask { try await replica.run() } }
-                try await Task.sleep(for: .milliseconds(5_500))
+                var succeeded = 0
+                for _ in 0..<240 where succeeded < 3 {
+                    try await Task.sleep(for: .milliseconds(250))
+                    succeeded = try await harness.int("SELECT count(*) FROM job_executions WHERE job_name = 'pulso' AND status = 'success'")
+                }
                 group.cancelAll()
             }
             let slots = try await harness.rows(
@@ -102,13 +108,12 @@ struct SchedulerTests {
             // Every second from the first slot to the last has exactly one row: run, or (on a
             // machine so loaded that no replica ticked within a second) recorded as skipped.
             let seconds = slots.map { Int($0.0.timeIntervalSince1970) }
-            #expect(seconds.count >= 4)
+            #expect(seconds.count >= 3)
             #expect(seconds == Array(seconds[0]...seconds[seconds.count - 1]))
             // The slot in flight when the replicas were cancelled may have ended otherwise.
             #expect(slots.dropLast().allSatisfy { $0.1 == "success" || $0.1 == "skipped" }, "\(slots.map(\.1))")
             let succeeded = slots.filter { $0.1 == "success" }.map(\.0)
-            // At least two slots really ran (more on a quiet machine; the rest are skipped).
-            #expect(succeeded.count >= 2, "\(slots.map(\.1))")
+            #expect(succeeded.count >= 3, "\(slots.map(\.1))")
             // Each run's handler ran once, for its own slot.
             #expect(ran.withLock { $0.sorted() } == succeeded)
         }
