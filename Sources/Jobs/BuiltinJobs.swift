@@ -186,38 +186,12 @@ public enum BuiltinJobs {
     }
 
     static func deleteOldSnapshots(_ context: JobContext, settings: Settings) async throws -> JSONValue {
-        let removed = try await inBatches(of: 10_000) { size in
-            try await context.client.query(
-                """
-                WITH gone AS (
-                    DELETE FROM metrics_snapshots
-                     WHERE id IN (SELECT id FROM metrics_snapshots
-                                   WHERE created_at < now() - make_interval(secs => \(settings.metricsRetention.seconds))
-                                   LIMIT \(size))
-                    RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                logger: context.logger
-            ).collect().first!.decode(Int.self)
-        }
+        let removed = try await deleteRows(of: .metricsSnapshots, olderThan: settings.metricsRetention, context)
         return ["removidas": .integer(removed)]
     }
 
     static func deleteOldResilienceRows(_ context: JobContext, settings: Settings) async throws -> JSONValue {
-        let transitions = try await inBatches(of: 10_000) { size in
-            try await context.client.query(
-                """
-                WITH gone AS (
-                    DELETE FROM circuit_transitions
-                     WHERE id IN (SELECT id FROM circuit_transitions
-                                   WHERE created_at < now() - make_interval(secs => \(settings.circuitHistoryRetention.seconds))
-                                   LIMIT \(size))
-                    RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                logger: context.logger
-            ).collect().first!.decode(Int.self)
-        }
+        let transitions = try await deleteRows(of: .circuitTransitions, olderThan: settings.circuitHistoryRetention, context)
         let windows = try await inBatches(of: 10_000) { size in
             try await context.client.query(
                 """
@@ -234,6 +208,31 @@ public enum BuiltinJobs {
             ).collect().first!.decode(Int.self)
         }
         return ["transicoes_removidas": .integer(transitions), "janelas_removidas": .integer(windows)]
+    }
+
+    /// Tables keyed by `id` whose rows age out by `created_at`. The names go into SQL as
+    /// identifiers, so they come from here and nowhere else.
+    enum AgedTable: String {
+        case metricsSnapshots = "metrics_snapshots"
+        case circuitTransitions = "circuit_transitions"
+    }
+
+    /// Deletes `table`'s rows created more than `age` ago, in batches; returns how many.
+    static func deleteRows(of table: AgedTable, olderThan age: Duration, _ context: JobContext) async throws -> Int {
+        try await inBatches(of: 10_000) { size in
+            try await context.client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM \(unescaped: table.rawValue)
+                     WHERE id IN (SELECT id FROM \(unescaped: table.rawValue)
+                                   WHERE created_at < now() - make_interval(secs => \(age.seconds))
+                                   LIMIT \(size))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: context.logger
+            ).collect().first!.decode(Int.self)
+        }
     }
 
     /// Runs `batch` (which handles at most `size` rows and says how many) until a batch

@@ -138,6 +138,14 @@ extension FilaConfiguration {
         if let seconds = try count("FILA_CIRCUIT_RESET_MAX_SECONDS", 1...86_400) { circuitPolicy.maximumResetWait = .seconds(seconds) }
         circuitPolicy.maximumResetWait = max(circuitPolicy.maximumResetWait, circuitPolicy.initialResetWait)
         if let probes = try count("FILA_CIRCUIT_PROBES", 1...100) { circuitPolicy.halfOpenProbes = probes }
+        if let text = value("FILA_CIRCUIT_FAILURE_RATE") {
+            guard let rate = Double(text), rate > 0, rate <= 1 else {
+                throw ConfigurationError(variable: "FILA_CIRCUIT_FAILURE_RATE", reason: "is '\(text)'; expected a fraction above 0, at most 1")
+            }
+            let window = try count("FILA_CIRCUIT_RATE_WINDOW_SECONDS", 1...86_400) ?? 60
+            let minimum = try count("FILA_CIRCUIT_RATE_MIN_CALLS", 1...100_000) ?? 20
+            circuitPolicy.failureRate = .init(threshold: rate, window: .seconds(window), minimumCalls: minimum)
+        }
         if let text = value("FILA_RATE_LIMIT") {
             switch text.lowercased() {
             case "on", "true", "1": rateLimitEnabled = true

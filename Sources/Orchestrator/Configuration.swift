@@ -57,6 +57,9 @@ struct FilaConfiguration: Sendable {
     var providerTimeout: Duration
     /// `FILA_CIRCUIT_FAILURES`, `FILA_CIRCUIT_RESET_SECONDS`, `FILA_CIRCUIT_RESET_MAX_SECONDS`,
     /// `FILA_CIRCUIT_PROBES`: the providers' breakers (5 failures; 60 s doubling to 600 s; 1 probe).
+    /// `FILA_CIRCUIT_FAILURE_RATE` (with `FILA_CIRCUIT_RATE_WINDOW_SECONDS`, default 60, and
+    /// `FILA_CIRCUIT_RATE_MIN_CALLS`, default 20) adds a second rule: open when that share
+    /// of the calls in the window failed.
     var circuitPolicy: CircuitBreakerPolicy
     /// `FILA_RATE_LIMIT`: `on` (default) or `off`; the budgets themselves are in app_settings.
     var rateLimitEnabled: Bool

@@ -64,6 +64,7 @@ struct ConfigurationTests {
         ("ZAPI_URL", "ftp://z-api", "ZAPI_URL is not an http:// or https:// URL"),
         ("FILA_CIRCUIT_FAILURES", "0", "FILA_CIRCUIT_FAILURES is '0'"),
         ("FILA_RATE_LIMIT", "maybe", "FILA_RATE_LIMIT is 'maybe'"),
+        ("FILA_CIRCUIT_FAILURE_RATE", "1.5", "FILA_CIRCUIT_FAILURE_RATE is '1.5'"),
         ("FILA_REDIS_TIMEOUT_MS", "fast", "FILA_REDIS_TIMEOUT_MS is 'fast'"),
         ("PORT", "80a", "PORT is '80a'"),
         ("PORT", "70000", "PORT is '70000'"),
@@ -104,7 +105,9 @@ struct ConfigurationTests {
             "ZAPI_INSTANCE_ID": "inst", "ZAPI_TOKEN": "tok", "ZAPI_CLIENT_TOKEN": "client",
             "FILA_PROVIDER_TIMEOUT_MS": "5000", "FILA_CIRCUIT_FAILURES": "3", "FILA_CIRCUIT_RESET_SECONDS": "30",
             "FILA_CIRCUIT_RESET_MAX_SECONDS": "10", "FILA_RATE_LIMIT": "off", "FILA_REDIS_TIMEOUT_MS": "20",
+            "FILA_CIRCUIT_FAILURE_RATE": "0.5", "FILA_CIRCUIT_RATE_MIN_CALLS": "10",
         ])
+        #expect(configuration.circuitPolicy.failureRate == .init(threshold: 0.5, window: .seconds(60), minimumCalls: 10))
         #expect(configuration.evolution?.instance == "chip-1")
         #expect(configuration.evolution?.timeout == .seconds(5))
         #expect(configuration.zapi?.baseURL == "https://api.z-api.io")
