@@ -95,7 +95,9 @@ public struct CircuitBreakerSync: Service {
     func write(_ transitions: [CircuitTransition]) async throws {
         // A row's time is when the change happened, not when it could be written (after a
         // Postgres outage, say): the database's clock minus how long ago, by this process's
-        // monotonic clock. Broadcasts carry what is left of the wait.
+        // monotonic clock. Under a second that is just the write's own delay, which varies
+        // from batch to batch: those rows take the write's time, so that one process's rows
+        // never appear out of order. Broadcasts carry what is left of the wait.
         let writtenAt = ContinuousClock.now
         let broadcasts = transitions.filter { $0.isLocal && $0.to == .open }
         do {
@@ -104,7 +106,8 @@ public struct CircuitBreakerSync: Service {
                     """
                     INSERT INTO circuit_transitions
                         (circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id, created_at)
-                    SELECT c, f, t, r, n, nullif(o, -1), \(processID), now() - make_interval(secs => age)
+                    SELECT c, f, t, r, n, nullif(o, -1), \(processID),
+                           now() - make_interval(secs => CASE WHEN age >= 1 THEN age ELSE 0 END)
                       FROM unnest(\(transitions.map(\.circuit))::text[], \(transitions.map(\.from.rawValue))::text[],
                                   \(transitions.map(\.to.rawValue))::text[], \(transitions.map(\.reason))::text[],
                                   \(transitions.map { Int32(clamping: $0.consecutiveFailures) })::int4[],

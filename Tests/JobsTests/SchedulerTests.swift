@@ -110,8 +110,11 @@ struct SchedulerTests {
             let seconds = slots.map { Int($0.0.timeIntervalSince1970) }
             #expect(seconds.count >= 3)
             #expect(seconds == Array(seconds[0]...seconds[seconds.count - 1]))
-            // The slot in flight when the replicas were cancelled may have ended otherwise.
-            #expect(slots.dropLast().allSatisfy { $0.1 == "success" || $0.1 == "skipped" }, "\(slots.map(\.1))")
+            // Slots claimed just before the replicas were cancelled may be left unstarted or
+            // cut off (the scheduler picks those up later); every earlier one ran or was skipped.
+            let settled = slots.reversed().drop { !["success", "skipped"].contains($0.1) }
+            #expect(settled.allSatisfy { $0.1 == "success" || $0.1 == "skipped" }, "\(slots.map(\.1))")
+            #expect(slots.count - settled.count <= 3, "\(slots.map(\.1))")
             let succeeded = slots.filter { $0.1 == "success" }.map(\.0)
             #expect(succeeded.count >= 3, "\(slots.map(\.1))")
             // Each run's handler ran once, for its own slot.
