@@ -14,7 +14,8 @@ enum SenderAssembly {
 
     struct Assembled {
         let sender: any MessageSender
-        /// To run before the worker (and stop after it): the breakers' sync.
+        /// To run before the worker (and stop after it): the providers' HTTP client and the
+        /// breakers' sync.
         let services: [ServiceGroupConfiguration.ServiceConfiguration]
     }
 
@@ -55,14 +56,16 @@ enum SenderAssembly {
         identity: ProcessIdentity,
         logger: Logger
     ) throws -> Assembled {
+        let http = ProviderHTTPClient(connectTimeout: min(.seconds(5), configuration.providerTimeout))
         var providers: [any WhatsAppProvider] = []
         if let evolution = configuration.evolution {
-            providers.append(EvolutionProvider(configuration: evolution, httpClient: HTTPClient.shared))
+            providers.append(EvolutionProvider(configuration: evolution, httpClient: http.client))
         }
         if let zapi = configuration.zapi {
-            providers.append(ZAPIProvider(configuration: zapi, httpClient: HTTPClient.shared))
+            providers.append(ZAPIProvider(configuration: zapi, httpClient: http.client))
         }
         guard !providers.isEmpty else {
+            try? http.client.syncShutdown()
             throw ConfigurationError(
                 variable: "FILA_SENDER",
                 reason: "is 'whatsapp' but no provider is configured: set EVOLUTION_URL, EVOLUTION_API_KEY and EVOLUTION_INSTANCE, and/or ZAPI_INSTANCE_ID, ZAPI_TOKEN and ZAPI_CLIENT_TOKEN"
@@ -84,7 +87,7 @@ enum SenderAssembly {
         let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: listenURL, processID: identity.id, logger: logger)
         return Assembled(
             sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry),
-            services: [.init(service: sync, serviceName: "circuits")]
+            services: [.init(service: http, serviceName: "provider-http"), .init(service: sync, serviceName: "circuits")]
         )
     }
 }
