@@ -108,7 +108,8 @@ SELECT DISTINCT ON (t.circuit_name, t.worker_id)
   LEFT JOIN circuit_overrides o ON o.circuit_name = t.circuit_name
        AND (o.expires_at IS NULL OR o.expires_at > now())
  WHERE h.status <> 'stopped' AND h.last_seen_at > now() - interval '2 minutes'
- ORDER BY t.circuit_name, t.worker_id, t.created_at DESC, t.id DESC;
+ -- One writer per process inserts its rows in the order they happened: id orders them.
+ ORDER BY t.circuit_name, t.worker_id, t.id DESC;
 
 COMMENT ON VIEW ops.circuit_states IS 'Circuit breaker state per live process: SELECT * FROM ops.circuit_states;';
 

@@ -21,6 +21,8 @@ public final class AppSettings: Sendable {
         var failing = false
         /// Whether a load has ended (well or not): later reads never wait.
         var everLoaded = false
+        /// Whether a load has succeeded.
+        var succeeded = false
     }
 
     public let refreshInterval: Duration
@@ -54,6 +56,13 @@ public final class AppSettings: Sendable {
     /// How long one read of the table may take.
     public static let loadTimeout: Duration = .seconds(5)
 
+    /// `values()`, or nil while no read of the table has ever succeeded (callers that must
+    /// not act on defaults an operator may have overridden can wait).
+    public func readValues() async -> [String: JSONValue]? {
+        let values = await values()
+        return state.withLock { $0.succeeded } ? values : nil
+    }
+
     public func value(for key: String) async -> JSONValue? {
         await values()[key]
     }
@@ -79,6 +88,7 @@ public final class AppSettings: Sendable {
                 defer {
                     state.failing = false
                     state.everLoaded = true
+                    state.succeeded = true
                 }
                 state.values = loaded
                 state.loadedAt = .now

@@ -66,7 +66,7 @@ public struct EvolutionProvider: WhatsAppProvider {
         let json = JSONValue(parsing: response.body)
         if response.isSuccess {
             // Only `key.id` is reliable across versions; every other field is optional.
-            if case .string(let id)? = json?["key"]?["id"], !id.isEmpty {
+            if case .string(let id)? = json?["key"]?["id"], ProviderHTTP.isUsableID(id) {
                 return ProviderReceipt(provider: name, messageID: id)
             }
             // Never the body itself: a 2xx body echoes the message text.

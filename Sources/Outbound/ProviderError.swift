@@ -70,6 +70,11 @@ public struct ProviderError: Error, Sendable, CustomStringConvertible {
         var line = ""
         var lastWasSpace = false
         for character in text {
+            if character.unicodeScalars.allSatisfy({ $0.properties.generalCategory == .control }) && !(character.isNewline || character == "\t") {
+                // NUL and other control characters: Postgres refuses NUL in text, and none of
+                // them belongs in a one-line detail.
+                continue
+            }
             if character.isNewline || character == "\t" || character == " " {
                 if !lastWasSpace, !line.isEmpty { line.append(" ") }
                 lastWasSpace = true

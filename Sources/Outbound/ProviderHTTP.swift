@@ -121,6 +121,11 @@ enum ProviderHTTP {
     }
 
     /// `text` without any of `secrets` (plain or percent-encoded), on one short line.
+    /// A provider's message id worth storing: 1–200 printable ASCII characters.
+    static func isUsableID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 200 && id.utf8.allSatisfy { (0x21...0x7E).contains($0) }
+    }
+
     static func safeDetail(_ text: String, secrets: [String]) -> String {
         var bytes = Array(text.utf8)
         let needles = secrets.filter { !$0.isEmpty }.flatMap { [$0, pathSegment($0)] }

@@ -15,8 +15,10 @@ import Resilience
 /// - A provider that fails after the call was made is not followed by the next one, since
 ///   the first may have delivered: the message is retried later with backoff.
 /// - Evolution's "number not on WhatsApp" fails the message for good (FAILED_VALIDATION).
-/// - The budget is spent by messages sent: whenever an attempt ends without a provider's
-///   acceptance, its weight is given back, so a retry is charged once, when it goes out.
+/// - The budget is given back when the message surely did not go out (every circuit open,
+///   a refused connection, an HTTP error, a recipient rejection). A timeout or a call cut
+///   off by shutdown may have delivered it: that budget stays spent, and the retry is
+///   charged again, so a doctor never receives more than the budget.
 public final class WhatsAppSender: MessageSender {
     public struct Route: Sendable {
         public let provider: any WhatsAppProvider
@@ -92,7 +94,7 @@ public final class WhatsAppSender: MessageSender {
             do {
                 let decision = try await rateLimiter.consume(key: message.clienteID, kind: message.tipo.rawValue, logger: logger)
                 if case .limited(let retryAfter) = decision.verdict {
-                    let spread = await rateLimiter.policy().deferralSpread
+                    let spread = (try? await rateLimiter.policy().deferralSpread) ?? .seconds(600)
                     logger.info(
                         "over the doctor's daily budget; deferred to the next window",
                         metadata: ["rate.used": .stringConvertible(decision.used), "rate.budget": .stringConvertible(decision.budget)]
@@ -130,17 +132,16 @@ public final class WhatsAppSender: MessageSender {
                     await refund(budget, logger: logger)
                     return .permanentFailure(outcome: .failedValidation, reasonCode: error.reasonCode, error: error.description)
                 case .timeout:
-                    // It may have gone out; but the retry will spend the budget again when it
-                    // is sent, and a doctor must not lose a day's budget to a slow gateway.
-                    await refund(budget, logger: logger)
+                    // It may have gone out (the gateway answered late), so the budget stays
+                    // spent and the retry is charged again: erring towards sending a doctor
+                    // less, never more, than the budget.
                     return .retryableFailure(outcome: .failedTimeout, reasonCode: error.reasonCode, error: error.description)
                 case .network, .http, .invalidResponse:
                     await refund(budget, logger: logger)
                     return .retryableFailure(outcome: .failedProvider, reasonCode: error.reasonCode, error: error.description)
                 }
             } catch is CancellationError {
-                // Shutdown cut the call off: the row goes back and is charged when it is sent.
-                await refund(budget, logger: logger)
+                // Shutdown cut the call off; it may have gone out, so the budget stays spent.
                 return .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:cancelled", until: .zero)
             } catch {
                 await refund(budget, logger: logger)
@@ -160,8 +161,7 @@ public final class WhatsAppSender: MessageSender {
 
     private func refund(_ decision: RateLimiter.Decision?, logger: Logger) async {
         guard let decision, let rateLimiter else { return }
-        // In a task of its own, so a send cut off by shutdown still gives its budget back.
-        await Task { await rateLimiter.refund(decision, logger: logger) }.value
+        await rateLimiter.refund(decision, logger: logger)
     }
 }
 

@@ -87,7 +87,7 @@ public struct ZAPIProvider: WhatsAppProvider {
         }
         // `id` duplicates `messageId` "for Zapier compatibility".
         for field in ["messageId", "id"] {
-            if case .string(let id)? = json?[field], !id.isEmpty {
+            if case .string(let id)? = json?[field], ProviderHTTP.isUsableID(id) {
                 return ProviderReceipt(provider: name, messageID: id)
             }
         }

@@ -73,6 +73,12 @@ extension MessageQueue {
                 delays.append(until.seconds); providers.append(""); providerIDs.append(""); chips.append("")
             }
         }
+        // Postgres refuses NUL in text, and one bad string would fail the whole batch again
+        // and again: whatever a sender reports is stored without it.
+        errors = errors.map(Self.withoutNUL)
+        reasons = reasons.map(Self.withoutNUL)
+        providerIDs = providerIDs.map(Self.withoutNUL)
+        chips = chips.map(Self.withoutNUL)
         let query: PostgresQuery = """
             UPDATE fila_mensagens m SET
                 status = CASE
@@ -123,6 +129,12 @@ extension MessageQueue {
             )
         }
         return FinishReport(written: written, fenced: fenced)
+    }
+}
+
+extension MessageQueue {
+    static func withoutNUL(_ text: String) -> String {
+        text.contains("\u{0}") ? text.replacingOccurrences(of: "\u{0}", with: "") : text
     }
 }
 

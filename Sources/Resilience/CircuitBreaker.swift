@@ -125,8 +125,13 @@ public final class CircuitBreaker: Sendable {
 
     /// A short description of a failure for the transition's reason.
     static func detail(of error: any Error) -> String {
-        let text = String(describing: error)
-        return text.count <= 300 ? text : String(text.prefix(300)) + "…"
+        oneLine(String(describing: error), limit: 300)
+    }
+
+    /// `text` without control characters (Postgres refuses NUL in text), cut to `limit`.
+    static func oneLine(_ text: String, limit: Int) -> String {
+        let clean = String(String.UnicodeScalarView(text.unicodeScalars.filter { $0.properties.generalCategory != .control }))
+        return clean.count <= limit ? clean : String(clean.prefix(limit)) + "…"
     }
 }
 

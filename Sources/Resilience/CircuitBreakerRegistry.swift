@@ -60,6 +60,9 @@ public final class CircuitBreakerRegistry: Sendable {
     /// finish in.
     private let overrideReloads = Mutex((started: 0, applied: 0))
 
+    /// The database clock at a monotonic instant, for timing transition rows.
+    let clockAnchor = Mutex<(epoch: Double, instant: ContinuousClock.Instant)?>(nil)
+
     func beginOverrideReload() -> Int {
         overrideReloads.withLock { state in
             state.started += 1

@@ -94,26 +94,26 @@ public struct CircuitBreakerSync: Service {
     /// (delivered at commit, so a receiver can already read the row).
     func write(_ transitions: [CircuitTransition]) async throws {
         // A row's time is when the change happened, not when it could be written (after a
-        // Postgres outage, say): the database's clock minus how long ago, by this process's
-        // monotonic clock. Under a second that is just the write's own delay, which varies
-        // from batch to batch: those rows take the write's time, so that one process's rows
-        // never appear out of order. Broadcasts carry what is left of the wait.
+        // Postgres outage, say): the database's clock, read once an hour, plus how long after
+        // that reading it happened by this process's monotonic clock. So one process's rows
+        // are timed in the order they happened. Broadcasts carry what is left of the wait.
         let writtenAt = ContinuousClock.now
         let broadcasts = transitions.filter { $0.isLocal && $0.to == .open }
         do {
             try await client.withTransaction(logger: logger) { connection in
+                let anchor = try await clockAnchor(connection)
+                let times = transitions.map { anchor.epoch + ($0.at - anchor.instant).seconds }
                 try await connection.query(
                     """
                     INSERT INTO circuit_transitions
                         (circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id, created_at)
-                    SELECT c, f, t, r, n, nullif(o, -1), \(processID),
-                           now() - make_interval(secs => CASE WHEN age >= 1 THEN age ELSE 0 END)
+                    SELECT c, f, t, r, n, nullif(o, -1), \(processID), to_timestamp(happened)
                       FROM unnest(\(transitions.map(\.circuit))::text[], \(transitions.map(\.from.rawValue))::text[],
                                   \(transitions.map(\.to.rawValue))::text[], \(transitions.map(\.reason))::text[],
                                   \(transitions.map { Int32(clamping: $0.consecutiveFailures) })::int4[],
                                   \(transitions.map { $0.openFor.map(Self.wholeSeconds) ?? -1 })::int4[],
-                                  \(transitions.map { max(0, (writtenAt - $0.at).seconds) })::float8[])
-                           WITH ORDINALITY AS x(c, f, t, r, n, o, age, position)
+                                  \(times)::float8[])
+                           WITH ORDINALITY AS x(c, f, t, r, n, o, happened, position)
                      ORDER BY position
                     """,
                     logger: logger
@@ -135,8 +135,26 @@ public struct CircuitBreakerSync: Service {
         }
     }
 
+    /// The database clock (seconds since the epoch) at a monotonic instant; read again
+    /// when over an hour old, so drift between the two clocks stays negligible.
+    private func clockAnchor(_ connection: PostgresConnection) async throws -> (epoch: Double, instant: ContinuousClock.Instant) {
+        if let anchor = registry.clockAnchor.withLock({ $0 }), ContinuousClock.now - anchor.instant < .seconds(3600) {
+            return anchor
+        }
+        let sent = ContinuousClock.now
+        var epoch = 0.0
+        for try await value in try await connection.query("SELECT extract(epoch FROM clock_timestamp())::float8", logger: logger).decode(Double.self) {
+            epoch = value
+        }
+        // The reading was taken somewhere during the round trip: take its middle.
+        let received = ContinuousClock.now
+        let anchor = (epoch: epoch, instant: sent + (received - sent) / 2)
+        registry.clockAnchor.withLock { $0 = anchor }
+        return anchor
+    }
+
     static func wholeSeconds(_ duration: Duration) -> Int32 {
-        Int32(clamping: Int(duration.seconds.rounded(.up)))
+        Int32(min(max(0, duration.seconds.rounded(.up)), 86_400 * 365))
     }
 
     // MARK: - Other replicas' openings and overrides
@@ -185,14 +203,15 @@ public struct CircuitBreakerSync: Service {
         case "open":
             guard case .string(let circuit)? = message["circuit"], case .string(let origin)? = message["origin"] else { return }
             guard origin != processID, let breaker = registry.existing(named: circuit) else { return }
+            // Anyone may NOTIFY: the payload is bounded before it is believed.
             let seconds: Double
             switch message["open_seconds"] {
-            case .integer(let value)?: seconds = Double(max(1, value))
-            case .number(let value)?: seconds = max(1, value)
+            case .integer(let value)?: seconds = Double(min(max(1, value), 86_400))
+            case .number(let value)? where value.isFinite: seconds = min(max(1, value), 86_400)
             default: seconds = 60
             }
-            var reason = "opened by \(origin)"
-            if case .string(let why)? = message["reason"] { reason += ": \(why)" }
+            var reason = "opened by \(CircuitBreaker.oneLine(origin, limit: 200))"
+            if case .string(let why)? = message["reason"] { reason += ": \(CircuitBreaker.oneLine(why, limit: 300))" }
             // Jittered, so the replicas that follow one opening do not all probe at once.
             breaker.followRemoteOpen(openFor: Jitter.proportional(0.2).apply(to: .seconds(seconds)), reason: reason)
         default:

@@ -138,7 +138,7 @@ public enum CircuitReport {
                      WHERE t.worker_id <> \(processID)
                        AND h.status <> 'stopped' AND h.last_seen_at > now() - interval '2 minutes'
                        AND t.created_at > now() - interval '1 day'
-                     ORDER BY t.circuit_name, t.worker_id, t.created_at DESC, t.id DESC
+                     ORDER BY t.circuit_name, t.worker_id, t.id DESC
                 )
                 SELECT DISTINCT ON (circuit_name) circuit_name, worker_id, reason, remaining
                   FROM latest

@@ -54,10 +54,10 @@ public struct RateLimitPolicy: Sendable, Hashable {
         var policy = self
         var problems: [String] = []
         if let value = settings[Self.budgetKey] {
-            if let budget = value.integerValue, budget >= 0 {
+            if let budget = value.integerValue, (0...1_000_000).contains(budget) {
                 policy.dailyBudget = budget
             } else {
-                problems.append("\(Self.budgetKey) must be a whole number ≥ 0")
+                problems.append("\(Self.budgetKey) must be a whole number, 0-1000000")
             }
         }
         if let value = settings[Self.weightsKey] {
@@ -65,10 +65,10 @@ public struct RateLimitPolicy: Sendable, Hashable {
                 var weights = policy.weights
                 var valid = true
                 for (kind, weight) in object {
-                    guard let weight = weight.integerValue, weight >= 0 else { valid = false; break }
+                    guard let weight = weight.integerValue, (0...1_000_000).contains(weight) else { valid = false; break }
                     weights[kind] = weight
                 }
-                if valid { policy.weights = weights } else { problems.append("\(Self.weightsKey) must map kinds to whole numbers ≥ 0") }
+                if valid { policy.weights = weights } else { problems.append("\(Self.weightsKey) must map kinds to whole numbers, 0-1000000") }
             } else {
                 problems.append("\(Self.weightsKey) must be a JSON object")
             }
@@ -81,10 +81,10 @@ public struct RateLimitPolicy: Sendable, Hashable {
             }
         }
         if let value = settings[Self.spreadKey] {
-            if let seconds = value.integerValue, seconds >= 0 {
+            if let seconds = value.integerValue, (0...86_400).contains(seconds) {
                 policy.deferralSpread = .seconds(seconds)
             } else {
-                problems.append("\(Self.spreadKey) must be a whole number of seconds ≥ 0")
+                problems.append("\(Self.spreadKey) must be a whole number of seconds, 0-86400")
             }
         }
         return (policy, problems)

@@ -95,10 +95,15 @@ public final class RateLimiter: Sendable {
         self.logger = logger
     }
 
-    /// The policy in force: the defaults with `app_settings` applied.
-    public func policy() async -> RateLimitPolicy {
+    /// The policy in force: the defaults with `app_settings` applied. Until `app_settings`
+    /// could be read once, checks fail (and messages wait) rather than count against budgets
+    /// an operator may have changed.
+    public func policy() async throws -> RateLimitPolicy {
         guard let settings else { return defaults }
-        let (policy, problems) = defaults.applying(await settings.values())
+        guard let values = await settings.readValues() else {
+            throw DatabaseError(.queryFailed, "app_settings could not be read yet; rate limits are unknown")
+        }
+        let (policy, problems) = defaults.applying(values)
         for problem in problems where reportedProblems.withLock({ $0.insert(problem).inserted }) {
             logger.error("ignoring an invalid rate-limit setting in app_settings", metadata: ["problem": .string(problem)])
         }
@@ -113,7 +118,7 @@ public final class RateLimiter: Sendable {
     /// Spends `kind`'s weight from `key`'s budget for today, if it fits. Throws only when
     /// Postgres cannot answer either (within `postgresTimeout`).
     public func consume(key: String, kind: String, logger: Logger) async throws -> Decision {
-        let policy = await policy()
+        let policy = try await policy()
         let weight = policy.weight(for: kind)
         let budget = policy.dailyBudget
         if weight == 0 {
@@ -143,9 +148,22 @@ public final class RateLimiter: Sendable {
             }
         }
         let timeout = postgresTimeout
-        let result = try await withTimeLimit(timeout, onTimeout: { DatabaseError(.queryFailed, "rate-limit check: no answer from Postgres within \(timeout)") }) {
-            [postgres] in
+        // The check runs in a task of its own: when the caller stops waiting (time limit,
+        // cancellation) it may still commit, and then its weight is given back.
+        let check = Task { [postgres] in
             try await postgres.consume(key: key, weight: weight, limit: budget, timeZone: policy.timeZone, logger: logger)
+        }
+        let result: PostgresRateLimitStore.Consumption
+        do {
+            result = try await withTimeLimit(timeout, onTimeout: { DatabaseError(.queryFailed, "rate-limit check: no answer from Postgres within \(timeout)") }) {
+                try await check.value
+            }
+        } catch {
+            Task { [postgres] in
+                guard let late = try? await check.value, late.allowed else { return }
+                try? await postgres.refund(key: key, weight: weight, window: late.window, logger: logger)
+            }
+            throw error
         }
         return Decision(
             verdict: result.allowed ? .allowed : .limited(retryAfter: result.untilNextWindow),
@@ -170,7 +188,7 @@ public final class RateLimiter: Sendable {
                 }
             case .redis:
                 guard let redis, redisState.withLock({ !$0.down }) else { return }
-                let policy = await policy()
+                let policy = try await policy()
                 guard let window = RateWindow.containing(Date(), timeZone: policy.timeZone), window.day == decision.window else { return }
                 let timeout = redisTimeout
                 try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
@@ -231,6 +249,11 @@ public final class RateLimiter: Sendable {
             }
             if !state.down { state.since = Date() }
             return !state.down
+        }
+        // A connection that let a reply time out may be dead without knowing it (a peer
+        // gone without a reset): the next try opens a new one.
+        if let redis, let redisError = error as? RedisError, redisError.code == .timeout {
+            Task { await redis.close() }
         }
         if first {
             logger.error(

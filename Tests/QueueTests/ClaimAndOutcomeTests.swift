@@ -126,6 +126,21 @@ struct ClaimAndOutcomeTests {
         }
     }
 
+    /// Postgres refuses NUL in text: a sender's odd error text must not fail the batch.
+    @Test func nulCharactersInWhatASenderReportsAreDropped() async throws {
+        try await withQueue { queue throws in
+            let id = try await queue.enqueue(message(1), logger: logger).id
+            let claimed = try await queue.claim(workerID: "w1", limit: 1, logger: logger)[0]
+            let report = try await queue.finish(
+                [AttemptResult(messageID: id, claim: claimed.claim, resolution: .fail(outcome: .failedProvider, reasonCode: "x:\u{0}y", error: "bad\u{0}body"))],
+                logger: logger
+            )
+            #expect(report.written == [id])
+            let row = try await queue.row(id)
+            #expect(row.reason == "x:y")
+        }
+    }
+
     @Test func aDeferralKeepsTheAttemptCount() async throws {
         try await withQueue { queue throws in
             let id = try await queue.enqueue(message(1), logger: logger).id

@@ -278,6 +278,31 @@ import Testing
         }
     }
 
+    /// Anyone with a database role may NOTIFY: an absurd broadcast is bounded, not believed.
+    @Test func anAbsurdBroadcastIsBounded() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
+                let breaker = registry.breaker(named: "evolution")
+                let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: url, processID: "me", logger: TestDatabase.logger)
+                await sync.handle(#"{"kind":"open","circuit":"evolution","origin":"x\u0000y","open_seconds":1e21,"reason":"a\u0000b"}"#)
+                guard case .unavailable(.open, let wait) = breaker.readiness() else {
+                    Issue.record("the breaker should follow the broadcast, bounded")
+                    return
+                }
+                #expect(wait <= .seconds(86_400))
+                await sync.handle("not json")
+                await sync.handle(#"{"kind":"open","circuit":"unknown-circuit","origin":"x","open_seconds":60}"#)
+                await sync.handle(#"{"kind":"open","circuit":"evolution","origin":"me","open_seconds":60}"#)
+                // Its own transition (with the payload's text cleaned) can be written.
+                try await sync.write([CircuitTransition(
+                    circuit: "evolution", from: .closed, to: .open, reason: "opened by xy: ab", consecutiveFailures: 0,
+                    openFor: .seconds(86_400 * 1000), isLocal: false, at: .now
+                )])
+            }
+        }
+    }
+
     @Test func forceCircuitRefusesBadInput() async throws {
         try await TestDatabase.withMigrated { url in
             try await TestDatabase.withClient(url) { client in

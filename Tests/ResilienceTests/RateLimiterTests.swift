@@ -128,7 +128,7 @@ import Testing
                     """,
                     logger: TestDatabase.logger
                 )
-                let policy = await limiter.policy()
+                let policy = try await limiter.policy()
                 #expect(policy.dailyBudget == 5)
                 #expect(policy.weight(for: "campanha") == 5)
                 #expect(policy.weight(for: "resposta") == 1)
@@ -147,9 +147,31 @@ import Testing
                 var budget = 5
                 for _ in 0..<200 where budget != 3 {
                     try await Task.sleep(for: .milliseconds(20))
-                    budget = await limiter.policy().dailyBudget
+                    budget = try await limiter.policy().dailyBudget
                 }
                 #expect(budget == 3)
+            }
+        }
+    }
+
+    /// Until app_settings could be read once, checks fail (the sender defers) rather than
+    /// count against budgets an operator may have changed.
+    @Test func unreadableSettingsMeanNoCheck() async throws {
+        try await TestDatabase.withMigrated { url in
+            try await TestDatabase.withClient(url) { client in
+                try await client.query("ALTER TABLE app_settings RENAME TO app_settings_away", logger: TestDatabase.logger)
+                let limiter = makeLimiter(client, settings: AppSettings(client: client, refreshInterval: .milliseconds(1), logger: TestDatabase.logger))
+                await #expect(throws: (any Error).self) { () async throws in
+                    _ = try await limiter.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger)
+                }
+                #expect(try await used(client, "medico-1") == nil)
+                try await client.query("ALTER TABLE app_settings_away RENAME TO app_settings", logger: TestDatabase.logger)
+                var allowed = false
+                for _ in 0..<400 where !allowed {
+                    try await Task.sleep(for: .milliseconds(25))
+                    allowed = (try? await limiter.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger))?.isAllowed ?? false
+                }
+                #expect(allowed)
             }
         }
     }
