@@ -25,7 +25,6 @@ CREATE TABLE circuit_transitions (
 );
 
 COMMENT ON TABLE circuit_transitions IS 'Every state change of a circuit breaker, one row per process that changed (seed T02.1)';
-COMMENT ON COLUMN circuit_transitions.worker_id IS 'The worker_heartbeats.id of the process whose breaker changed';
 COMMENT ON COLUMN circuit_transitions.reason IS 'Why: the failures that opened it, a probe result, an override, or another process opening it';
 
 -- "What happened to evolution in the last 24 h?" (/health/circuits/history).
@@ -61,6 +60,40 @@ $$;
 CREATE TRIGGER circuit_overrides_notify
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON circuit_overrides
     FOR EACH STATEMENT EXECUTE FUNCTION circuit_overrides_notify();
+
+-- Every manual change is an audit row in circuit_transitions, with no worker_id (each
+-- replica then records its own transition too), however it was made: ops.force_circuit,
+-- ops.release_circuit, or INSERT/UPDATE/DELETE by hand. An override that expires records
+-- nothing here: the replicas record "override lifted".
+CREATE FUNCTION circuit_overrides_audit() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        IF OLD.expires_at IS NULL OR OLD.expires_at > now() THEN
+            INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason)
+            VALUES (OLD.circuit_name, OLD.state, 'CLOSED', 'override released by ' || current_user);
+        END IF;
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'UPDATE' AND OLD.state = NEW.state THEN
+        -- Same state, new reason or expiry: no transition to record.
+        RETURN NEW;
+    END IF;
+    INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason)
+    VALUES (NEW.circuit_name,
+            CASE WHEN TG_OP = 'UPDATE' THEN OLD.state ELSE 'CLOSED' END,
+            NEW.state,
+            'override set by ' || NEW.set_by || ': ' || NEW.reason
+                || coalesce(' (until ' || NEW.expires_at::text || ')', ''));
+    RETURN NEW;
+END;
+$$;
+
+CREATE TRIGGER circuit_overrides_audit
+    AFTER INSERT OR UPDATE OR DELETE ON circuit_overrides
+    FOR EACH ROW EXECUTE FUNCTION circuit_overrides_audit();
+
+COMMENT ON COLUMN circuit_transitions.worker_id IS 'The worker_heartbeats.id of the process whose breaker changed; NULL for a manual override (the audit row)';
 
 -- SELECT ops.force_circuit('evolution', 'FORCED_OPEN', 'Evolution maintenance window', interval '2 hours');
 CREATE FUNCTION ops.force_circuit(circuit text, state text, reason text, duration interval DEFAULT NULL)

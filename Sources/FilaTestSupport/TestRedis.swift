@@ -124,7 +124,7 @@ public final class TestRedis: Sendable {
                 return .exited("status \(process.terminationStatus): \(tail)")
             }
             // The process id tells our server from another one that already had the port.
-            if Self.processIdentifierOfServer(onPort: port) == process.processIdentifier {
+            if await Self.probe(port: port) == process.processIdentifier {
                 return .ready
             }
             guard ContinuousClock.now < deadline else {
@@ -159,6 +159,16 @@ public final class TestRedis: Sendable {
             try? await Task.sleep(for: .milliseconds(20))
         }
         return true
+    }
+
+    /// `processIdentifierOfServer` on a thread of its own: its blocking socket calls must not
+    /// hold one of the few threads every test's async work shares.
+    private static func probe(port: Int) async -> Int32? {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(returning: processIdentifierOfServer(onPort: port))
+            }
+        }
     }
 
     /// The `process_id` that `INFO server` reports on 127.0.0.1:`port`, or nil when

@@ -245,7 +245,9 @@ struct SchedulerTests {
 
             try await harness.execute("UPDATE job_definitions SET enabled = true, next_run_at = now() - interval '1 second' WHERE name = 'pausavel'")
             #expect(try await tickAndRun(scheduler).count == 1)
-            #expect(try await harness.executions("pausavel").map(\.status) == ["success"])
+            // One run; a slot boundary passing meanwhile adds a recorded skip, nothing else.
+            let statuses = try await harness.executions("pausavel").map(\.status)
+            #expect(statuses.filter { $0 == "success" }.count == 1 && statuses.allSatisfy { $0 == "success" || $0 == "skipped" }, "\(statuses)")
         }
     }
 

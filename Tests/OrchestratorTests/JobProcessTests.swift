@@ -82,7 +82,7 @@ struct JobProcessTests {
         try await TestDatabase.withMigrated { url throws in
             let schedulers = try (0..<2).map { _ in try FilaProcess.start(["scheduler"], environment: environment(url)) }
             var registered = false
-            for _ in 0..<100 where !registered {
+            for _ in 0..<300 where !registered {
                 let definitions = try await int(url, "SELECT count(*) FROM job_definitions")
                 let heartbeats = try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler'")
                 registered = definitions == 9 && heartbeats == 2
@@ -92,8 +92,9 @@ struct JobProcessTests {
             try await url.withConnection(logger: logger) { connection in
                 try await connection.query("INSERT INTO job_executions (job_name) VALUES ('verificar-heartbeats')", logger: logger)
             }
+            // Usually within a second or two; a loaded machine gets up to 30 s.
             var done = false
-            for _ in 0..<100 where !done {
+            for _ in 0..<300 where !done {
                 done = try await int(url, "SELECT count(*) FROM job_executions WHERE triggered_by = 'psql' AND status = 'success'") == 1
                 if !done { try await Task.sleep(for: .milliseconds(100)) }
             }

@@ -238,16 +238,24 @@ import Testing
 
                         try await client.query("SELECT ops.release_circuit('evolution')", logger: TestDatabase.logger)
                         try await eventually("every replica is handed back") { breakers.allSatisfy { $0.state == .closed } }
-                        try await eventually("four transitions are written") {
-                            try await rows(client, "SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id FROM circuit_transitions").count == 4
+                        try await eventually("four replica transitions are written") {
+                            try await rows(client, "SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id FROM circuit_transitions WHERE worker_id IS NOT NULL").count == 4
                         }
                     }
                 }
-                let history = try await CircuitReport.transitions(circuit: "evolution", hours: 24, client: client, logger: TestDatabase.logger)
-                #expect(history.count == 4)
-                #expect(history.filter { $0.to == .forcedOpen }.allSatisfy { $0.reason.hasPrefix("override: Evolution maintenance window (set by ") })
-                #expect(history.filter { $0.to == .closed }.allSatisfy { $0.reason == "override lifted" })
-                #expect(Set(history.compactMap(\.workerID)) == ["host:1:a", "host:2:b"])
+                let records: [CircuitTransitionRecord] = try await CircuitReport.transitions(circuit: "evolution", hours: 24, client: client, logger: TestDatabase.logger)
+                // The manual actions themselves are audit rows, with who did them.
+                var audit: [CircuitTransitionRecord] = []
+                for record in records where record.workerID == nil { audit.append(record) }
+                #expect(audit.map { "\($0.from.rawValue)->\($0.to.rawValue)" }.sorted() == ["CLOSED->FORCED_OPEN", "FORCED_OPEN->CLOSED"])
+                #expect(audit.contains { $0.reason.hasPrefix("override set by ") && $0.reason.contains(": Evolution maintenance window (until ") })
+                #expect(audit.contains { $0.reason.hasPrefix("override released by ") })
+                var replicas: [CircuitTransitionRecord] = []
+                for record in records where record.workerID != nil { replicas.append(record) }
+                #expect(replicas.count == 4)
+                #expect(replicas.filter { $0.to == .forcedOpen }.allSatisfy { $0.reason.hasPrefix("override: Evolution maintenance window (set by ") })
+                #expect(replicas.filter { $0.to == .closed }.allSatisfy { $0.reason == "override lifted" })
+                #expect(Set(replicas.compactMap(\.workerID)) == ["host:1:a", "host:2:b"])
                 #expect(try await CircuitReport.transitions(circuit: "zapi", hours: 24, client: client, logger: TestDatabase.logger).isEmpty)
             }
         }

@@ -14,7 +14,7 @@ import Testing
         _ client: PostgresClient,
         redis: RedisRateLimitStore? = nil,
         settings: AppSettings? = nil,
-        timeout: Duration = .seconds(2),
+        timeout: Duration = .seconds(5),
         retry: Duration = .milliseconds(100)
     ) -> RateLimiter {
         RateLimiter(
