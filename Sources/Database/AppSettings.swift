@@ -11,7 +11,7 @@ import Synchronization
 ///
 /// ```swift
 /// let settings = AppSettings(client: client, logger: logger)
-/// let budget = await settings.value(for: "rate_limit.daily_budget")?.integerValue ?? 3
+/// let budget = await settings.values()["rate_limit.daily_budget"]?.integerValue ?? 3
 /// ```
 public final class AppSettings: Sendable {
     private struct State {
@@ -61,15 +61,6 @@ public final class AppSettings: Sendable {
     public func readValues() async -> [String: JSONValue]? {
         let values = await values()
         return state.withLock { $0.succeeded } ? values : nil
-    }
-
-    public func value(for key: String) async -> JSONValue? {
-        await values()[key]
-    }
-
-    /// Forgets the cached values, so the next read queries Postgres.
-    public func invalidate() {
-        state.withLock { $0.loadedAt = nil }
     }
 
     private func load() async {

@@ -8,16 +8,20 @@ import Synchronization
 /// Runs `operation` but stops waiting for it after `limit`, throwing `onTimeout()`.
 ///
 /// The abandoned call is cancelled and left to end on its own: the caller gets its answer
-/// on time even from a call that ignores cancellation (a wedged connection).
+/// on time even from a call that ignores cancellation (a wedged connection). If it still
+/// succeeds after the caller stopped waiting, its result goes to `whenAbandoned`, so work it
+/// did (a row it wrote) can be undone.
 public func withTimeLimit<Result: Sendable>(
     _ limit: Duration,
     onTimeout: @escaping @Sendable () -> any Error,
+    whenAbandoned: (@Sendable (Result) async -> Void)? = nil,
     _ operation: @escaping @Sendable () async throws -> Result
 ) async throws -> Result {
     let race = FirstResult<Swift.Result<Result, any Error>>()
     let work = Task {
         do {
-            race.offer(.success(try await operation()))
+            let value = try await operation()
+            if !race.offer(.success(value)) { await whenAbandoned?(value) }
         } catch {
             race.offer(.failure(error))
         }

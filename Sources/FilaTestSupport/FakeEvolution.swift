@@ -29,7 +29,7 @@ public final class FakeEvolution: Sendable {
     }
 
     /// A request the fake routed.
-    public struct RecordedRequest: Sendable {
+    public struct RecordedRequest: Sendable, HasHeaders {
         public let method: String
         public let path: String
         public let headers: [(name: String, value: String)]
@@ -39,12 +39,6 @@ public final class FakeEvolution: Sendable {
         public let number: String?
         /// The body's `text` when it is a JSON string.
         public let text: String?
-
-        /// The first value of a header, by case-insensitive name.
-        public func header(_ name: String) -> String? {
-            let wanted = name.lowercased()
-            return headers.first { $0.name.lowercased() == wanted }?.value
-        }
     }
 
     /// A text the fake accepted (answered 201).

@@ -3,8 +3,21 @@ import NIOHTTP1
 import NIOPosix
 import Synchronization
 
+/// Something that carries HTTP headers: a request as received, or as a fake recorded it.
+public protocol HasHeaders {
+    var headers: [(name: String, value: String)] { get }
+}
+
+extension HasHeaders {
+    /// The first value of a header, by case-insensitive name.
+    public func header(_ name: String) -> String? {
+        let wanted = name.lowercased()
+        return headers.first { $0.name.lowercased() == wanted }?.value
+    }
+}
+
 /// One HTTP request as a fake server received it.
-public struct FakeRequest: Sendable {
+public struct FakeRequest: Sendable, HasHeaders {
     public let method: String
     /// Without the query string, still percent-encoded.
     public let path: String
@@ -18,12 +31,6 @@ public struct FakeRequest: Sendable {
         self.query = query
         self.headers = headers
         self.body = body
-    }
-
-    /// The first value of a header, by case-insensitive name.
-    public func header(_ name: String) -> String? {
-        let wanted = name.lowercased()
-        return headers.first { $0.name.lowercased() == wanted }?.value
     }
 
     public var bodyText: String { String(decoding: body, as: UTF8.self) }

@@ -27,7 +27,7 @@ public final class FakeZAPI: Sendable {
     }
 
     /// A request the fake routed.
-    public struct RecordedRequest: Sendable {
+    public struct RecordedRequest: Sendable, HasHeaders {
         public let method: String
         /// Includes the instance token.
         public let path: String
@@ -38,12 +38,6 @@ public final class FakeZAPI: Sendable {
         public let phone: String?
         /// The body's `message` when it is a JSON string.
         public let message: String?
-
-        /// The first value of a header, by case-insensitive name.
-        public func header(_ name: String) -> String? {
-            let wanted = name.lowercased()
-            return headers.first { $0.name.lowercased() == wanted }?.value
-        }
     }
 
     /// A text the fake accepted (answered 200 with ids).

@@ -18,7 +18,7 @@ public final class ProviderHTTPClient: Service {
     public init(connectTimeout: Duration = .seconds(5)) {
         var configuration = HTTPClient.Configuration()
         configuration.connectionPool.retryConnectionEstablishment = false
-        configuration.timeout.connect = .nanoseconds(Int64(connectTimeout.components.seconds) * 1_000_000_000 + connectTimeout.components.attoseconds / 1_000_000_000)
+        configuration.timeout.connect = TimeAmount(connectTimeout)
         // Providers' URLs carry no redirects we should follow with an API key attached.
         configuration.redirectConfiguration = .disallow
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)

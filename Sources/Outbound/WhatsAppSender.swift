@@ -94,7 +94,6 @@ public final class WhatsAppSender: MessageSender {
             do {
                 let decision = try await rateLimiter.consume(key: message.clienteID, kind: message.tipo.rawValue, logger: logger)
                 if case .limited(let retryAfter) = decision.verdict {
-                    let spread = (try? await rateLimiter.policy().deferralSpread) ?? .seconds(600)
                     logger.info(
                         "over the doctor's daily budget; deferred to the next window",
                         metadata: ["rate.used": .stringConvertible(decision.used), "rate.budget": .stringConvertible(decision.budget)]
@@ -102,7 +101,7 @@ public final class WhatsAppSender: MessageSender {
                     return .deferred(
                         outcome: .failedRateLimit,
                         reasonCode: "rate_limit:cliente_diario",
-                        until: retryAfter + Jitter.full.apply(to: spread)
+                        until: retryAfter + Jitter.full.apply(to: decision.deferralSpread)
                     )
                 }
                 budget = decision

@@ -57,28 +57,25 @@ extension MessageQueue {
         var providers: [String] = []
         var providerIDs: [String] = []
         var chips: [String] = []
+        // Postgres refuses NUL in text, and one bad string would fail the whole batch again and
+        // again: what a sender reports is stored without it.
         for result in results {
             switch result.resolution {
             case .sent(let provider, let providerMessageID, let chipID):
                 kinds.append("sent"); outcomes.append(SendOutcome.sent.rawValue); reasons.append(""); errors.append("")
-                delays.append(0); providers.append(provider ?? ""); providerIDs.append(providerMessageID ?? ""); chips.append(chipID ?? "")
+                delays.append(0); providers.append(provider.map(Self.withoutNUL) ?? "")
+                providerIDs.append(providerMessageID.map(Self.withoutNUL) ?? ""); chips.append(chipID.map(Self.withoutNUL) ?? "")
             case .retry(let outcome, let reasonCode, let error, let retryAfter):
-                kinds.append("retry"); outcomes.append(outcome.rawValue); reasons.append(reasonCode); errors.append(error)
+                kinds.append("retry"); outcomes.append(outcome.rawValue); reasons.append(Self.withoutNUL(reasonCode)); errors.append(Self.withoutNUL(error))
                 delays.append(retryAfter.seconds); providers.append(""); providerIDs.append(""); chips.append("")
             case .fail(let outcome, let reasonCode, let error):
-                kinds.append("fail"); outcomes.append(outcome.rawValue); reasons.append(reasonCode); errors.append(error)
+                kinds.append("fail"); outcomes.append(outcome.rawValue); reasons.append(Self.withoutNUL(reasonCode)); errors.append(Self.withoutNUL(error))
                 delays.append(0); providers.append(""); providerIDs.append(""); chips.append("")
             case .deferred(let outcome, let reasonCode, let until):
-                kinds.append("defer"); outcomes.append(outcome.rawValue); reasons.append(reasonCode); errors.append("")
+                kinds.append("defer"); outcomes.append(outcome.rawValue); reasons.append(Self.withoutNUL(reasonCode)); errors.append("")
                 delays.append(until.seconds); providers.append(""); providerIDs.append(""); chips.append("")
             }
         }
-        // Postgres refuses NUL in text, and one bad string would fail the whole batch again
-        // and again: whatever a sender reports is stored without it.
-        errors = errors.map(Self.withoutNUL)
-        reasons = reasons.map(Self.withoutNUL)
-        providerIDs = providerIDs.map(Self.withoutNUL)
-        chips = chips.map(Self.withoutNUL)
         let query: PostgresQuery = """
             UPDATE fila_mensagens m SET
                 status = CASE

@@ -44,7 +44,10 @@ public final class CircuitBreaker: Sendable {
     /// Runs `operation` if the breaker admits it, and records how it went. Rethrows the
     /// operation's error; throws `CircuitOpenError` without calling when it is not admitted.
     public func execute<Value>(_ operation: () async throws -> Value) async throws -> Value {
-        let permission = change { $0.acquire(now: .now) }
+        let permission = change { machine in
+            let (permission, transitions) = machine.acquire(now: .now)
+            return (transitions, permission)
+        }
         guard case .permitted(let ticket) = permission else {
             if case .rejected(let state, let retryAfter) = permission {
                 throw CircuitOpenError(circuit: name, state: state, retryAfter: retryAfter)
@@ -68,8 +71,6 @@ public final class CircuitBreaker: Sendable {
                     )
                 }
                 result = .ignored
-            case .success:
-                result = .success
             }
             change { ($0.record(result, for: ticket, now: .now), ()) }
             throw error
@@ -100,13 +101,6 @@ public final class CircuitBreaker: Sendable {
         }
         log(transitions)
         return result
-    }
-
-    private func change(_ body: (inout CircuitBreakerStateMachine) -> (CircuitBreakerStateMachine.Permission, [CircuitTransition])) -> CircuitBreakerStateMachine.Permission {
-        change { machine -> ([CircuitTransition], CircuitBreakerStateMachine.Permission) in
-            let (permission, transitions) = body(&machine)
-            return (transitions, permission)
-        }
     }
 
     private func log(_ transitions: [CircuitTransition]) {

@@ -44,8 +44,6 @@ public enum CallClassification: Sendable, Hashable {
     case failure
     /// Neither failure nor success.
     case ignored
-    /// The dependency did its job, whatever the call's own result.
-    case success
 }
 
 /// An error that knows its kind: providers' errors conform, refining the default (an HTTP

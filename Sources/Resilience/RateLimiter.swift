@@ -41,6 +41,8 @@ public final class RateLimiter: Sendable {
         public let store: Store
         /// The window's day (`2026-11-25`), for a refund.
         public let window: String
+        /// The policy's spread for deferring a limited message past the window's start.
+        public let deferralSpread: Duration
 
         public var isAllowed: Bool { verdict == .allowed }
     }
@@ -122,7 +124,7 @@ public final class RateLimiter: Sendable {
         let weight = policy.weight(for: kind)
         let budget = policy.dailyBudget
         if weight == 0 {
-            return Decision(verdict: .allowed, key: key, weight: 0, used: 0, budget: budget, store: .none, window: "")
+            return Decision(verdict: .allowed, key: key, weight: 0, used: 0, budget: budget, store: .none, window: "", deferralSpread: policy.deferralSpread)
         }
         if let redis, shouldTryRedis() {
             // Every path out of this block reports to the outage tracking, which also ends
@@ -132,14 +134,25 @@ public final class RateLimiter: Sendable {
                     throw RedisError(.protocolError, "no calendar day for time zone \(policy.timeZone)")
                 }
                 let timeout = redisTimeout
-                let (allowed, used) = try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
+                let (allowed, used) = try await withTimeLimit(
+                    timeout,
+                    onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") },
+                    // Counted in Redis after all, while Postgres counts this check: undo it.
+                    whenAbandoned: { late in
+                        guard late.allowed else { return }
+                        try? await redis.refund(key: key, weight: weight, day: window.day)
+                    }
+                ) {
                     try await redis.consume(key: key, weight: weight, limit: budget, window: window)
                 }
                 markRedisUp()
                 let verdict: Decision.Verdict = allowed
                     ? .allowed
                     : .limited(retryAfter: .seconds(max(0, window.nextStart.timeIntervalSinceNow)))
-                return Decision(verdict: verdict, key: key, weight: weight, used: used, budget: budget, store: .redis, window: window.day)
+                return Decision(
+                    verdict: verdict, key: key, weight: weight, used: used, budget: budget, store: .redis, window: window.day,
+                    deferralSpread: policy.deferralSpread
+                )
             } catch is CancellationError {
                 endRedisProbe()
                 throw CancellationError()
@@ -148,26 +161,22 @@ public final class RateLimiter: Sendable {
             }
         }
         let timeout = postgresTimeout
-        // The check runs in a task of its own: when the caller stops waiting (time limit,
-        // cancellation) it may still commit, and then its weight is given back.
-        let check = Task { [postgres] in
-            try await postgres.consume(key: key, weight: weight, limit: budget, timeZone: policy.timeZone, logger: logger)
-        }
-        let result: PostgresRateLimitStore.Consumption
-        do {
-            result = try await withTimeLimit(timeout, onTimeout: { DatabaseError(.queryFailed, "rate-limit check: no answer from Postgres within \(timeout)") }) {
-                try await check.value
-            }
-        } catch {
-            Task { [postgres] in
-                guard let late = try? await check.value, late.allowed else { return }
+        // A check the caller stopped waiting for (time limit, cancellation) may still
+        // commit: then its weight is given back.
+        let result = try await withTimeLimit(
+            timeout,
+            onTimeout: { DatabaseError(.queryFailed, "rate-limit check: no answer from Postgres within \(timeout)") },
+            whenAbandoned: { [postgres] late in
+                guard late.allowed else { return }
                 try? await postgres.refund(key: key, weight: weight, window: late.window, logger: logger)
             }
-            throw error
+        ) { [postgres] in
+            try await postgres.consume(key: key, weight: weight, limit: budget, timeZone: policy.timeZone, logger: logger)
         }
         return Decision(
             verdict: result.allowed ? .allowed : .limited(retryAfter: result.untilNextWindow),
-            key: key, weight: weight, used: result.used, budget: budget, store: .postgres, window: result.window
+            key: key, weight: weight, used: result.used, budget: budget, store: .postgres, window: result.window,
+            deferralSpread: policy.deferralSpread
         )
     }
 
@@ -188,11 +197,9 @@ public final class RateLimiter: Sendable {
                 }
             case .redis:
                 guard let redis, redisState.withLock({ !$0.down }) else { return }
-                let policy = try await policy()
-                guard let window = RateWindow.containing(Date(), timeZone: policy.timeZone), window.day == decision.window else { return }
                 let timeout = redisTimeout
                 try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
-                    try await redis.refund(key: decision.key, weight: decision.weight, window: window)
+                    try await redis.refund(key: decision.key, weight: decision.weight, day: decision.window)
                 }
             }
         } catch {

@@ -9,9 +9,9 @@ import Logging
 /// knows nothing of what Redis admitted earlier that day; and a Redis restarted without
 /// persistence forgets the day. So each switch between the stores can hand a doctor up to
 /// one more budget that day: a day with one Redis outage allows at most twice the budget,
-/// and every further outage or restart of Redis that day up to one budget more. A check
-/// whose Redis answer came too late (and was counted in Postgres instead) may have counted
-/// in Redis too: that errs on the side of sending less. The window is computed from this
+/// and every further outage or restart of Redis that day up to one budget more. (A check
+/// whose Redis answer came too late is counted in Postgres, and given back in Redis when
+/// that answer does come.) The window is computed from this
 /// machine's clock (Postgres uses its own `now()`), so machines whose clocks disagree may
 /// switch days a little apart. Without Redis there is one store and none of this.
 public final class RedisRateLimitStore: Sendable {
@@ -44,15 +44,15 @@ public final class RedisRateLimitStore: Sendable {
         self.holder = ConnectionHolder(url: url, connectTimeout: connectTimeout)
     }
 
-    static func key(_ key: String, window: RateWindow) -> String {
-        "fila:rate:\(window.day):\(key)"
+    static func key(_ key: String, day: String) -> String {
+        "fila:rate:\(day):\(key)"
     }
 
     public func consume(key: String, weight: Int, limit: Int, window: RateWindow) async throws -> (allowed: Bool, used: Int) {
         // Kept a day past the window, so an operator can still read yesterday's counts.
         let expireAt = Int(window.nextStart.timeIntervalSince1970) + 86_400
         let reply = try await holder.send([
-            "EVAL", Self.consumeScript, "1", Self.key(key, window: window), String(weight), String(limit), String(expireAt),
+            "EVAL", Self.consumeScript, "1", Self.key(key, day: window.day), String(weight), String(limit), String(expireAt),
         ])
         guard case .array(let items?) = reply, items.count == 2, let flag = items[0].int64, let used = items[1].int64 else {
             throw RedisError(.protocolError, "unexpected reply to the rate-limit script: \(reply)")
@@ -60,8 +60,9 @@ public final class RedisRateLimitStore: Sendable {
         return (flag == 1, Int(used))
     }
 
-    public func refund(key: String, weight: Int, window: RateWindow) async throws {
-        _ = try await holder.send(["EVAL", Self.refundScript, "1", Self.key(key, window: window), String(weight)])
+    /// Gives back `weight` of `key`'s count for `day` (`2026-11-25`).
+    public func refund(key: String, weight: Int, day: String) async throws {
+        _ = try await holder.send(["EVAL", Self.refundScript, "1", Self.key(key, day: day), String(weight)])
     }
 
     /// Closes the connection (a new one is opened on the next call).

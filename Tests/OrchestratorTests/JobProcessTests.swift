@@ -98,6 +98,12 @@ struct JobProcessTests {
                 done = try await int(url, "SELECT count(*) FROM job_executions WHERE triggered_by = 'psql' AND status = 'success'") == 1
                 if !done { try await Task.sleep(for: .milliseconds(100)) }
             }
+            if !done {
+                let rows = try await url.withConnection(logger: logger) { connection in
+                    try await connection.query("SELECT job_name || ' ' || status || ' ' || triggered_by || ' ' || coalesce(error, '') FROM job_executions ORDER BY created_at", logger: logger).collect().map { try $0.decode(String.self) }
+                }
+                Issue.record("no psql-requested run succeeded; executions: \(rows); schedulers said: \(schedulers.map { $0.standardErrorSoFar })")
+            }
             #expect(done)
             for scheduler in schedulers { scheduler.signal(SIGTERM) }
             for scheduler in schedulers {

@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Database
 import FilaTestSupport
 import Logging
 import NIOCore
@@ -147,6 +148,25 @@ struct EvolutionProviderTests {
             #expect(fake.sendAttempts == 1)
             #expect(fake.sentTexts.isEmpty)
         }
+    }
+
+    /// With the providers' own client, a refused connection fails the call at once as a
+    /// network error (counted by the breaker). AsyncHTTPClient's default would keep trying
+    /// to connect for the whole connect timeout (30 s here) on every message, while the
+    /// breaker waits for its failures.
+    @Test func aRefusedConnectionFailsAtOnceAsANetworkError() async throws {
+        // A port nothing listens on: a fake started and shut down.
+        let fake = try await FakeEvolution.start()
+        let url = fake.baseURL
+        await fake.shutdown()
+        let http = ProviderHTTPClient(connectTimeout: .seconds(30))
+        let provider = EvolutionProvider(configuration: .init(baseURL: url, apiKey: evolutionKey, instance: "i", timeout: .seconds(60)), httpClient: http.client)
+        let error = try await withTimeLimit(.seconds(10), onTimeout: { TestSetupError("the call kept trying to connect instead of failing at once") }) {
+            await sendFailure(provider)
+        }
+        #expect(error?.kind == .network, "\(String(describing: error))")
+        #expect(error?.reasonCode == "evolution:network")
+        try await http.client.shutdown()
     }
 }
 
