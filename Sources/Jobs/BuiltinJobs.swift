@@ -57,15 +57,25 @@ public enum BuiltinJobs {
         let zone = settings.timeZone
         return [
             JobDefinition(
+                name: "resgatar-workers-perdidos",
+                schedule: .every(seconds: 60),
+                description: "Returns to the queue the messages of workers that stopped heart-beating, once a process has beaten without a gap for the whole timeout (T01.1)",
+                sla: .seconds(30)
+            ) { context in
+                let rescue = try await MessageQueue(client: context.client)
+                    .rescueLostWorkers(heartbeatTimeout: settings.heartbeatTimeout, logger: context.logger)
+                return ["rescued": .integer(rescue.rescued), "judged": .bool(rescue.judged)]
+            },
+            JobDefinition(
                 name: "resetar-fila-travada",
                 schedule: .every(seconds: 900),
-                description: "Returns to the queue the messages of workers that stopped heart-beating, and those processing for over 60 minutes (T01.1)",
+                description: "Returns to the queue the messages processing for over 60 minutes, an attempt burned, and those of workers that stopped heart-beating (T01.1)",
                 sla: .seconds(60)
             ) { context in
                 let queue = MessageQueue(client: context.client)
-                let rescued = try await queue.rescueLostWorkers(heartbeatTimeout: settings.heartbeatTimeout, logger: context.logger)
+                let rescue = try await queue.rescueLostWorkers(heartbeatTimeout: settings.heartbeatTimeout, logger: context.logger)
                 let reset = try await queue.resetStuck(logger: context.logger)
-                return ["rescued": .integer(rescued), "reset": .integer(reset)]
+                return ["rescued": .integer(rescue.rescued), "judged": .bool(rescue.judged), "reset": .integer(reset)]
             },
             JobDefinition(
                 name: "limpar-fila-antiga",

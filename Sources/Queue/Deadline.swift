@@ -12,10 +12,19 @@ import Database
 /// moves on and retries, and the abandoned call is cancelled and left to end on its own.
 /// Whatever it may have committed is reconciled by the caller (unconfirmed claims are
 /// handed back; outcomes are fenced).
+///
+/// `whenAbandoned` receives the result of a call that succeeded after the caller stopped
+/// waiting (a claim that committed late), so its work can be handed back.
 func withDeadline<Result: Sendable>(
     _ limit: Duration,
     what: String,
+    whenAbandoned: (@Sendable (Result) async -> Void)? = nil,
     _ operation: @escaping @Sendable () async throws -> Result
 ) async throws -> Result {
-    try await withTimeLimit(limit, onTimeout: { DatabaseError(.queryFailed, "\(what): no answer from Postgres within \(limit)") }, operation)
+    try await withTimeLimit(
+        limit,
+        onTimeout: { DatabaseError(.queryFailed, "\(what): no answer from Postgres within \(limit)") },
+        whenAbandoned: whenAbandoned,
+        operation
+    )
 }

@@ -99,7 +99,8 @@ public struct HeartbeatService: Service {
         self.client = client
         self.identity = identity
         self.stats = stats
-        self.interval = interval
+        // Beats further apart than a third of the gap would break the process's own continuity.
+        self.interval = min(interval, Self.continuityGap / 3)
         self.details = details
         self.logger = logger
     }
@@ -127,6 +128,12 @@ public struct HeartbeatService: Service {
         try? await withDeadline(.seconds(2), what: "the last heartbeat") { try await self.beat() }
     }
 
+    /// The longest a healthy process leaves between two beats (three intervals of 5 s). A
+    /// longer silence means the database was out of reach for it: its run of beats starts
+    /// again (`beating_since`), and it cannot vouch for the database until it has beaten
+    /// without such a gap for a whole heartbeat timeout. Any timeout must be well above this.
+    public static let continuityGap: Duration = .seconds(15)
+
     /// Writes the row now.
     public func beat(status: ProcessStats.Status? = nil) async throws {
         let status = status ?? stats.status
@@ -140,7 +147,12 @@ public struct HeartbeatService: Service {
                     \(Int32(stats.inFlight)), \(Int64(stats.processed)), \(status.rawValue),
                     \(metadataText)::jsonb)
             ON CONFLICT (id) DO UPDATE
-               SET last_seen_at = now(), in_flight = excluded.in_flight,
+               SET last_seen_at = now(),
+                   beating_since = CASE
+                       WHEN worker_heartbeats.last_seen_at < now() - make_interval(secs => \(Self.continuityGap.seconds))
+                         OR worker_heartbeats.status = 'stopped'
+                       THEN now() ELSE worker_heartbeats.beating_since END,
+                   in_flight = excluded.in_flight,
                    processed_total = excluded.processed_total, status = excluded.status,
                    metadata = excluded.metadata
             """,

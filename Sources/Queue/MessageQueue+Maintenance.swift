@@ -10,40 +10,68 @@ import PostgresNIO
 extension MessageQueue {
     /// Returns to `pendente` the rows held by workers whose heartbeat is older than
     /// `heartbeatTimeout` (or that never wrote one, or said they stopped): outcome
-    /// FAILED_WORKER_LOST, no attempt burned. Returns how many rows were rescued.
+    /// FAILED_WORKER_LOST, no attempt burned.
     ///
     /// This is "the worker died", distinct from `resetStuck` ("the attempt ran too long").
+    /// A stale heartbeat proves nothing when the database itself was away: right after an
+    /// outage longer than the timeout every heartbeat is stale, while the workers are alive
+    /// and hold messages they already sent. So nothing is rescued unless some process (this
+    /// one, a scheduler, another worker) has been heart-beating without a gap for the whole
+    /// timeout (`worker_heartbeats.beating_since`): then a worker silent meanwhile was silent
+    /// while the database answered. A server restart needs no rule of its own: one short
+    /// enough to leave every run of beats unbroken cannot make a live worker stale, and a
+    /// longer one breaks every run.
     @discardableResult
-    public func rescueLostWorkers(heartbeatTimeout: Duration = .seconds(120), logger: Logger) async throws -> Int {
+    public func rescueLostWorkers(heartbeatTimeout: Duration = .seconds(120), logger: Logger) async throws -> LostWorkerRescue {
+        let timeout = heartbeatTimeout.seconds
+        // A witness's last beat must be recent enough that its run of beats covers now.
+        let fresh = min(HeartbeatService.continuityGap.seconds, timeout)
         let query: PostgresQuery = """
-            WITH rescued AS (
+            WITH guard AS (
+                SELECT EXISTS (
+                       SELECT 1 FROM worker_heartbeats w
+                        WHERE w.status <> 'stopped'
+                          AND w.last_seen_at > now() - make_interval(secs => \(fresh))
+                          AND w.beating_since <= now() - make_interval(secs => \(timeout))) AS ok),
+            rescued AS (
                 UPDATE fila_mensagens m
                    SET status = 'pendente', agendar_para = now(),
                        outcome = 'FAILED_WORKER_LOST', outcome_reason_code = 'worker_lost:' || m.worker_id,
                        outcome_at = now(), worker_id = NULL, processando_desde = NULL, updated_at = now()
                  WHERE m.status = 'processando'
+                   AND (SELECT ok FROM guard)
                    AND NOT EXISTS (
                        SELECT 1 FROM worker_heartbeats h
                         WHERE h.id = m.worker_id
                           AND h.status <> 'stopped'
-                          AND h.last_seen_at > now() - make_interval(secs => \(heartbeatTimeout.seconds)))
+                          AND h.last_seen_at > now() - make_interval(secs => \(timeout)))
                 RETURNING 1)
-            SELECT count(*) FROM rescued
+            SELECT (SELECT count(*) FROM rescued), (SELECT ok FROM guard)
             """
-        let count = try await countingStatement(query, what: "rescue of rows held by lost workers", logger: logger)
-        if count > 0 {
-            try await notifyWorkers(logger: logger)
-            logger.warning("rows returned to pendente: their worker stopped heart-beating", metadata: ["fila.rescued": .stringConvertible(count)])
+        let rescue: LostWorkerRescue
+        do {
+            let row = try await client.query(query, logger: logger).collect().first
+            let (count, judged) = try row?.decode((Int, Bool).self) ?? (0, false)
+            rescue = LostWorkerRescue(rescued: count, judged: judged)
+        } catch {
+            throw DatabaseError(wrapping: error, context: "rescue of rows held by lost workers failed")
         }
-        return count
+        if rescue.rescued > 0 {
+            try await notifyWorkers(logger: logger)
+            logger.warning("rows returned to pendente: their worker stopped heart-beating", metadata: ["fila.rescued": .stringConvertible(rescue.rescued)])
+        } else if !rescue.judged {
+            logger.notice("no rescue of lost workers yet: no process has been heart-beating without a gap for the whole timeout (the database was down or out of reach), so stale heartbeats prove nothing")
+        }
+        return rescue
     }
 
     /// Hands back rows the database says `workerID` holds but the worker does not know of:
     /// a claim that committed while its answer was lost (the connection dropped at commit).
-    /// `known` are the rows the worker did receive and has not finished writing. No attempt
-    /// is burned (nothing was sent). Returns the count.
+    /// `known` are the claims the worker did receive and has not finished writing, each by
+    /// row and claim (a row claimed again since is a different claim). No attempt is burned
+    /// (nothing was sent). Returns the count.
     @discardableResult
-    public func releaseUnconfirmedClaims(workerID: String, known: Set<UUID>, logger: Logger) async throws -> Int {
+    public func releaseUnconfirmedClaims(workerID: String, known: Set<HeldClaim>, logger: Logger) async throws -> Int {
         let query: PostgresQuery = """
             WITH released AS (
                 UPDATE fila_mensagens m
@@ -51,7 +79,10 @@ extension MessageQueue {
                        outcome = 'FAILED_WORKER_LOST', outcome_reason_code = 'claim_unconfirmed:' || m.worker_id,
                        outcome_at = now(), worker_id = NULL, processando_desde = NULL, updated_at = now()
                  WHERE m.status = 'processando' AND m.worker_id = \(workerID)
-                   AND m.id <> ALL(\(Array(known))::uuid[])
+                   AND NOT EXISTS (
+                       SELECT 1 FROM unnest(\(known.map(\.id))::uuid[], \(known.map(\.claimedAtMicroseconds))::int8[]) AS k(id, claimed_at)
+                        WHERE k.id = m.id
+                          AND k.claimed_at = (extract(epoch FROM m.processando_desde) * 1000000)::int8)
                 RETURNING 1)
             SELECT count(*) FROM released
             """
@@ -127,4 +158,33 @@ extension MessageQueue {
             throw DatabaseError(wrapping: error, context: "\(what) failed")
         }
     }
+}
+
+/// What a rescue of lost workers did.
+public struct LostWorkerRescue: Sendable, Hashable {
+    /// Rows returned to `pendente`.
+    public let rescued: Int
+    /// False when nobody could be judged: no process has been heart-beating without a gap for
+    /// the whole heartbeat timeout (the database was down or out of reach within it).
+    public let judged: Bool
+}
+
+/// One claim of one row, as a worker holds it: the same row claimed again later is another.
+public struct HeldClaim: Sendable, Hashable {
+    public let id: UUID
+    /// The claim's `processando_desde`, in microseconds (`ClaimToken.claimedAtMicroseconds`).
+    public let claimedAtMicroseconds: Int64
+
+    public init(id: UUID, claimedAtMicroseconds: Int64) {
+        self.id = id
+        self.claimedAtMicroseconds = claimedAtMicroseconds
+    }
+}
+
+extension ClaimedMessage {
+    public var heldClaim: HeldClaim { HeldClaim(id: id, claimedAtMicroseconds: claim.claimedAtMicroseconds) }
+}
+
+extension AttemptResult {
+    public var heldClaim: HeldClaim { HeldClaim(id: messageID, claimedAtMicroseconds: claim.claimedAtMicroseconds) }
 }

@@ -10,10 +10,15 @@ import Synchronization
 
 /// The worker loop: claims messages, hands each to a `MessageSender`, writes outcomes.
 ///
-/// - At most `concurrency` messages are in flight; it claims only when there is room, in
-///   batches of up to `batchSize`, so a busy worker never holds rows it cannot start.
-/// - Outcomes go to the database in batches: while one write is under way, finished
-///   attempts accumulate for the next, so the write rate adapts to the send rate.
+/// - At most `concurrency` messages are held: a message counts from its claim until its
+///   outcome is written (not merely until its send returns). It claims only when there is
+///   room, in batches of up to `batchSize`, so a busy worker never holds rows it cannot
+///   start, and an outcome writer that falls behind (a slow or unreachable database) stops
+///   the claiming. A worker killed at any moment has therefore sent at most `concurrency`
+///   messages whose outcomes it did not write: the most a rescue can send twice.
+/// - Outcomes go to the database in batches: a write starts as soon as an outcome is ready
+///   and no other write is under way; while one is, finished attempts accumulate for the
+///   next (never more than `concurrency`), so the write rate adapts to the send rate.
 /// - It sleeps when the queue is empty and wakes on NOTIFY (`QueueListener`) or on the poll
 ///   interval, whichever comes first.
 /// - Database errors (Postgres restarting) are logged once per outage and retried with
@@ -70,8 +75,8 @@ public final class Worker: Service {
     /// Whether a timer to look at the sender again is pending (while paused).
     private let recheckArmed = Atomic<Bool>(false)
     private let results = ResultBuffer()
-    /// Rows this worker received from a claim and has not finished writing: anything else
-    /// the database says it holds is a claim whose answer was lost.
+    /// Claims this worker received and has not finished writing: anything else the database
+    /// says it holds is a claim whose answer was lost.
     private let held = HeldRows()
 
     public init(
@@ -121,6 +126,7 @@ public final class Worker: Service {
                 results.close()
                 wake.finish()
             }
+            await releaseUnknownClaims()
         } onGracefulShutdown: {
             self.stopping.store(true, ordering: .releasing)
             self.stats.set(.draining)
@@ -209,7 +215,13 @@ public final class Worker: Service {
                             try await queue.releaseUnconfirmedClaims(workerID: workerID, known: known, logger: logger)
                         }
                     }
-                    let claimed = try await withDeadline(configuration.databaseDeadline, what: "claiming") { [queue, workerID, logger] in
+                    let claimed = try await withDeadline(
+                        configuration.databaseDeadline,
+                        what: "claiming",
+                        // Committed after the worker stopped waiting (a claim stuck behind a
+                        // lock): nobody will send these rows, so hand them back at once.
+                        whenAbandoned: { late in await self.handBack(lateClaim: late) }
+                    ) { [queue, workerID, logger] in
                         try await queue.claim(workerID: workerID, limit: limit, logger: logger)
                     }
                     if failures > 0 {
@@ -217,9 +229,8 @@ public final class Worker: Service {
                         failures = 0
                     }
                     mayHaveWork = claimed.count == limit
-                    held.insert(claimed.map(\.id))
+                    hold(claimed)
                     for message in claimed {
-                        stats.addInFlight(1)
                         sends.addTask { await self.process(message) }
                     }
                     if mayHaveWork { continue }
@@ -299,9 +310,8 @@ public final class Worker: Service {
                 resolution = self.resolution(of: result, for: message)
             }
         }
+        // Still held: the slot frees once the outcome is written.
         results.append(AttemptResult(messageID: message.id, claim: message.claim, resolution: resolution))
-        stats.addInFlight(-1)
-        wake.signal()
     }
 
     func resolution(of result: SendResult, for message: ClaimedMessage) -> AttemptResolution {
@@ -318,6 +328,50 @@ public final class Worker: Service {
         }
     }
 
+    // MARK: - Held claims
+
+    /// Counts claims as held (in flight) until their outcome is written.
+    private func hold(_ claimed: [ClaimedMessage]) {
+        stats.addInFlight(held.insert(claimed.map(\.heldClaim)))
+    }
+
+    private func release(_ claims: [HeldClaim]) {
+        let freed = held.remove(claims)
+        guard freed > 0 else { return }
+        stats.addInFlight(-freed)
+        wake.signal()
+    }
+
+    /// A claim that committed after its deadline: its rows go back through the outcome
+    /// writer (fenced by their claims, retried like any outcome), never sent.
+    private func handBack(lateClaim claimed: [ClaimedMessage]) async {
+        guard !claimed.isEmpty else { return }
+        logger.warning(
+            "a claim committed after its deadline; handing its rows back",
+            metadata: ["fila.claimed": .stringConvertible(claimed.count)]
+        )
+        hold(claimed)
+        let returns = claimed.map {
+            AttemptResult(messageID: $0.id, claim: $0.claim, resolution: .deferred(outcome: .failedWorkerLost, reasonCode: "claim_late:\(workerID)", until: .zero))
+        }
+        guard !results.append(contentsOf: returns) else { return }
+        // The writer has ended (shutdown): one direct attempt; the rows are rescued otherwise.
+        _ = try? await withDeadline(configuration.databaseDeadline, what: "handing back a late claim") { [queue, logger] in
+            try await queue.finish(returns, logger: logger)
+        }
+        release(returns.map(\.heldClaim))
+    }
+
+    /// At shutdown, once every outcome it could write is written: rows the database says this
+    /// worker holds and it never received (a claim whose answer was lost) go back now rather
+    /// than after the rescue's timeout.
+    private func releaseUnknownClaims() async {
+        let known = held.snapshot()
+        _ = try? await withDeadline(.seconds(2), what: "releasing unconfirmed claims") { [queue, workerID, logger] in
+            try await queue.releaseUnconfirmedClaims(workerID: workerID, known: known, logger: logger)
+        }
+    }
+
     // MARK: - Writing outcomes
 
     private func writeOutcomes() async {
@@ -330,7 +384,8 @@ public final class Worker: Service {
                     let report = try await withDeadline(configuration.databaseDeadline, what: "writing outcomes") { [queue, logger] in
                         try await queue.finish(batch, logger: logger)
                     }
-                    held.remove(batch.map(\.messageID))
+                    // Written or fenced, these claims are over: free their slots.
+                    release(batch.map(\.heldClaim))
                     stats.addProcessed(report.written.count)
                     if failures > 0 {
                         logger.info("outcomes written again after a database error")
@@ -367,12 +422,21 @@ public final class Worker: Service {
     }
 }
 
-/// The ids of rows a worker holds and knows of.
+/// The claims a worker holds and knows of, each by row and claim: the late, fenced write
+/// of an earlier claim of a row must not release the row's current claim.
 final class HeldRows: Sendable {
-    private let ids = Mutex(Set<UUID>())
-    func insert(_ new: [UUID]) { ids.withLock { $0.formUnion(new) } }
-    func remove(_ done: [UUID]) { ids.withLock { $0.subtract(done) } }
-    func snapshot() -> Set<UUID> { ids.withLock { $0 } }
+    private let claims = Mutex(Set<HeldClaim>())
+    /// Adds `new` and returns how many of them were not held yet.
+    @discardableResult
+    func insert(_ new: [HeldClaim]) -> Int {
+        claims.withLock { claims in new.reduce(0) { added, claim in added + (claims.insert(claim).inserted ? 1 : 0) } }
+    }
+    /// Removes `done` and returns how many of them were held.
+    @discardableResult
+    func remove(_ done: [HeldClaim]) -> Int {
+        claims.withLock { claims in done.reduce(0) { freed, claim in freed + (claims.remove(claim) == nil ? 0 : 1) } }
+    }
+    func snapshot() -> Set<HeldClaim> { claims.withLock { $0 } }
 }
 
 /// Finished attempts waiting to be written. `next()` returns everything accumulated
@@ -390,6 +454,17 @@ final class ResultBuffer: Sendable {
     func append(_ result: AttemptResult) {
         state.withLock { $0.items.append(result) }
         signal.signal()
+    }
+
+    /// Appends unless closed; returns whether it did.
+    func append(contentsOf results: [AttemptResult]) -> Bool {
+        let appended = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.items.append(contentsOf: results)
+            return true
+        }
+        if appended { signal.signal() }
+        return appended
     }
 
     func close() {

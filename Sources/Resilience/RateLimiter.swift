@@ -7,12 +7,13 @@ import Synchronization
 /// Per-doctor daily budgets (seed T04.1–T04.4).
 ///
 /// Each check spends the message kind's weight from the doctor's budget for the current
-/// calendar day, or says how long until the next window. Redis is used first when
-/// configured; any Redis error or a reply slower than `redisTimeout` falls back to Postgres
-/// within the same call, so callers never see a Redis failure. The outage is logged once,
-/// shown by `redisHealth`, and Redis is tried again after `redisRetryInterval` (then at
-/// growing, jittered intervals up to ten times that). See
-/// `RedisRateLimitStore` for what the two stores' separate counts mean for consistency.
+/// calendar day, or says how long until the next window. Postgres decides every admission,
+/// so no doctor is ever admitted more than the budget, whatever Redis does. Redis, when
+/// configured, holds a copy of each count and refuses a message over budget without a
+/// write in Postgres; any Redis error or a reply slower than `redisTimeout` just skips that
+/// look-up, so callers never see a Redis failure. The outage is logged once, shown by
+/// `redisHealth`, and Redis is tried again after `redisRetryInterval` (then at growing,
+/// jittered intervals up to ten times that). See `RedisRateLimitStore`.
 ///
 /// ```swift
 /// let decision = try await limiter.consume(key: message.clienteID, kind: message.tipo.rawValue, logger: logger)
@@ -21,7 +22,10 @@ import Synchronization
 public final class RateLimiter: Sendable {
     /// Where a decision was made.
     public enum Store: String, Sendable, Hashable {
-        case postgres, redis
+        /// Postgres counted it (every admission, and refusals Redis did not see coming).
+        case postgres
+        /// Refused by Redis's copy of the count, without asking Postgres.
+        case redis
         /// Weight 0 (or limiting switched off): nothing was counted.
         case none
     }
@@ -126,7 +130,8 @@ public final class RateLimiter: Sendable {
         if weight == 0 {
             return Decision(verdict: .allowed, key: key, weight: 0, used: 0, budget: budget, store: .none, window: "", deferralSpread: policy.deferralSpread)
         }
-        if let redis, shouldTryRedis() {
+        let redis = self.redis.flatMap { shouldTryRedis() ? $0 : nil }
+        if let redis {
             // Every path out of this block reports to the outage tracking, which also ends
             // a probe of a Redis that was down.
             do {
@@ -134,25 +139,18 @@ public final class RateLimiter: Sendable {
                     throw RedisError(.protocolError, "no calendar day for time zone \(policy.timeZone)")
                 }
                 let timeout = redisTimeout
-                let (allowed, used) = try await withTimeLimit(
-                    timeout,
-                    onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") },
-                    // Counted in Redis after all, while Postgres counts this check: undo it.
-                    whenAbandoned: { late in
-                        guard late.allowed else { return }
-                        try? await redis.refund(key: key, weight: weight, day: window.day)
-                    }
-                ) {
-                    try await redis.consume(key: key, weight: weight, limit: budget, window: window)
+                // A read: an answer that comes too late changes nothing.
+                let used = try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
+                    try await redis.used(key: key, day: window.day)
                 }
                 markRedisUp()
-                let verdict: Decision.Verdict = allowed
-                    ? .allowed
-                    : .limited(retryAfter: .seconds(max(0, window.nextStart.timeIntervalSinceNow)))
-                return Decision(
-                    verdict: verdict, key: key, weight: weight, used: used, budget: budget, store: .redis, window: window.day,
-                    deferralSpread: policy.deferralSpread
-                )
+                if used + weight > budget {
+                    return Decision(
+                        verdict: .limited(retryAfter: .seconds(max(0, window.nextStart.timeIntervalSinceNow))),
+                        key: key, weight: weight, used: used, budget: budget, store: .redis, window: window.day,
+                        deferralSpread: policy.deferralSpread
+                    )
+                }
             } catch is CancellationError {
                 endRedisProbe()
                 throw CancellationError()
@@ -173,6 +171,9 @@ public final class RateLimiter: Sendable {
         ) { [postgres] in
             try await postgres.consume(key: key, weight: weight, limit: budget, timeZone: policy.timeZone, logger: logger)
         }
+        if result.version > 0 {
+            await copyToRedis(key: key, day: result.window, used: result.used, version: result.version)
+        }
         return Decision(
             verdict: result.allowed ? .allowed : .limited(retryAfter: result.untilNextWindow),
             key: key, weight: weight, used: result.used, budget: budget, store: .postgres, window: result.window,
@@ -180,27 +181,36 @@ public final class RateLimiter: Sendable {
         )
     }
 
-    /// Gives back an allowed decision's weight: the message was not sent after all. Best
-    /// effort: a failure is logged, never thrown; while Redis is down its refunds are
-    /// skipped (the count they would correct is not being used).
-    public func refund(_ decision: Decision, logger: Logger) async {
-        guard decision.isAllowed, decision.weight > 0 else { return }
+    /// Copies Postgres's count to Redis, when Redis is configured and up. Best effort: a
+    /// failure only marks Redis down (the copy is a shortcut, never the record).
+    private func copyToRedis(key: String, day: String, used: Int, version: Int64) async {
+        guard let redis, redisState.withLock({ !$0.down }) else { return }
+        let timeout = redisTimeout
         do {
-            switch decision.store {
-            case .none:
-                return
-            case .postgres:
-                let timeout = postgresTimeout
-                try await withTimeLimit(timeout, onTimeout: { DatabaseError(.queryFailed, "rate-limit refund: no answer from Postgres within \(timeout)") }) {
-                    [postgres] in
-                    try await postgres.refund(key: decision.key, weight: decision.weight, window: decision.window, logger: logger)
-                }
-            case .redis:
-                guard let redis, redisState.withLock({ !$0.down }) else { return }
-                let timeout = redisTimeout
-                try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
-                    try await redis.refund(key: decision.key, weight: decision.weight, day: decision.window)
-                }
+            try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
+                try await redis.copy(key: key, day: day, used: used, version: version)
+            }
+        } catch is CancellationError {
+            return
+        } catch {
+            markRedisDown(error)
+        }
+    }
+
+    /// Gives back an allowed decision's weight: the message was not sent after all. Best
+    /// effort: a failure is logged, never thrown. Redis's copy follows the new count.
+    public func refund(_ decision: Decision, logger: Logger) async {
+        guard decision.isAllowed, decision.weight > 0, decision.store == .postgres else { return }
+        do {
+            let timeout = postgresTimeout
+            let count = try await withTimeLimit(
+                timeout,
+                onTimeout: { DatabaseError(.queryFailed, "rate-limit refund: no answer from Postgres within \(timeout)") }
+            ) { [postgres] in
+                try await postgres.refund(key: decision.key, weight: decision.weight, window: decision.window, logger: logger)
+            }
+            if let count {
+                await copyToRedis(key: decision.key, day: decision.window, used: count.used, version: count.version)
             }
         } catch {
             logger.warning("rate-limit refund failed; the doctor's budget stays spent", metadata: ["error": .string(String(reflecting: error))])

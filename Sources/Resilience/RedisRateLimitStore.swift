@@ -1,42 +1,30 @@
 import Foundation
 import Logging
 
-/// The optional fast store: one Redis key per doctor per day, checked and incremented by a
-/// Lua script so the check is atomic across every worker sharing the Redis server.
+/// The optional fast path: a copy, in Redis, of each doctor's count for the day, so that a
+/// message over budget is refused without a write in Postgres.
 ///
-/// Consistency with Postgres: the two stores count separately. While Redis is up, only
-/// Redis counts; when it fails, `RateLimiter` falls back to `rate_limit_counters`, which
-/// knows nothing of what Redis admitted earlier that day; and a Redis restarted without
-/// persistence forgets the day. So each switch between the stores can hand a doctor up to
-/// one more budget that day: a day with one Redis outage allows at most twice the budget,
-/// and every further outage or restart of Redis that day up to one budget more. (A check
-/// whose Redis answer came too late is counted in Postgres, and given back in Redis when
-/// that answer does come.) The window is computed from this
-/// machine's clock (Postgres uses its own `now()`), so machines whose clocks disagree may
-/// switch days a little apart. Without Redis there is one store and none of this.
+/// Redis never admits anything: Postgres decides every admission (`PostgresRateLimitStore`)
+/// and its new count is then copied here with the row's version (`versao`), and a copy
+/// only replaces an older one, so copies that reach Redis out of order never roll a count
+/// back. A count missing here (Redis restarted empty, a new day) is 0: Postgres decides. So
+/// nothing Redis does (slow, paused, down, restarted without persistence) can let a doctor
+/// receive more than the budget; the worst a stale copy can do is refuse a message that
+/// would fit, when a refund's copy could not be written (Redis failing at that moment).
+/// The day of a look-up comes from this machine's clock, the day of a copy from Postgres's
+/// `now()`: machines whose clocks disagree may switch days a little apart.
 public final class RedisRateLimitStore: Sendable {
     public let url: RedisURL
     private let holder: ConnectionHolder
 
-    /// KEYS[1] counter; ARGV weight, limit, expire-at (unix seconds).
-    /// Returns {1, used} when admitted, {0, used} when over budget.
-    static let consumeScript = """
-        local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-        local weight = tonumber(ARGV[1])
-        if used + weight > tonumber(ARGV[2]) then return {0, used} end
-        used = redis.call('INCRBY', KEYS[1], weight)
+    /// KEYS[1] copy (a hash: u = usado, v = versao); ARGV used, version, expire-at (unix
+    /// seconds). Writes only a newer version; returns 1 when it did.
+    static let copyScript = """
+        local held = tonumber(redis.call('HGET', KEYS[1], 'v') or '-1')
+        if tonumber(ARGV[2]) <= held then return 0 end
+        redis.call('HSET', KEYS[1], 'u', ARGV[1], 'v', ARGV[2])
         redis.call('EXPIREAT', KEYS[1], ARGV[3])
-        return {1, used}
-        """
-
-    /// KEYS[1] counter; ARGV weight. Never leaves the counter below zero.
-    static let refundScript = """
-        local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-        if used <= 0 then return 0 end
-        local left = used - tonumber(ARGV[1])
-        if left < 0 then left = 0 end
-        redis.call('SET', KEYS[1], left, 'KEEPTTL')
-        return left
+        return 1
         """
 
     public init(url: RedisURL, connectTimeout: Duration = .milliseconds(500)) {
@@ -45,24 +33,26 @@ public final class RedisRateLimitStore: Sendable {
     }
 
     static func key(_ key: String, day: String) -> String {
-        "fila:rate:\(day):\(key)"
+        "fila:usado:\(day):\(key)"
     }
 
-    public func consume(key: String, weight: Int, limit: Int, window: RateWindow) async throws -> (allowed: Bool, used: Int) {
-        // Kept a day past the window, so an operator can still read yesterday's counts.
-        let expireAt = Int(window.nextStart.timeIntervalSince1970) + 86_400
-        let reply = try await holder.send([
-            "EVAL", Self.consumeScript, "1", Self.key(key, day: window.day), String(weight), String(limit), String(expireAt),
-        ])
-        guard case .array(let items?) = reply, items.count == 2, let flag = items[0].int64, let used = items[1].int64 else {
-            throw RedisError(.protocolError, "unexpected reply to the rate-limit script: \(reply)")
+    /// The copy of `key`'s count for `day` (`2026-11-25`); 0 when there is none.
+    public func used(key: String, day: String) async throws -> Int {
+        let reply = try await holder.send(["HGET", Self.key(key, day: day), "u"])
+        if reply.isNull { return 0 }
+        guard let used = reply.int64, used >= 0 else {
+            throw RedisError(.protocolError, "unexpected reply to HGET: \(reply)")
         }
-        return (flag == 1, Int(used))
+        return Int(clamping: used)
     }
 
-    /// Gives back `weight` of `key`'s count for `day` (`2026-11-25`).
-    public func refund(key: String, weight: Int, day: String) async throws {
-        _ = try await holder.send(["EVAL", Self.refundScript, "1", Self.key(key, day: day), String(weight)])
+    /// Copies Postgres's count for `key` on `day` (`2026-11-25`), unless Redis holds a newer one.
+    public func copy(key: String, day: String, used: Int, version: Int64) async throws {
+        // Kept two days, so an operator can still read yesterday's copies.
+        let expireAt = Int(Date().timeIntervalSince1970) + 2 * 86_400
+        _ = try await holder.send([
+            "EVAL", Self.copyScript, "1", Self.key(key, day: day), String(used), String(version), String(expireAt),
+        ])
     }
 
     /// Closes the connection (a new one is opened on the next call).

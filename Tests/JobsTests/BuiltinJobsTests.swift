@@ -70,7 +70,7 @@ struct BuiltinJobsTests {
                 client,
                 "UPDATE fila_mensagens SET status = 'processando', processando_desde = now() - interval '61 minutes', worker_id = 'cli-1' WHERE ctid = (SELECT ctid FROM fila_mensagens WHERE created_at > now() - interval '1 hour' LIMIT 1)"
             )
-            #expect(try await run("resetar-fila-travada").result == ["rescued": 0, "reset": 1])
+            #expect(try await run("resetar-fila-travada").result == ["rescued": 0, "judged": false, "reset": 1])
             #expect(try await run("limpar-fila-antiga").result == ["expired": 2])
             #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE outcome = 'FAILED_EXPIRED' AND status = 'cancelada'") == 2)
         }

@@ -27,7 +27,7 @@ struct JobProcessTests {
             let lines = run.standardOutput.split(separator: "\n").map(String.init)
             #expect(lines.count == 2)
             #expect(lines.first?.hasPrefix("resetar-fila-travada: success in ") == true)
-            #expect(lines.last == #"{"rescued":0,"reset":0}"#)
+            #expect(lines.last == #"{"judged":false,"rescued":0,"reset":0}"#, "\(run.standardOutput)")
             #expect(try await int(url, "SELECT count(*) FROM job_executions WHERE triggered_by = 'cli' AND status = 'success'") == 1)
             // The run's process heart-beat while it worked, and says it stopped.
             #expect(try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'cli' AND status = 'stopped'") == 1)
@@ -36,7 +36,7 @@ struct JobProcessTests {
             #expect(list.status == 0)
             let rows = list.standardOutput.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
             #expect(rows.first == ["JOB", "SCHEDULE", "STATE", "LAST", "RUN", "LAST", "STATUS", "NEXT", "RUN"])
-            #expect(rows.count == 10)
+            #expect(rows.count == 11)
             let reset = rows.first { $0.first == "resetar-fila-travada" }
             #expect(reset?[1...3] == ["every", "15m", "ok"])
             #expect(reset?[5] == "success")
@@ -85,7 +85,7 @@ struct JobProcessTests {
             for _ in 0..<300 where !registered {
                 let definitions = try await int(url, "SELECT count(*) FROM job_definitions")
                 let heartbeats = try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler'")
-                registered = definitions == 9 && heartbeats == 2
+                registered = definitions == 10 && heartbeats == 2
                 if !registered { try await Task.sleep(for: .milliseconds(100)) }
             }
             #expect(registered)

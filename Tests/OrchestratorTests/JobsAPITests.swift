@@ -22,7 +22,8 @@ struct JobsAPITests {
                 let catalog = try JobCatalog(BuiltinJobs.all(settings: .init(timeZone: TimeZone(identifier: "America/Sao_Paulo")!)) + extra)
                 try await catalog.sync(client: client, logger: logger)
                 try await client.query(
-                    "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('api-1', 'api', 'test', 1, 'test')",
+                    // Beating for an hour: the rescue has its witness.
+                    "INSERT INTO worker_heartbeats (id, kind, host, pid, version, beating_since) VALUES ('api-1', 'api', 'test', 1, 'test', now() - interval '1 hour')",
                     logger: logger
                 )
                 let api = JobsAPI(
@@ -56,7 +57,7 @@ struct JobsAPITests {
                 #expect(body["triggered_by"] == "http")
                 #expect(body["correlation_id"] == "req-42")
                 #expect(body["worker_id"] == "api-1")
-                #expect(body["result"] == ["rescued": 1, "reset": 0])
+                #expect(body["result"] == ["rescued": 1, "judged": true, "reset": 0])
             }
             try await http.execute(uri: "/jobs/verificar-heartbeats/executions?limit=5", method: .get, headers: auth) { response throws in
                 #expect(response.status == .ok)
@@ -69,7 +70,7 @@ struct JobsAPITests {
             try await http.execute(uri: "/jobs", method: .get, headers: auth) { response throws in
                 #expect(response.status == .ok)
                 guard case .array(let jobs) = try json(response)["jobs"] else { Issue.record("no jobs array"); return }
-                #expect(jobs.count == 9)
+                #expect(jobs.count == 10)
                 let reset = jobs.first { $0["name"] == "resetar-fila-travada" }
                 #expect(reset?["state"] == "ok")
                 #expect(reset?["last_status"] == "success")

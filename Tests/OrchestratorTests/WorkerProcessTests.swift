@@ -46,6 +46,18 @@ struct WorkerProcessTests {
         return try await condition()
     }
 
+    /// A process that has been heart-beating without a gap for an hour (a scheduler, say):
+    /// the evidence a rescue needs that the database was reachable all along.
+    private func addWitness(_ client: PostgresClient) async throws {
+        try await client.query(
+            """
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, beating_since)
+            VALUES ('witness', 'scheduler', 'test', 1, 'test', now() - interval '1 hour')
+            """,
+            logger: logger
+        )
+    }
+
     private func enqueue(_ count: Int, client: PostgresClient) async throws -> Set<String> {
         let messages = (0..<count).map { index in
             NewMessage(clienteID: "medico-\(index % 700)", telefone: String(format: "55219%08d", index), conteudo: "campanha \(index)", tipo: .campanha)
@@ -107,8 +119,9 @@ struct WorkerProcessTests {
 
                 // Time is a parameter: age the dead worker's heartbeat instead of waiting 2 minutes.
                 try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
+                try await addWitness(client)
                 let rescued = try await MessageQueue(client: client).rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger)
-                #expect(rescued == stranded)
+                #expect(rescued.rescued == stranded)
 
                 let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))
                 let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 300 }
@@ -122,6 +135,109 @@ struct WorkerProcessTests {
                 let redelivered = try await count(client, where: "tentativas = 0 AND status = 'enviada'")
                 #expect(redelivered == 300)
             }
+        }
+    }
+
+    /// The duplicate window after a crash: a killed worker has sent at most `--concurrency`
+    /// messages whose outcomes it did not write, however far its outcome writes lag (here
+    /// each costs 20 ms a row, while a send costs 2 ms), so a rescue sends at most that many
+    /// twice.
+    @Test(.timeLimit(.minutes(4))) func workersKilledMidDrainLeaveAtMostTheirConcurrencySentAndUnwritten() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await TestDatabase.withClient(url) { client throws in
+                let ids = try await enqueue(1_500, client: client)
+                try await client.query(
+                    """
+                    CREATE FUNCTION slow_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$
+                    """,
+                    logger: logger
+                )
+                try await client.query(
+                    """
+                    CREATE TRIGGER slow_outcome BEFORE UPDATE ON fila_mensagens FOR EACH ROW
+                    WHEN (OLD.status = 'processando' AND NEW.status = 'enviada') EXECUTE FUNCTION slow_outcome()
+                    """,
+                    logger: logger
+                )
+                let concurrency = 16
+                var records: [String] = []
+                defer { for record in records { try? FileManager.default.removeItem(atPath: record) } }
+                var unwrittenPerKill: [Int] = []
+                for _ in 0..<3 {
+                    let record = recordFile()
+                    records.append(record)
+                    let worker = try FilaProcess.start(
+                        ["worker", "--concurrency", "\(concurrency)", "--batch", "\(concurrency)"],
+                        environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "2"])
+                    )
+                    let busy = try await waitUntil(seconds: 60) { recordedIDs(record).count >= 80 }
+                    #expect(busy)
+                    worker.signal(SIGKILL)
+                    _ = await worker.waitForExit()
+                    // Sent (recorded) and still `processando`: what a rescue will send again.
+                    let sent = recordedIDs(record).compactMap(UUID.init(uuidString:))
+                    let unwritten = try await client.query(
+                        "SELECT count(*) FROM fila_mensagens WHERE status = 'processando' AND id = ANY(\(sent))",
+                        logger: logger
+                    ).collect().first!.decode(Int.self)
+                    unwrittenPerKill.append(unwritten)
+                }
+                #expect(unwrittenPerKill.allSatisfy { $0 <= concurrency }, "sent but unwritten at each kill: \(unwrittenPerKill)")
+
+                try await client.query("DROP TRIGGER slow_outcome ON fila_mensagens", logger: logger)
+                try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
+                try await addWitness(client)
+                _ = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
+                let record = recordFile()
+                records.append(record)
+                let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))
+                let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 1_500 }
+                survivor.signal(SIGTERM)
+                let output = await survivor.waitForExit()
+                #expect(drained)
+                #expect(output.status == 0, "\(output.standardError)")
+
+                let sent = records.flatMap(recordedIDs)
+                #expect(Set(sent) == ids)
+                let duplicates = sent.count - Set(sent).count
+                #expect(duplicates <= unwrittenPerKill.reduce(0, +), "sent twice: \(duplicates); unwritten at the kills: \(unwrittenPerKill)")
+            }
+        }
+    }
+
+    /// Postgres away for longer than the heartbeat timeout: when it is back, every heartbeat
+    /// is stale, and a rescue run before the workers beat again must not take their rows
+    /// (they hold messages already sent). Time is a parameter: the heartbeats are aged.
+    @Test(.timeLimit(.minutes(4))) func aRescueRightAfterALongOutageTakesNothingFromALiveWorker() async throws {
+        try await withBusyWorker(environment: [:]) { cluster, worker, ids, record in
+            let url = cluster.url
+            try await cluster.stopServer()
+            // Sends finish while the database is away; their outcomes wait in memory.
+            try await Task.sleep(for: .milliseconds(500))
+            try await cluster.startServer()
+            // The rescue runs before the worker beats again: hold the worker still meanwhile.
+            worker.signal(SIGSTOP)
+            let held = try await TestDatabase.withClient(url) { client throws in
+                try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '130 seconds'", logger: logger)
+                return try await count(client, where: "status = 'processando'")
+            }
+            let run = try await FilaProcess.run(["job", "run", "resgatar-workers-perdidos"], environment: environment(url, record: record))
+            worker.signal(SIGCONT)
+            #expect(held > 0)
+            #expect(run.status == 0, "\(run.standardError)")
+            #expect(run.standardOutput.contains(#"{"judged":false,"rescued":0}"#), "\(run.standardOutput)")
+
+            let drained = try await TestDatabase.withClient(url) { client throws in
+                try await waitUntil(seconds: 180) { try await count(client, where: "status = 'enviada'") == 2_000 }
+            }
+            #expect(drained)
+            worker.signal(SIGTERM)
+            let output = await worker.waitForExit()
+            #expect(output.status == 0, "\(output.standardError)")
+            let sent = recordedIDs(record)
+            #expect(Set(sent) == ids)
+            #expect(sent.count == ids.count, "sent twice: \(sent.count - Set(sent).count)")
         }
     }
 
@@ -188,6 +304,7 @@ struct WorkerProcessTests {
             try await cluster.startServer()
             try await TestDatabase.withClient(url) { client throws in
                 try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
+                try await addWitness(client)
                 _ = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
                 #expect(try await count(client, where: "status = 'processando'") == 0)
                 #expect(try await count(client, where: "status = 'pendente' OR status = 'enviada'") == 2_000)

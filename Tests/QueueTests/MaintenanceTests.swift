@@ -22,7 +22,7 @@ struct MaintenanceTests {
             _ = try await queue.claim(workerID: "stopped", limit: 1, logger: logger)
             #expect(try await queue.count(where: "status = 'processando'") == ids.count)
 
-            #expect(try await queue.rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger) == 3)
+            #expect(try await queue.rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger).rescued == 3)
             let aliveRow = try await queue.row(alive)
             #expect(aliveRow.status == "processando" && aliveRow.workerID == "alive")
             #expect(try await queue.row(dead).reason == "worker_lost:dead")
@@ -35,7 +35,7 @@ struct MaintenanceTests {
                 #expect(row.dueInSeconds <= 0)
             }
             // Nothing left to rescue.
-            #expect(try await queue.rescueLostWorkers(logger: logger) == 0)
+            #expect(try await queue.rescueLostWorkers(logger: logger).rescued == 0)
         }
     }
 
@@ -94,13 +94,12 @@ struct MaintenanceTests {
             try await queue.registerWorker("w2")
             _ = try await queue.claim(workerID: "w1", limit: 3, logger: logger)
             _ = try await queue.claim(workerID: "w2", limit: 1, logger: logger)
-            let heldByW1 = try await queue.client.query("SELECT id FROM fila_mensagens WHERE worker_id = 'w1' ORDER BY id", logger: logger)
-                .collect().map { try $0.decode(UUID.self) }
+            let heldByW1 = try await queue.heldClaims(of: "w1")
             #expect(heldByW1.count == 3)
             let released = try await queue.releaseUnconfirmedClaims(workerID: "w1", known: [heldByW1[0]], logger: logger)
             #expect(released == 2)
-            #expect(try await queue.row(heldByW1[0]).status == "processando")
-            let back = try await queue.row(heldByW1[1])
+            #expect(try await queue.row(heldByW1[0].id).status == "processando")
+            let back = try await queue.row(heldByW1[1].id)
             #expect(back.status == "pendente")
             #expect(back.tentativas == 0)
             #expect(back.outcome == "FAILED_WORKER_LOST")

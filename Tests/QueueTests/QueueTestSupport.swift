@@ -59,15 +59,31 @@ extension MessageQueue {
         try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger)
     }
 
-    /// Registers a live heartbeat for `workerID`, as a running worker would.
+    /// Registers a heartbeat for `workerID`, as a running worker would: last seen
+    /// `lastSeenSecondsAgo`, after beating without a gap for an hour before that.
     func registerWorker(_ workerID: String, lastSeenSecondsAgo: Int = 0) async throws {
         try await client.query(
             """
-            INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at)
-            VALUES (\(workerID), 'worker', 'test', 1, 'test', now() - make_interval(secs => \(Double(lastSeenSecondsAgo))))
-            ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at, beating_since)
+            VALUES (\(workerID), 'worker', 'test', 1, 'test', now() - make_interval(secs => \(Double(lastSeenSecondsAgo))),
+                    now() - make_interval(secs => \(Double(lastSeenSecondsAgo + 3600))))
+            ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at, beating_since = excluded.beating_since
             """,
             logger: logger
         )
+    }
+
+    /// The claims the database says `workerID` holds, ordered by row id.
+    func heldClaims(of workerID: String) async throws -> [HeldClaim] {
+        try await client.query(
+            """
+            SELECT id, (extract(epoch FROM processando_desde) * 1000000)::int8 FROM fila_mensagens
+             WHERE worker_id = \(workerID) AND status = 'processando' ORDER BY id
+            """,
+            logger: logger
+        ).collect().map {
+            let (id, claimedAt) = try $0.decode((UUID, Int64).self)
+            return HeldClaim(id: id, claimedAtMicroseconds: claimedAt)
+        }
     }
 }

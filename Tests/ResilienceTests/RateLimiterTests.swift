@@ -3,6 +3,7 @@ import FilaTestSupport
 import Foundation
 import Logging
 import PostgresNIO
+import Synchronization
 import Testing
 @testable import Resilience
 
@@ -209,17 +210,49 @@ import Testing
 
     // MARK: - Redis
 
-    @Test func redisIsUsedFirstAndShares() async throws {
+    /// Postgres decides every admission; Redis holds a copy of each count, refuses what does
+    /// not fit it without a write in Postgres, and never takes an older copy over a newer.
+    @Test func postgresDecidesAndRedisRefusesFromItsCopy() async throws {
         try await TestRedis.with { redis in
             try await TestDatabase.withMigrated { url in
                 try await TestDatabase.withClient(url, maximumConnections: 16) { client in
                     let store = RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(5))
                     let limiter = makeLimiter(client, redis: store)
+                    let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(2))
+                    func copy(_ decision: RateLimiter.Decision) async throws -> [String] {
+                        let reply = try await admin.send(["HMGET", RedisRateLimitStore.key(decision.key, day: decision.window), "u", "v"])
+                        guard case .array(let items?) = reply else { return [] }
+                        return items.map { $0.string ?? "nil" }
+                    }
+                    func version(_ key: String) async throws -> Int64? {
+                        for try await value in try await client.query(
+                            "SELECT versao FROM rate_limit_counters WHERE cliente_id = \(key)", logger: TestDatabase.logger
+                        ).decode(Int64.self) { return value }
+                        return nil
+                    }
+
                     let first = try await limiter.consume(key: "medico-1", kind: "campanha", logger: TestDatabase.logger)
-                    #expect(first.store == .redis && first.isAllowed && first.used == 2)
+                    #expect(first.store == .postgres && first.isAllowed && first.used == 2)
                     #expect(limiter.redisHealth == .up)
-                    // Postgres was not touched.
-                    #expect(try await used(client, "medico-1") == nil)
+                    #expect(try await used(client, "medico-1") == 2)
+                    #expect(try await copy(first) == ["2", "1"])
+
+                    // Over budget by the copy: refused without touching Postgres.
+                    let second = try await limiter.consume(key: "medico-1", kind: "campanha", logger: TestDatabase.logger)
+                    #expect(second.store == .redis && !second.isAllowed && second.used == 2)
+                    #expect(try await version("medico-1") == 1)
+
+                    // What fits the copy is decided by Postgres, and the copy follows.
+                    let third = try await limiter.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger)
+                    #expect(third.store == .postgres && third.isAllowed && third.used == 3)
+                    #expect(try await copy(third) == ["3", "2"])
+                    await limiter.refund(third, logger: TestDatabase.logger)
+                    #expect(try await used(client, "medico-1") == 2)
+                    #expect(try await copy(third) == ["2", "3"])
+                    // A copy that arrives late (an older version) changes nothing.
+                    try await store.copy(key: "medico-1", day: third.window, used: 0, version: 2)
+                    #expect(try await copy(third) == ["2", "3"])
+                    await admin.close()
 
                     // 8 workers with limiters of their own over one Redis never exceed a budget.
                     let doctors = (0..<10).map { "doutora-\($0)" }
@@ -231,7 +264,6 @@ import Testing
                                 for round in 0..<30 {
                                     let doctor = doctors[(round + worker) % doctors.count]
                                     let decision = try await limiter.consume(key: doctor, kind: "followup", logger: TestDatabase.logger)
-                                    #expect(decision.store == .redis)
                                     if decision.isAllowed { spent[doctor, default: 0] += 1 }
                                 }
                                 return spent
@@ -257,7 +289,7 @@ import Testing
                     let store = RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(5))
                     let limiter = makeLimiter(client, redis: store, retry: .milliseconds(200))
                     let before = try await limiter.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger)
-                    #expect(before.store == .redis)
+                    #expect(before.isAllowed && limiter.redisHealth == .up)
 
                     await redis.stop()
                     for index in 0..<5 {
@@ -273,13 +305,15 @@ import Testing
                     #expect(try await used(client, "medico-2") == 1)
 
                     try await redis.start()
-                    var seen: RateLimiter.Store = .postgres
-                    for _ in 0..<100 where seen != .redis {
+                    for _ in 0..<100 where limiter.redisHealth != .up {
                         try await Task.sleep(for: .milliseconds(50))
-                        seen = try await limiter.consume(key: "medico-20", kind: "resposta2", logger: TestDatabase.logger).store
+                        _ = try await limiter.consume(key: "medico-20", kind: "followup", logger: TestDatabase.logger)
                     }
-                    #expect(seen == .redis)
                     #expect(limiter.redisHealth == .up)
+                    // Restarted empty: the copies come back from Postgres's counts.
+                    for _ in 0..<2 { _ = try await limiter.consume(key: "medico-2", kind: "followup", logger: TestDatabase.logger) }
+                    let refused = try await limiter.consume(key: "medico-2", kind: "followup", logger: TestDatabase.logger)
+                    #expect(refused.store == .redis && !refused.isAllowed && refused.used == 3)
                     await store.close()
                 }
             }
@@ -295,7 +329,7 @@ import Testing
                     // Connected and answering first (a patient limiter on the same store) …
                     let patient = makeLimiter(client, redis: store)
                     let warm = try await patient.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger)
-                    #expect(warm.store == .redis)
+                    #expect(warm.isAllowed && patient.redisHealth == .up)
                     let limiter = makeLimiter(client, redis: store, timeout: .milliseconds(300))
                     // Every client of this server is held for a second.
                     let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(2))
@@ -315,4 +349,71 @@ import Testing
             }
         }
     }
+
+    /// The guarantee: whatever Redis does (slow, paused, killed, restarted empty), no doctor
+    /// is admitted more than the budget in a day, and no budget is lost. 300 doctors, three
+    /// campaign messages each (weight 2, budget 3: one campaign a day), checked by 8 limiters
+    /// of their own at once, with Redis paused for 1.5 s mid-run, then killed and restarted
+    /// empty.
+    @Test(.timeLimit(.minutes(3))) func redisPausedAndRestartedMidRunNeverExceedsABudget() async throws {
+        try await TestRedis.with { redis in
+            try await TestDatabase.withMigrated { url in
+                try await TestDatabase.withClient(url, maximumConnections: 16) { client in
+                    let doctors = (0..<300).map { "medico-\($0)" }
+                    // Each doctor's three messages, spread over the limiters and the run.
+                    let checks = (doctors + doctors + doctors).shuffled()
+                    let limiters = try (0..<8).map { _ in
+                        makeLimiter(client, redis: RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(1)), timeout: .milliseconds(50))
+                    }
+                    let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(2))
+                    let progress = CheckCounter()
+                    let admitted = try await withThrowingTaskGroup(of: [String: Int].self) { group in
+                        for (index, limiter) in limiters.enumerated() {
+                            group.addTask {
+                                var admitted: [String: Int] = [:]
+                                for doctor in stride(from: index, to: checks.count, by: limiters.count).map({ checks[$0] }) {
+                                    var decision: RateLimiter.Decision?
+                                    // A check with neither store answering is retried, as the
+                                    // worker defers the message and tries again.
+                                    while decision == nil {
+                                        decision = try? await limiter.consume(key: doctor, kind: "campanha", logger: TestDatabase.logger)
+                                    }
+                                    if decision!.isAllowed { admitted[doctor, default: 0] += 1 }
+                                    progress.add()
+                                }
+                                return admitted
+                            }
+                        }
+                        group.addTask {
+                            func reached(_ count: Int) async throws {
+                                while progress.value < count { try await Task.sleep(for: .milliseconds(5)) }
+                            }
+                            try await reached(checks.count / 4)
+                            _ = try await admin.send(["CLIENT", "PAUSE", "1500", "ALL"])
+                            try await reached(checks.count / 2)
+                            await redis.stop()
+                            try await redis.start()
+                            return [:]
+                        }
+                        var total: [String: Int] = [:]
+                        for try await part in group { total.merge(part, uniquingKeysWith: +) }
+                        return total
+                    }
+                    await admin.close()
+                    let over = doctors.filter { admitted[$0, default: 0] > 1 }
+                    let none = doctors.filter { admitted[$0, default: 0] == 0 }
+                    #expect(over.isEmpty, "\(over.count) doctors admitted more than one campaign")
+                    #expect(none.isEmpty, "\(none.count) doctors lost their budget")
+                    for doctor in doctors.prefix(20) { #expect(try await used(client, doctor) == 2) }
+                }
+            }
+        }
+    }
+}
+
+/// Checks done so far, across the tasks of a test.
+final class CheckCounter: Sendable {
+    private let count = Atomic<Int>(0)
+    func add() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
 }
