@@ -12,7 +12,7 @@ struct CommandLineTests {
     let logger = TestDatabase.logger
 
     private func environment(_ url: DatabaseURL) -> [String: String] {
-        ["DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable"]
+        ["DATABASE_URL": url.connectionString]
     }
 
     @Test func printsItsVersion() async throws {

@@ -11,7 +11,7 @@ struct JobProcessTests {
     let logger = TestDatabase.logger
 
     private func environment(_ url: DatabaseURL) -> [String: String] {
-        ["DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable", "LOG_LEVEL": "warning"]
+        ["DATABASE_URL": url.connectionString, "LOG_LEVEL": "warning"]
     }
 
     private func int(_ url: DatabaseURL, _ sql: String) async throws -> Int {
