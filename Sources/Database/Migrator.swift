@@ -9,11 +9,15 @@ import PostgresNIO
 
 /// Applies `Migrations/*.sql` in order and records each one in `schema_migrations`.
 ///
-/// The whole run holds one advisory lock on its dedicated connection, so replicas may all
-/// run `fila migrate` at start-up: one applies, the others wait and then find nothing to do.
-/// Each migration applies in its own transaction together with its `schema_migrations`
-/// row, whose primary key is a second fence against applying a version twice. An applied
-/// migration whose text has changed since is refused: fix forward with a new file.
+/// Replicas may all run `fila migrate` at start-up. Each migration applies in its own
+/// transaction together with its `schema_migrations` row, and that transaction first takes
+/// a transaction-scoped advisory lock (`pg_advisory_xact_lock`, as `ops/migrate-with-psql`
+/// does) and then checks again whether the version was recorded meanwhile: concurrent runs
+/// wait for each other, and each migration is applied once, in order, by whichever run
+/// takes its lock first. No lock outlives its transaction, so the runner is safe through a
+/// transaction pooler (PgBouncer), where a session lock would stay behind on a server
+/// connection and make the next deploy wait forever. The primary key is a second fence.
+/// An applied migration whose text has changed since is refused: fix forward with a new file.
 ///
 /// ```swift
 /// let report = try await databaseURL.withConnection(logger: logger) { connection in
@@ -49,35 +53,47 @@ public struct Migrator: Sendable {
 
     /// Applies every pending migration and returns what was done.
     public func migrate(on connection: PostgresConnection, logger: Logger) async throws -> MigrationReport {
-        try await withRunLock(on: connection, logger: logger) { waited in
+        let checksums = try await checksums(on: connection, logger: logger)
+        // The bookkeeping table, created under the lock (two first runs would otherwise race
+        // on CREATE TABLE IF NOT EXISTS), and what it holds.
+        var (recorded, waited) = try await withRunLock(on: connection, logger: logger) { connection in
             try await connection.query(Self.createSchemaMigrations, logger: logger)
-            let recorded = try await recordedMigrations(on: connection, logger: logger)
-            let checksums = try await checksums(on: connection, logger: logger)
-
-            for migration in migrations {
-                if let row = recorded[migration.version], row.checksum != checksums[migration.version] {
-                    throw DatabaseError(
-                        .migrationChanged,
-                        "migration \(migration.identifier) was changed after it was applied (database has checksum \(row.checksum.prefix(12)), this build \(checksums[migration.version, default: ""].prefix(12))); restore the file and put the change in a new migration"
-                    )
-                }
-            }
-
-            var applied: [MigrationReport.Applied] = []
-            for migration in migrations where recorded[migration.version] == nil {
-                let milliseconds = try await apply(migration, checksum: checksums[migration.version]!, on: connection, logger: logger)
-                applied.append(.init(migration: migration, durationMilliseconds: milliseconds))
-            }
-            let known = Set(migrations.map(\.version))
-            let unknown = recorded.keys.filter { !known.contains($0) }.sorted()
-            if !unknown.isEmpty {
-                logger.warning(
-                    "database has migrations this build does not know (applied by a newer fila?)",
-                    metadata: ["migration.versions": .string(unknown.map(String.init).joined(separator: ","))]
-                )
-            }
-            return MigrationReport(applied: applied, alreadyApplied: recorded.count, waitedForLock: waited)
+            return try await recordedMigrations(on: connection, logger: logger)
         }
+        for migration in migrations {
+            if let row = recorded[migration.version] { try verify(migration, recorded: row, checksums: checksums) }
+        }
+
+        var applied: [MigrationReport.Applied] = []
+        for migration in migrations where recorded[migration.version] == nil {
+            let checksum = checksums[migration.version] ?? ""
+            let (outcome, waitedHere) = try await apply(migration, checksum: checksum, on: connection, logger: logger)
+            waited = waited || waitedHere
+            switch outcome {
+            case .applied(let milliseconds):
+                applied.append(.init(migration: migration, durationMilliseconds: milliseconds))
+            case .appliedElsewhere(let row):
+                // Another run took the lock first and applied it meanwhile.
+                recorded[migration.version] = row
+            }
+        }
+        let known = Set(migrations.map(\.version))
+        let unknown = recorded.keys.filter { !known.contains($0) }.sorted()
+        if !unknown.isEmpty {
+            logger.warning(
+                "database has migrations this build does not know (applied by a newer fila?)",
+                metadata: ["migration.versions": .string(unknown.map(String.init).joined(separator: ","))]
+            )
+        }
+        return MigrationReport(applied: applied, alreadyApplied: recorded.count, waitedForLock: waited)
+    }
+
+    private func verify(_ migration: Migration, recorded row: RecordedMigration, checksums: [Int: String]) throws {
+        guard row.checksum != checksums[migration.version] else { return }
+        throw DatabaseError(
+            .migrationChanged,
+            "migration \(migration.identifier) was changed after it was applied (database has checksum \(row.checksum.prefix(12)), this build \(checksums[migration.version, default: ""].prefix(12))); restore the file and put the change in a new migration"
+        )
     }
 
     /// Compares the migrations of this build with what the database has recorded.
@@ -111,25 +127,28 @@ public struct Migrator: Sendable {
         let appliedAt: Date
     }
 
+    /// Runs `body` in a transaction that first takes the migration lock, transaction-scoped:
+    /// it ends with the transaction, whatever connection a pooler ran it on. Also says
+    /// whether the lock had to be waited for.
     private func withRunLock<Result: Sendable>(
         on connection: PostgresConnection,
         logger: Logger,
-        _ body: (_ waited: Bool) async throws -> Result
-    ) async throws -> Result {
+        _ body: (PostgresConnection) async throws -> Result
+    ) async throws -> (Result, waited: Bool) {
         let key = Self.advisoryLockKey
-        let acquired = try await connection.query("SELECT pg_try_advisory_lock(\(key))", logger: logger)
-            .collect().first?.decode(Bool.self) ?? false
-        if !acquired {
-            logger.info("another migration run holds the lock; waiting for it to finish")
-            try await connection.query("SELECT pg_advisory_lock(\(key))", logger: logger)
-        }
         do {
-            let result = try await body(!acquired)
-            _ = try? await connection.query("SELECT pg_advisory_unlock(\(key))", logger: logger)
-            return result
-        } catch {
-            _ = try? await connection.query("SELECT pg_advisory_unlock(\(key))", logger: logger)
-            throw error
+            return try await connection.withTransaction(logger: logger) { connection in
+                let acquired = try await connection.query("SELECT pg_try_advisory_xact_lock(\(key))", logger: logger)
+                    .collect().first?.decode(Bool.self) ?? false
+                if !acquired {
+                    logger.info("another migration run holds the lock; waiting for it to finish")
+                    try await connection.query("SELECT pg_advisory_xact_lock(\(key))", logger: logger)
+                }
+                return (try await body(connection), !acquired)
+            }
+        } catch let error as PostgresTransactionError {
+            // The body's own error (rolled back) is what the caller needs to see.
+            throw error.closureError ?? error
         }
     }
 
@@ -157,7 +176,14 @@ public struct Migrator: Sendable {
         return checksums
     }
 
-    private func apply(_ migration: Migration, checksum: String, on connection: PostgresConnection, logger: Logger) async throws -> Int {
+    private enum ApplyOutcome: Sendable {
+        case applied(milliseconds: Int)
+        case appliedElsewhere(RecordedMigration)
+    }
+
+    /// Applies one migration in a transaction of its own under the lock, unless a run that
+    /// held the lock before this one applied it meanwhile.
+    private func apply(_ migration: Migration, checksum: String, on connection: PostgresConnection, logger: Logger) async throws -> (ApplyOutcome, waited: Bool) {
         let script: SQLScript
         do {
             script = try SQLScript(migration.sql)
@@ -166,13 +192,25 @@ public struct Migrator: Sendable {
         }
         var logger = logger
         logger[metadataKey: "migration"] = .string(migration.identifier)
-        logger.info("applying migration")
 
         let clock = ContinuousClock()
-        let start = clock.now
         var failedStatement: SQLScript.Statement?
+        let outcome: ApplyOutcome
+        let waited: Bool
         do {
-            try await connection.withTransaction(logger: logger) { connection in
+            let locked = try await withRunLock(on: connection, logger: logger) { connection -> ApplyOutcome in
+                let rows = try await connection.query(
+                    "SELECT name, checksum, applied_at FROM schema_migrations WHERE version = \(Int32(migration.version))",
+                    logger: logger
+                ).collect()
+                if let row = rows.first {
+                    let (name, recordedChecksum, appliedAt) = try row.decode((String, String, Date).self)
+                    let recorded = RecordedMigration(name: name, checksum: recordedChecksum, appliedAt: appliedAt)
+                    try verify(migration, recorded: recorded, checksums: [migration.version: checksum])
+                    return .appliedElsewhere(recorded)
+                }
+                logger.info("applying migration")
+                let start = clock.now
                 for statement in script.statements {
                     failedStatement = statement
                     try await connection.query(PostgresQuery(unsafeSQL: statement.text), logger: logger)
@@ -187,7 +225,11 @@ public struct Migrator: Sendable {
                     """,
                     logger: logger
                 )
+                return .applied(milliseconds: Int(milliseconds))
             }
+            (outcome, waited) = (locked.0, locked.waited)
+        } catch let error as DatabaseError where error.code == .migrationChanged {
+            throw error
         } catch {
             let cause = DatabaseError(wrapping: error, context: "statement failed")
             let location = failedStatement.map { " at line \($0.line)" } ?? ""
@@ -198,10 +240,10 @@ public struct Migrator: Sendable {
                 underlying: error
             )
         }
-        let elapsed = start.duration(to: clock.now)
-        let milliseconds = Int(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
-        logger.info("applied migration", metadata: ["duration_ms": .stringConvertible(milliseconds)])
-        return milliseconds
+        if case .applied(let milliseconds) = outcome {
+            logger.info("applied migration", metadata: ["duration_ms": .stringConvertible(milliseconds)])
+        }
+        return (outcome, waited)
     }
 }
 

@@ -132,3 +132,33 @@ public struct TestSetupError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
 }
+
+extension DatabaseURL {
+    /// This URL as text for a child process's `DATABASE_URL` or for psql, including the
+    /// Unix socket folder (`host=`) the test servers listen on and the password, if any.
+    public var connectionString: String {
+        var text = "postgres://" + Self.encoded(username)
+        if let password { text += ":" + Self.encoded(password) }
+        text += "@" + (socketDirectory == nil ? (host.contains(":") ? "[\(host)]" : host) : "") + ":\(port)/" + Self.encoded(database)
+        var parameters: [String] = []
+        if let socketDirectory { parameters.append("host=" + Self.encoded(socketDirectory)) }
+        parameters.append("sslmode=" + (socketDirectory == nil ? sslMode.rawValue : "disable"))
+        return text + "?" + parameters.joined(separator: "&")
+    }
+
+    /// Percent-encodes every byte but unreserved characters and `/`.
+    private static func encoded(_ part: String) -> String {
+        let hex = Array("0123456789ABCDEF".utf8)
+        var bytes: [UInt8] = []
+        for byte in part.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"), UInt8(ascii: "/"):
+                bytes.append(byte)
+            default:
+                bytes += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0x0F)]]
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -14,7 +14,10 @@ private let sendFlags: Int32 = 0
 #endif
 
 /// A redis-server of a test's own, for tests that stop and restart Redis (which would
-/// disturb every other test on a shared one). It keeps nothing on disk.
+/// disturb every other test on a shared one). It keeps nothing on disk, listens on
+/// 127.0.0.1 only and requires a random password (in `url`), so another account on the
+/// machine cannot use it while it runs. The password reaches the server on its standard
+/// input, never on its command line, which every local user can read.
 ///
 /// ```swift
 /// try await TestRedis.with { redis in
@@ -25,7 +28,10 @@ private let sendFlags: Int32 = 0
 /// ```
 public final class TestRedis: Sendable {
     public let port: Int
-    public var url: String { "redis://127.0.0.1:\(port)" }
+    /// The `requirepass` of this server: 32 random hex digits.
+    public let password: String
+    /// `redis://:PASSWORD@127.0.0.1:PORT`, what `REDIS_URL` takes.
+    public var url: String { "redis://:\(password)@127.0.0.1:\(port)" }
 
     private let executable: String
     private let server = Mutex<RunningServer?>(nil)
@@ -33,6 +39,7 @@ public final class TestRedis: Sendable {
     private init(port: Int, executable: String) {
         self.port = port
         self.executable = executable
+        self.password = (0..<4).map { _ in String(format: "%08x", UInt32.random(in: 0...UInt32.max)) }.joined()
     }
 
     /// Runs body with a fresh redis-server (no persistence), stopped afterwards even when body throws.
@@ -95,12 +102,14 @@ public final class TestRedis: Sendable {
         }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
+        // "-": the rest of the configuration (the password) comes from standard input.
         process.arguments = [
-            "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "-", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
         ]
         process.currentDirectoryURL = temporary
-        process.standardInput = FileHandle.nullDevice
+        let configuration = Pipe()
+        process.standardInput = configuration
         process.standardOutput = log
         process.standardError = log
         let running = RunningServer(process: process, logPath: logPath)
@@ -113,6 +122,10 @@ public final class TestRedis: Sendable {
             throw TestSetupError("cannot run \(executable): \(error)")
         }
         try? log.close()
+        // Written and closed at once: the server reads its standard input to the end.
+        try? configuration.fileHandleForWriting.write(contentsOf: Data("requirepass \(password)\n".utf8))
+        try? configuration.fileHandleForWriting.close()
+        try? configuration.fileHandleForReading.close()
         server.withLock { $0 = running }
 
         let deadline = ContinuousClock.now + .seconds(10)
@@ -124,7 +137,7 @@ public final class TestRedis: Sendable {
                 return .exited("status \(process.terminationStatus): \(tail)")
             }
             // The process id tells our server from another one that already had the port.
-            if await Self.probe(port: port) == process.processIdentifier {
+            if await Self.probe(port: port, password: password) == process.processIdentifier {
                 return .ready
             }
             guard ContinuousClock.now < deadline else {
@@ -163,17 +176,17 @@ public final class TestRedis: Sendable {
 
     /// `processIdentifierOfServer` on a thread of its own: its blocking socket calls must not
     /// hold one of the few threads every test's async work shares.
-    private static func probe(port: Int) async -> Int32? {
+    private static func probe(port: Int, password: String) async -> Int32? {
         await withCheckedContinuation { continuation in
             DispatchQueue.global().async {
-                continuation.resume(returning: processIdentifierOfServer(onPort: port))
+                continuation.resume(returning: processIdentifierOfServer(onPort: port, password: password))
             }
         }
     }
 
-    /// The `process_id` that `INFO server` reports on 127.0.0.1:`port`, or nil when
-    /// nothing answers there (yet).
-    private static func processIdentifierOfServer(onPort port: Int) -> Int32? {
+    /// The `process_id` that `INFO server` reports on 127.0.0.1:`port` after `AUTH`, or nil
+    /// when nothing answers there (yet), or something refuses the password.
+    private static func processIdentifierOfServer(onPort port: Int, password: String) -> Int32? {
         let descriptor = socket(AF_INET, streamSocketType, 0)
         guard descriptor >= 0 else { return nil }
         defer { close(descriptor) }
@@ -193,7 +206,7 @@ public final class TestRedis: Sendable {
         }
         guard connected == 0 else { return nil }
 
-        let request = Array("INFO server\r\n".utf8)
+        let request = Array("AUTH \(password)\r\nINFO server\r\n".utf8)
         let sent = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, sendFlags) }
         guard sent == request.count else { return nil }
 
@@ -203,7 +216,8 @@ public final class TestRedis: Sendable {
             let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
             guard count > 0 else { return nil }
             reply.append(contentsOf: chunk[0..<count])
-            // An error reply (-LOADING, -NOAUTH) means not ready, or not ours.
+            // An error reply (-LOADING, -WRONGPASS) means not ready, or not ours; "+OK" (the
+            // AUTH) comes first, then the INFO text.
             if reply.first == UInt8(ascii: "-") { return nil }
             let text = String(decoding: reply, as: UTF8.self)
             // Not firstIndex(of: "\r"): "\r\n" is a single Character.

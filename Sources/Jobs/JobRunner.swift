@@ -43,27 +43,32 @@ public struct JobRunner: Sendable {
         case abandoned
     }
 
-    /// Inserts a `pending` row for `trigger` and runs it now, unless a run is going on; then
+    /// Inserts a `running` row for `trigger` and runs it now, unless a run is going on; then
     /// nothing is written and the answer is `.alreadyRunning`.
     public func runNow(_ job: JobDefinition, trigger: JobTrigger, correlationID: String? = nil, logger: Logger) async throws -> Outcome {
         try await withJobLock(job.name, logger: logger) { connection, locked in
             guard let connection, locked else { return .alreadyRunning }
             // Through the pool, committed at once, so the row is visible while it runs (the
-            // lock's connection is not from the pool: nothing here waits on itself).
-            let id = try await client.query(
+            // lock's connection is not from the pool: nothing here waits on itself). Written
+            // as started: a row of a live process never waits `pending` for a start that may
+            // not come (the insert and the start are one statement).
+            let rows = try await client.query(
                 """
-                INSERT INTO job_executions (job_name, scheduled_for, status, triggered_by, worker_id, correlation_id)
-                VALUES (\(job.name), now(), 'pending', \(trigger.rawValue), \(workerID), \(correlationID))
+                INSERT INTO job_executions (job_name, scheduled_for, status, started_at, triggered_by, worker_id, correlation_id)
+                VALUES (\(job.name), now(), 'running', now(), \(trigger.rawValue), \(workerID), \(correlationID))
                 RETURNING id
                 """,
                 logger: logger
-            ).collect().first!.decode(UUID.self)
-            return try await perform(job, executionID: id, lockConnection: connection, logger: logger)
+            ).collect()
+            guard let row = rows.first else { throw DatabaseError(.queryFailed, "recording a run of job \(job.name) returned no row") }
+            return try await perform(job, executionID: try row.decode(UUID.self), alreadyStarted: true, lockConnection: connection, logger: logger)
         }
     }
 
     /// Runs an execution row already claimed by this process (`pending`, `worker_id` = ours).
-    /// When another run holds the lock, the row becomes `skipped`.
+    /// When another run holds the lock, the row becomes `skipped`. When it throws, the row
+    /// may still be `pending` (the lock connection could not open, the start could not be
+    /// written): the claimer marks it failed (`JobScheduler` does, on its next tick).
     public func run(_ job: JobDefinition, executionID: UUID, logger: Logger) async throws -> Outcome {
         try await withJobLock(job.name, logger: logger) { connection, locked in
             guard let connection, locked else {
@@ -78,7 +83,7 @@ public struct JobRunner: Sendable {
                 logger.warning("job run skipped: the previous run is still going", metadata: ["job.name": .string(job.name)])
                 return .alreadyRunning
             }
-            return try await perform(job, executionID: executionID, lockConnection: connection, logger: logger)
+            return try await perform(job, executionID: executionID, alreadyStarted: false, lockConnection: connection, logger: logger)
         }
     }
 
@@ -117,22 +122,30 @@ public struct JobRunner: Sendable {
     /// Marks the row running, runs the handler under the job's timeout while keeping the lock
     /// connection alive, and writes how it ended. The handler's own failure is the run's
     /// result, not an error thrown here.
-    private func perform(_ job: JobDefinition, executionID: UUID, lockConnection: PostgresConnection, logger baseLogger: Logger) async throws -> Outcome {
+    private func perform(
+        _ job: JobDefinition,
+        executionID: UUID,
+        alreadyStarted: Bool,
+        lockConnection: PostgresConnection,
+        logger baseLogger: Logger
+    ) async throws -> Outcome {
         var logger = baseLogger
         logger[metadataKey: "job.name"] = .string(job.name)
         logger[metadataKey: "job.execution_id"] = .string(executionID.uuidString.lowercased())
-        // Only a row still pending is started: one failed by a rescuer meanwhile stays failed.
-        let started = try await client.query(
-            """
-            UPDATE job_executions SET status = 'running', started_at = now(), worker_id = \(workerID)
-             WHERE id = \(executionID) AND status = 'pending'
-            RETURNING id
-            """,
-            logger: logger
-        ).collect()
-        guard !started.isEmpty else {
-            logger.warning("job run abandoned: its execution row is no longer pending")
-            return .abandoned
+        if !alreadyStarted {
+            // Only a row still pending is started: one failed by a rescuer meanwhile stays failed.
+            let started = try await client.query(
+                """
+                UPDATE job_executions SET status = 'running', started_at = now(), worker_id = \(workerID)
+                 WHERE id = \(executionID) AND status = 'pending'
+                RETURNING id
+                """,
+                logger: logger
+            ).collect()
+            guard !started.isEmpty else {
+                logger.warning("job run abandoned: its execution row is no longer pending")
+                return .abandoned
+            }
         }
         logger.debug("job started")
         let context = JobContext(client: client, logger: logger, executionID: executionID, jobName: job.name)

@@ -8,6 +8,7 @@ import Logging
 import PostgresNIO
 import Queue
 import ServiceLifecycle
+import Synchronization
 
 /// Runs periodic jobs on time, once per slot across every replica (seed T01.1, T01.2,
 /// T01.5, T03.2, T03.6).
@@ -18,7 +19,11 @@ import ServiceLifecycle
 /// a slot runs once by constraint, never because a leader decided. After downtime a job runs
 /// once to catch up and the slots it missed are recorded as `skipped`. A job disabled with
 /// psql (`enabled = false`) is not run from the next tick on; a `pending` row inserted with
-/// psql is run within a tick. A run whose process stopped heart-beating is marked `failed`.
+/// psql is run within a tick. A run whose process stopped heart-beating is marked `failed`,
+/// and so is a claimed run that could not start (its lock connection would not open, its
+/// start could not be written): a slot is never left `pending` under a live owner that will
+/// not run it. A psql request that no running scheduler takes is failed after
+/// `Configuration.requestTimeout`, with the reason.
 public struct JobScheduler: Service {
     public struct Configuration: Sendable {
         /// How often due slots and requested runs are looked for.
@@ -27,11 +32,24 @@ public struct JobScheduler: Service {
         public var heartbeatTimeout: Duration
         /// Missed slots recorded as `skipped` after downtime, at most (the newest).
         public var maximumSkippedSlots: Int
+        /// A psql request (`INSERT INTO job_executions (job_name) …`) that no scheduler took
+        /// while this one was running for this long is marked failed: no running scheduler
+        /// knows its job. A scheduler that knows the job takes a request within a tick; the
+        /// wait covers one that is briefly away (restarting, deploying, cut off from the
+        /// database), for as long as the fleet takes to call a silent process dead: the
+        /// heartbeat timeout, 2 minutes by default.
+        public var requestTimeout: Duration
 
-        public init(tickInterval: Duration = .seconds(1), heartbeatTimeout: Duration = .seconds(120), maximumSkippedSlots: Int = 1000) {
+        public init(
+            tickInterval: Duration = .seconds(1),
+            heartbeatTimeout: Duration = .seconds(120),
+            maximumSkippedSlots: Int = 1000,
+            requestTimeout: Duration = .seconds(120)
+        ) {
             self.tickInterval = tickInterval
             self.heartbeatTimeout = heartbeatTimeout
             self.maximumSkippedSlots = maximumSkippedSlots
+            self.requestTimeout = requestTimeout
         }
     }
 
@@ -39,6 +57,8 @@ public struct JobScheduler: Service {
     public let runner: JobRunner
     public let configuration: Configuration
     let logger: Logger
+    /// The runs this scheduler claimed and has not finished with.
+    private let claims = ClaimedRuns()
 
     public init(catalog: JobCatalog, runner: JobRunner, configuration: Configuration = .init(), logger: Logger) {
         self.catalog = catalog
@@ -59,13 +79,7 @@ public struct JobScheduler: Service {
                         synced = true
                     }
                     try await tick { job, executionID in
-                        runs.addTask {
-                            do {
-                                _ = try await runner.run(job, executionID: executionID, logger: logger)
-                            } catch {
-                                logger.error("job run could not be recorded", metadata: ["job.name": .string(job.name), "error": .string(String(reflecting: error))])
-                            }
-                        }
+                        runs.addTask { _ = await execute(job, executionID: executionID) }
                     }
                     if failing {
                         logger.info("scheduler reaches the database again")
@@ -84,20 +98,28 @@ public struct JobScheduler: Service {
         logger.info("scheduler stopped")
     }
 
-    /// One pass: fail runs of dead processes, claim due slots and requested runs. Each claim
-    /// is handed to `onClaim` as soon as it is committed, and a failure with one job does
-    /// not hold up the others.
+    /// One pass: fail runs of dead processes and claimed runs of this one that never
+    /// started, claim due slots and requested runs. Each claim is handed to `onClaim` as soon
+    /// as it is committed, to be run with `execute(_:executionID:)`, and a failure with one
+    /// job does not hold up the others.
     public func tick(_ onClaim: (JobDefinition, UUID) -> Void) async throws {
         try await failRunsOfLostProcesses()
+        try await failClaimedRunsThatNeverStarted()
         for state in try await dueJobs() {
             guard let job = catalog[state.name] else { continue }
             do {
-                if let id = try await claimSlots(of: job, state: state) { onClaim(job, id) }
+                if let id = try await claimSlots(of: job, state: state) {
+                    claims.claimed(id)
+                    onClaim(job, id)
+                }
             } catch {
                 logger.error("claiming a job's slot failed", metadata: ["job.name": .string(job.name), "error": .string(String(reflecting: error))])
             }
         }
-        for (job, id) in try await claimRequestedRuns() { onClaim(job, id) }
+        for (job, id) in try await claimRequestedRuns() {
+            claims.claimed(id)
+            onClaim(job, id)
+        }
     }
 
     /// `tick(_:)`, returning the claims (for callers that run them themselves).
@@ -105,6 +127,22 @@ public struct JobScheduler: Service {
         var claimed: [(JobDefinition, UUID)] = []
         try await tick { claimed.append(($0, $1)) }
         return claimed
+    }
+
+    /// Runs an execution this scheduler claimed. A run that throws before it started leaves
+    /// its row `pending`; the next tick marks it failed with the reason (through the pool,
+    /// retried every tick until the database takes it), so the slot is recorded, not lost.
+    @discardableResult
+    public func execute(_ job: JobDefinition, executionID: UUID) async -> JobRunner.Outcome? {
+        do {
+            let outcome = try await runner.run(job, executionID: executionID, logger: logger)
+            claims.ended(executionID)
+            return outcome
+        } catch {
+            logger.error("job run failed before it could start or be recorded", metadata: ["job.name": .string(job.name), "error": .string(String(reflecting: error))])
+            claims.ended(executionID, failure: String(describing: error))
+            return nil
+        }
     }
 
     struct DueState {
@@ -207,18 +245,58 @@ public struct JobScheduler: Service {
         for try await (id, name) in rows.decode((UUID, String).self) {
             if let job = catalog[name] { claimed.append((job, id)) }
         }
-        // A request for a job no replica knows stays visible, then fails with a reason.
-        try await runner.client.query(
+        // A request that nobody takes stays visible for a while, then fails with a reason:
+        // while this scheduler is running (its own row beating, started before the wait
+        // began), any running scheduler that knows the job would have taken it within a
+        // tick. Requests for this catalog's jobs are never failed here: they are taken above.
+        let timeout = configuration.requestTimeout.seconds
+        let failed = try await runner.client.query(
             """
             UPDATE job_executions e
                SET status = 'failed', finished_at = now(),
-                   error = 'no job named ' || e.job_name || ' (see job_definitions)'
-             WHERE e.status = 'pending' AND e.worker_id IS NULL AND e.created_at < now() - interval '1 minute'
-               AND NOT EXISTS (SELECT 1 FROM job_definitions d WHERE d.name = e.job_name)
+                   error = CASE WHEN EXISTS (SELECT 1 FROM job_definitions d WHERE d.name = e.job_name)
+                                THEN 'no running scheduler knows job ' || e.job_name || ': nobody took the request in '
+                                     || \(Int64(timeout.rounded(.up))) || ' s (is a fila version that has it running?)'
+                                ELSE 'no job named ' || e.job_name || ' (see job_definitions)' END
+              FROM worker_heartbeats me
+             WHERE me.id = \(runner.workerID) AND me.status <> 'stopped'
+               AND me.last_seen_at > now() - make_interval(secs => \(configuration.heartbeatTimeout.seconds))
+               AND e.status = 'pending' AND e.worker_id IS NULL AND NOT (e.job_name = ANY(\(names)))
+               AND greatest(e.created_at, me.started_at) < now() - make_interval(secs => \(timeout))
+            RETURNING e.job_name
             """,
             logger: logger
-        )
+        ).collect()
+        for row in failed {
+            let name = try row.decode(String.self)
+            logger.warning("job request failed: no running scheduler took it", metadata: ["job.name": .string(name)])
+        }
         return claimed
+    }
+
+    /// Rows this process claimed (`pending`, `worker_id` = ours) that no run of this
+    /// scheduler holds any more: their run failed before it could start (the lock
+    /// connection would not open, the start could not be written, the database was
+    /// unreachable). Marked failed, with the run's reason when it is known.
+    private func failClaimedRunsThatNeverStarted() async throws {
+        let (inHand, failures) = claims.snapshot()
+        let failed = try await runner.client.query(
+            """
+            WITH reasons AS (SELECT * FROM unnest(\(failures.map(\.key))::uuid[], \(failures.map(\.value))::text[]) AS r(id, reason))
+            UPDATE job_executions e
+               SET status = 'failed', finished_at = now(),
+                   error = 'the run never started: '
+                           || coalesce((SELECT reason FROM reasons r WHERE r.id = e.id), 'it ended before its start was recorded')
+             WHERE e.status = 'pending' AND e.worker_id = \(runner.workerID) AND NOT (e.id = ANY(\(inHand)::uuid[]))
+            RETURNING e.job_name
+            """,
+            logger: logger
+        ).collect()
+        claims.forget(Array(failures.keys))
+        for row in failed {
+            let name = try row.decode(String.self)
+            logger.warning("job run marked failed: it never started", metadata: ["job.name": .string(name)])
+        }
     }
 
     /// Runs (and claimed, unstarted runs) of processes whose heartbeat went stale: their
@@ -249,6 +327,40 @@ public struct JobScheduler: Service {
         for row in failed {
             let name = try row.decode(String.self)
             logger.warning("job run marked failed: its process stopped heart-beating", metadata: ["job.name": .string(name)])
+        }
+    }
+}
+
+/// The executions a scheduler has claimed and not finished with, so that a tick tells its
+/// process's `pending` rows that are about to run from those whose run never started.
+/// Claims are recorded in the tick that commits them, before the next tick looks.
+final class ClaimedRuns: Sendable {
+    private struct State {
+        var inHand: Set<UUID> = []
+        /// Runs that ended by throwing, with the reason, until a tick has written it.
+        var failures: [UUID: String] = [:]
+    }
+
+    private let state = Mutex(State())
+
+    func claimed(_ id: UUID) {
+        state.withLock { _ = $0.inHand.insert(id) }
+    }
+
+    func ended(_ id: UUID, failure: String? = nil) {
+        state.withLock { state in
+            state.inHand.remove(id)
+            if let failure { state.failures[id] = failure }
+        }
+    }
+
+    func snapshot() -> (inHand: [UUID], failures: [UUID: String]) {
+        state.withLock { (Array($0.inHand), $0.failures) }
+    }
+
+    func forget(_ ids: [UUID]) {
+        state.withLock { state in
+            for id in ids { state.failures[id] = nil }
         }
     }
 }

@@ -12,9 +12,10 @@ struct MigrateCommand: AsyncParsableCommand {
         commandName: "migrate",
         abstract: "Apply pending database migrations, or show which are applied.",
         discussion: """
-            Migrations are embedded in this binary. Each applies in its own transaction; the
-            whole run holds an advisory lock, so several processes may run `fila migrate` at
-            once: one applies, the others wait and find nothing left to do. An applied
+            Migrations are embedded in this binary. Each applies in its own transaction,
+            which takes a transaction-scoped advisory lock first, so several processes may
+            run `fila migrate` at once (also through a transaction pooler): each migration is
+            applied once, in order, and the other runs wait and skip it. An applied
             migration whose text changed since is refused (exit 65).
             """
     )

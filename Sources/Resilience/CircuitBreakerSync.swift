@@ -8,9 +8,12 @@ import ServiceLifecycle
 ///
 /// - writes every transition to `circuit_transitions`, off the call path, in batches; a
 ///   failed write is logged once and retried, never thrown at a caller (seed T02.1);
-/// - broadcasts each OPEN this process decides with `NOTIFY fila_circuits`, and opens its
-///   own breaker when another process's broadcast arrives, so one replica's discovery
-///   spares the others five failed calls each;
+/// - broadcasts each OPEN this process decides with `NOTIFY fila_circuits`, and follows
+///   another process's opening when its broadcast arrives, so one replica's discovery
+///   spares the others five failed calls each. Anyone who can connect may NOTIFY, so a
+///   broadcast is only a wake-up: what is followed is read from `circuit_transitions`
+///   (writing there takes INSERT rights), openings of live processes only, and never for
+///   longer than this process's own policy would wait (`maximumResetWait`);
 /// - applies the manual overrides in `circuit_overrides` as soon as they change (the
 ///   table's trigger notifies) and every `overridePollInterval` in case a notification
 ///   was lost or an override expired.
@@ -25,6 +28,8 @@ public struct CircuitBreakerSync: Service {
     let processID: String
     let overridePollInterval: Duration
     let logger: Logger
+    /// Set by each broadcast of an opening; bursts collapse into one read of the table.
+    private let openings = WakeSignal()
 
     public init(
         registry: CircuitBreakerRegistry,
@@ -46,6 +51,7 @@ public struct CircuitBreakerSync: Service {
         await withDiscardingTaskGroup { group in
             group.addTask { await cancelWhenGracefulShutdown { await self.listen() } }
             group.addTask { await cancelWhenGracefulShutdown { await self.pollOverrides() } }
+            group.addTask { await cancelWhenGracefulShutdown { await self.followBroadcastOpenings() } }
             group.addTask { await self.writeTransitions() }
         }
     }
@@ -192,30 +198,31 @@ public struct CircuitBreakerSync: Service {
         }
     }
 
+    /// A broadcast says only that something changed: overrides are re-read, and an opening
+    /// wakes the reader of `circuit_transitions`. Nothing in the payload is believed (a
+    /// forged `open_seconds: 86400` would otherwise stop all sending for a day).
     func handle(_ payload: String) async {
         guard let message = JSONValue(parsing: payload), case .string(let kind)? = message["kind"] else {
-            logger.warning("ignoring a malformed circuit broadcast", metadata: ["payload": .string(String(payload.prefix(200)))])
+            logger.warning("ignoring a malformed circuit broadcast", metadata: ["payload": .string(CircuitBreaker.oneLine(payload, limit: 200))])
             return
         }
         switch kind {
         case "override":
             await reloadOverrides()
         case "open":
-            guard case .string(let circuit)? = message["circuit"], case .string(let origin)? = message["origin"] else { return }
-            guard origin != processID, let breaker = registry.existing(named: circuit) else { return }
-            // Anyone may NOTIFY: the payload is bounded before it is believed.
-            let seconds: Double
-            switch message["open_seconds"] {
-            case .integer(let value)?: seconds = Double(min(max(1, value), 86_400))
-            case .number(let value)? where value.isFinite: seconds = min(max(1, value), 86_400)
-            default: seconds = 60
-            }
-            var reason = "opened by \(CircuitBreaker.oneLine(origin, limit: 200))"
-            if case .string(let why)? = message["reason"] { reason += ": \(CircuitBreaker.oneLine(why, limit: 300))" }
-            // Jittered, so the replicas that follow one opening do not all probe at once.
-            breaker.followRemoteOpen(openFor: Jitter.proportional(0.2).apply(to: .seconds(seconds)), reason: reason)
+            openings.signal()
         default:
             break
+        }
+    }
+
+    /// Follows what the table says each time a broadcast of an opening arrives, at most ten
+    /// times a second however many arrive (a flood of NOTIFYs costs a few reads, no more).
+    private func followBroadcastOpenings() async {
+        var waiter = openings.makeWaiter()
+        while await waiter.next() != nil {
+            await followOpenCircuits()
+            try? await Task.sleep(for: .milliseconds(100))
         }
     }
 
@@ -229,9 +236,11 @@ public struct CircuitBreakerSync: Service {
             }
             for circuit in open {
                 guard let breaker = registry.existing(named: circuit.circuit) else { continue }
+                // A row may ask for any wait (a process configured otherwise, or a row written
+                // by hand): this process waits no longer than its own policy ever would.
                 breaker.followRemoteOpen(
-                    openFor: Jitter.proportional(0.2).apply(to: circuit.remaining),
-                    reason: "opened by \(circuit.workerID): \(circuit.reason)"
+                    openFor: Jitter.proportional(0.2).apply(to: min(circuit.remaining, breaker.policy.maximumResetWait)),
+                    reason: "opened by \(CircuitBreaker.oneLine(circuit.workerID, limit: 200)): \(CircuitBreaker.oneLine(circuit.reason, limit: 300))"
                 )
             }
         } catch {

@@ -133,7 +133,7 @@ struct PsqlMigrationPathTests {
                 .appendingPathComponent("ops/migrate-with-psql")
             let process = Process()
             process.executableURL = script
-            process.arguments = ["postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable"]
+            process.arguments = [url.connectionString]
             let output = Pipe()
             process.standardOutput = output
             process.standardError = output

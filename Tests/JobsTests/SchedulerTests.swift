@@ -15,15 +15,25 @@ private struct Harness: Sendable {
     let url: DatabaseURL
 
     /// A live process in worker_heartbeats (the scheduler fails runs of dead ones).
-    func process(_ id: String, lastSeen: String = "now()") async throws -> JobRunner {
+    func process(_ id: String, lastSeen: String = "now()", startedAt: String = "now()") async throws -> JobRunner {
         try await execute(
-            "INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at) VALUES ('\(id)', 'scheduler', 'test', 1, 'test', \(lastSeen))"
+            "INSERT INTO worker_heartbeats (id, kind, host, pid, version, started_at, last_seen_at) VALUES ('\(id)', 'scheduler', 'test', 1, 'test', \(startedAt), \(lastSeen))"
         )
         return JobRunner(client: client, lockURL: url, workerID: id)
     }
 
     func scheduler(_ catalog: JobCatalog, runner: JobRunner, tick: Duration = .milliseconds(50)) -> JobScheduler {
         JobScheduler(catalog: catalog, runner: runner, configuration: .init(tickInterval: tick), logger: logger)
+    }
+
+    /// Lets new connections into this database, or refuses them (open ones carry on), as
+    /// when a server is at its connection limit. Set from another database: a session
+    /// cannot do it to its own.
+    func allowConnections(_ allowed: Bool) async throws {
+        try await TestDatabase.serverURL().withConnection(logger: logger) { connection in
+            _ = try await connection.query(PostgresQuery(unsafeSQL: "ALTER DATABASE \(url.database) WITH ALLOW_CONNECTIONS \(allowed)"), logger: logger)
+                .collect()
+        }
     }
 
     func execute(_ sql: String) async throws {
@@ -257,13 +267,122 @@ struct SchedulerTests {
             try await catalog.sync(client: harness.client, logger: logger)
             try await harness.execute("UPDATE job_definitions SET next_run_at = now() + interval '1 hour'")
             try await harness.execute("INSERT INTO job_executions (job_name) VALUES ('manual')")
-            try await harness.execute("INSERT INTO job_executions (job_name, created_at) VALUES ('nao-existe', now() - interval '2 minutes')")
-            let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1"))
+            try await harness.execute("INSERT INTO job_executions (job_name, created_at) VALUES ('nao-existe', now() - interval '3 minutes')")
+            let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1", startedAt: "now() - interval '5 minutes'"))
             #expect(try await tickAndRun(scheduler).count == 1)
             #expect(try await harness.executions("manual").map { [$0.status, $0.trigger] } == [["success", "psql"]])
             let unknown = try await harness.executions("nao-existe")
             #expect(unknown.map(\.status) == ["failed"])
             #expect(unknown.first?.error == "no job named nao-existe (see job_definitions)")
+        }
+    }
+
+    /// A slot claimed while the database takes no new connections: the run's lock connection
+    /// cannot open, so it never starts. The next tick records the slot as failed with the
+    /// reason (through the pool's open connections), and once connections are allowed again
+    /// the next slot runs.
+    @Test(.timeLimit(.minutes(1))) func aClaimedRunWhoseLockConnectionCannotOpenIsFailed() async throws {
+        try await withHarness { harness throws in
+            let catalog = try JobCatalog([job("diario")])
+            try await catalog.sync(client: harness.client, logger: logger)
+            let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1"))
+            try await harness.execute("UPDATE job_definitions SET next_run_at = now() - interval '1 second'")
+            let claimed = try await scheduler.tick()
+            try #require(claimed.count == 1)
+            try await harness.allowConnections(false)
+            if let outcome = await scheduler.execute(claimed[0].0, executionID: claimed[0].1) {
+                Issue.record("the run should not have started: \(outcome)")
+            }
+            // (A minute boundary passing mid-test adds a recorded skip; nothing else.)
+            #expect(try await harness.executions("diario").map(\.status).filter { $0 != "skipped" } == ["pending"])
+
+            _ = try await scheduler.tick()
+            let lost = try await harness.executions("diario").filter { $0.status != "skipped" }
+            #expect(lost.map(\.status) == ["failed"])
+            #expect(lost.first?.error?.hasPrefix("the run never started: ") == true, "\(String(describing: lost.first?.error))")
+            #expect(lost.first?.error?.contains("not currently accepting connections") == true, "\(String(describing: lost.first?.error))")
+
+            try await harness.allowConnections(true)
+            try await harness.execute("UPDATE job_definitions SET next_run_at = now() - interval '1 second'")
+            for (job, id) in try await scheduler.tick() { await scheduler.execute(job, executionID: id) }
+            #expect(try await harness.executions("diario").map(\.status).filter { $0 != "skipped" } == ["failed", "success"])
+        }
+    }
+
+    /// A psql request claimed by a scheduler whose start UPDATE fails (an operator holds the
+    /// row in an open transaction, and the database has a lock_timeout): the row is failed
+    /// with the reason as soon as the database lets a tick write it, not left pending
+    /// under a live owner forever.
+    @Test(.timeLimit(.minutes(1))) func aClaimedRunWhoseStartCannotBeWrittenIsFailed() async throws {
+        try await withHarness { harness throws in
+            let ran = Mutex(false)
+            let catalog = try JobCatalog([job("manual") { _ in ran.withLock { $0 = true }; return [:] }])
+            try await catalog.sync(client: harness.client, logger: logger)
+            try await harness.execute("UPDATE job_definitions SET next_run_at = now() + interval '1 hour'")
+            try await harness.execute("ALTER DATABASE \(harness.url.database) SET lock_timeout = '200ms'")
+            _ = try await harness.process("s1")
+            // The scheduler's pool opens its sessions after the setting: they have it.
+            try await TestDatabase.withClient(harness.url) { client throws in
+                let scheduler = JobScheduler(
+                    catalog: catalog, runner: JobRunner(client: client, lockURL: harness.url, workerID: "s1"), logger: logger
+                )
+                let id = try await harness.rows("INSERT INTO job_executions (job_name) VALUES ('manual') RETURNING id").first!.decode(UUID.self)
+                let claimed = try await scheduler.tick()
+                try #require(claimed.map(\.1) == [id])
+                try await harness.url.withConnection(logger: logger) { (holder: PostgresConnection) async throws in
+                    try await holder.query("BEGIN", logger: logger)
+                    try await holder.query("SELECT 1 FROM job_executions WHERE id = \(id) FOR UPDATE", logger: logger)
+                    if let outcome = await scheduler.execute(claimed[0].0, executionID: id) {
+                        Issue.record("the run should not have started: \(outcome)")
+                    }
+                    // While the row is held, the tick cannot write it either.
+                    await #expect(throws: (any Error).self) { _ = try await scheduler.tick() }
+                    try await holder.query("ROLLBACK", logger: logger)
+                }
+                _ = try await scheduler.tick()
+            }
+            let rows = try await harness.executions("manual")
+            #expect(rows.map(\.status) == ["failed"])
+            #expect(rows.first?.error?.hasPrefix("the run never started: ") == true, "\(String(describing: rows.first?.error))")
+            #expect(rows.first?.error?.contains("lock timeout") == true, "\(String(describing: rows.first?.error))")
+            #expect(ran.withLock { $0 } == false)
+        }
+    }
+
+    /// A request for a job that job_definitions lists (an older or newer fila declared it)
+    /// but no running scheduler knows: failed with the reason once it waited
+    /// `requestTimeout` (2 minutes) while a scheduler was running, never sooner.
+    @Test func aRequestNoRunningSchedulerKnowsFailsAfterTheTimeout() async throws {
+        try await withHarness { harness throws in
+            // Another version declared "antigo" once; the schedulers running now know only "atual".
+            try await JobCatalog([job("antigo")]).sync(client: harness.client, logger: logger)
+            let catalog = try JobCatalog([job("atual")])
+            try await catalog.sync(client: harness.client, logger: logger)
+            try await harness.execute("UPDATE job_definitions SET next_run_at = now() + interval '1 hour'")
+            try await harness.execute(
+                """
+                INSERT INTO job_executions (job_name, created_at) VALUES
+                    ('antigo', now() - interval '3 minutes'), ('antigo', now() - interval '30 seconds'),
+                    ('nao-existe', now() - interval '3 minutes'), ('atual', now() - interval '3 minutes')
+                """
+            )
+            // A scheduler that came up 30 s ago has not watched the requests wait long enough.
+            let newcomer = harness.scheduler(catalog, runner: try await harness.process("novo", startedAt: "now() - interval '30 seconds'"))
+            let taken = try await newcomer.tick()
+            #expect(taken.map(\.0.name) == ["atual"])
+            #expect(try await harness.int("SELECT count(*) FROM job_executions WHERE status = 'pending' AND job_name <> 'atual'") == 3)
+            // One running for 5 minutes has: the requests it does not know, 3 minutes old, fail.
+            let veteran = harness.scheduler(catalog, runner: try await harness.process("veterano", startedAt: "now() - interval '5 minutes'"))
+            #expect(try await veteran.tick().isEmpty)
+            let antigo = try await harness.executions("antigo")
+            #expect(antigo.map(\.status) == ["failed", "pending"])
+            #expect(
+                antigo.first?.error == "no running scheduler knows job antigo: nobody took the request in 120 s (is a fila version that has it running?)",
+                "\(String(describing: antigo.first?.error))"
+            )
+            #expect(try await harness.executions("nao-existe").map { [$0.status, $0.error ?? ""] } == [["failed", "no job named nao-existe (see job_definitions)"]])
+            // A known job's request is the newcomer's to run, never failed for waiting.
+            #expect(try await harness.executions("atual").map(\.status) == ["pending"])
         }
     }
 

@@ -12,7 +12,7 @@ struct CommandLineTests {
     let logger = TestDatabase.logger
 
     private func environment(_ url: DatabaseURL) -> [String: String] {
-        ["DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable"]
+        ["DATABASE_URL": url.connectionString]
     }
 
     @Test func printsItsVersion() async throws {
@@ -41,6 +41,28 @@ struct CommandLineTests {
         #expect(output.errorLines.count == 1)
         #expect(output.standardError.hasPrefix("fila: cannot connect to postgres://fila:***@127.0.0.1:1/fila"))
         #expect(!output.standardError.contains(":pw@"))
+    }
+
+    /// `DATABASE_URL` through a transaction pooler (PgBouncer-like: each transaction on a
+    /// server connection of its own, those kept open): `fila migrate` leaves no lock on any
+    /// of them, so the next deploy's `fila migrate` does not wait for one.
+    @Test(.timeLimit(.minutes(1))) func migrateThroughATransactionPoolerLeavesNothingToWaitFor() async throws {
+        try await TestDatabase.withEmpty { url throws in
+            try await TransactionPooler.with(upstream: url) { pooler throws in
+                let first = try await FilaProcess.run(["migrate"], environment: environment(pooler.url))
+                #expect(first.status == 0, "\(first.standardError)")
+                let locks = try await url.withConnection(logger: logger) { connection in
+                    try await connection.query(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        logger: logger
+                    ).collect().first!.decode(Int.self)
+                }
+                try #require(locks == 0, "fila migrate left an advisory lock on one of the pooler's server connections")
+                let next = try await FilaProcess.run(["migrate"], environment: environment(pooler.url))
+                #expect(next.status == 0, "\(next.standardError)")
+                #expect(next.standardOutput == "database is up to date: 0 migrations applied now, \(Migration.bundled.count) already applied\n")
+            }
+        }
     }
 
     /// The words of each line of a table printed by `fila migrate --status`.

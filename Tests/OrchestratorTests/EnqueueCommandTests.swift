@@ -11,7 +11,7 @@ struct EnqueueCommandTests {
     let logger = TestDatabase.logger
 
     private func environment(_ url: DatabaseURL) -> [String: String] {
-        ["DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable"]
+        ["DATABASE_URL": url.connectionString]
     }
 
     private func write(_ text: String, suffix: String) throws -> String {

@@ -11,7 +11,7 @@ struct JobProcessTests {
     let logger = TestDatabase.logger
 
     private func environment(_ url: DatabaseURL) -> [String: String] {
-        ["DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable", "LOG_LEVEL": "warning"]
+        ["DATABASE_URL": url.connectionString, "LOG_LEVEL": "warning"]
     }
 
     private func int(_ url: DatabaseURL, _ sql: String) async throws -> Int {
@@ -111,6 +111,57 @@ struct JobProcessTests {
                 #expect(output.status == 0, "\(output.standardError)")
             }
             #expect(try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler' AND status = 'stopped'") == 2)
+        }
+    }
+
+    /// A run asked for with psql for a job that job_definitions lists (an older fila declared
+    /// it) but the running `fila scheduler` does not know: failed with the reason once it has
+    /// waited 2 minutes while the scheduler was up. (Time as a parameter: the request and the
+    /// scheduler's start are dated back, nobody sleeps for minutes.)
+    @Test(.timeLimit(.minutes(1))) func aRequestForAJobNoRunningSchedulerKnowsFails() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await url.withConnection(logger: logger) { connection in
+                _ = try await connection.query(
+                    """
+                    INSERT INTO job_definitions (name, schedule, time_zone, sla_seconds, late_after_seconds, timeout_seconds)
+                    VALUES ('relatorio-antigo', 'every 1d', 'UTC', 60, 172800, 60)
+                    """,
+                    logger: logger
+                ).collect()
+            }
+            let scheduler = try FilaProcess.start(["scheduler"], environment: environment(url))
+            var started = false
+            for _ in 0..<300 where !started {
+                started = try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler'") == 1
+                if !started { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(started)
+            try await url.withConnection(logger: logger) { connection in
+                _ = try await connection.query(
+                    """
+                    UPDATE worker_heartbeats SET started_at = now() - interval '5 minutes' WHERE kind = 'scheduler';
+                    """,
+                    logger: logger
+                ).collect()
+                _ = try await connection.query(
+                    "INSERT INTO job_executions (job_name, created_at) VALUES ('relatorio-antigo', now() - interval '3 minutes')",
+                    logger: logger
+                ).collect()
+            }
+            var failed = false
+            for _ in 0..<300 where !failed {
+                failed = try await int(url, "SELECT count(*) FROM job_executions WHERE job_name = 'relatorio-antigo' AND status = 'failed'") == 1
+                if !failed { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(failed, "\(scheduler.standardErrorSoFar)")
+            let error = try await url.withConnection(logger: logger) { connection in
+                try await connection.query("SELECT error FROM job_executions WHERE job_name = 'relatorio-antigo'", logger: logger)
+                    .collect().first?.decode(String?.self)
+            }
+            #expect(error == "no running scheduler knows job relatorio-antigo: nobody took the request in 120 s (is a fila version that has it running?)")
+            scheduler.signal(SIGTERM)
+            let output = await scheduler.waitForExit()
+            #expect(output.status == 0, "\(output.standardError)")
         }
     }
 }

@@ -47,7 +47,7 @@ struct WhatsAppWorkerProcessTests {
                 let evolution = try await FakeEvolution.start()
                 defer { Task { await evolution.shutdown() } }
                 let worker = try FilaProcess.start(["worker", "--poll-interval-ms", "100"], environment: [
-                    "DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable",
+                    "DATABASE_URL": url.connectionString,
                     "FILA_SENDER": "whatsapp",
                     "EVOLUTION_URL": evolution.baseURL,
                     "EVOLUTION_API_KEY": evolution.apiKey,

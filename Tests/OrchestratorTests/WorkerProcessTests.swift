@@ -14,7 +14,7 @@ struct WorkerProcessTests {
 
     private func environment(_ url: DatabaseURL, record: String, extra: [String: String] = [:]) -> [String: String] {
         var environment = [
-            "DATABASE_URL": "postgres://\(url.username)@\(url.host):\(url.port)/\(url.database)?sslmode=disable",
+            "DATABASE_URL": url.connectionString,
             "FILA_SENDER": "sandbox",
             "FILA_SANDBOX_RECORD": record,
             "LOG_LEVEL": "warning",

@@ -293,6 +293,25 @@ struct RedisConnectionTests {
         }
     }
 
+    /// The tests' redis-server is not open to other local accounts: without the password
+    /// in `TestRedis.url`, nothing is answered.
+    @Test func theTestServerRefusesAClientWithoutItsPassword() async throws {
+        try await TestRedis.with { redis throws in
+            #expect(redis.url.hasPrefix("redis://:\(redis.password)@127.0.0.1:"))
+            let stranger = try await RedisConnection.connect(to: RedisURL("redis://127.0.0.1:\(redis.port)"), connectTimeout: .seconds(2))
+            do {
+                let reply = try await stranger.send(["PING"])
+                Issue.record("a client without the password was answered \(reply)")
+            } catch let error as RedisError {
+                #expect(error.message.hasPrefix("NOAUTH"), "\(error.message)")
+            }
+            await stranger.close()
+            let connection = try await Self.connect(redis)
+            #expect(try await connection.send(["PING"]) == .simpleString("PONG"))
+            await connection.close()
+        }
+    }
+
     @Test func concurrentCallersEachGetTheirOwnReply() async throws {
         try await TestRedis.with { redis throws in
             let connection = try await Self.connect(redis)

@@ -1,11 +1,16 @@
 # shellcheck shell=bash
 # Throwaway Postgres clusters for ops/dev, ops/test and ops/bench. Source this file, then:
 #
-#   pg_start NAME [fast|durable]   initdb + start on a free loopback port; sets PG_URL, PG_DIR
+#   pg_start NAME [fast|durable]   initdb + start on a Unix socket; sets PG_URL, PG_DIR
 #   pg_stop                        stop the cluster and delete its folder (safe to call twice)
 #
-# The cluster lives in .run/pg-NAME (ignored by git), listens on 127.0.0.1 only, trusts local
-# connections (it never leaves the machine) and runs as a non-root user, as Postgres requires.
+# The cluster lives in .run/pg-NAME (ignored by git) and runs as a non-root user, as Postgres
+# requires. It listens on no TCP port at all, only on a Unix socket inside that folder, which
+# is mode 0700: only the cluster's owner (and root) can connect, and they are trusted. (A
+# cluster trusting every local user on 127.0.0.1 would let any account on the machine
+# connect as superuser and run programs with COPY ... TO PROGRAM.) PG_URL names the socket
+# folder with libpq's host= parameter, which psql and fila both read:
+#   postgres://postgres@:5432/postgres?host=/path/.run/pg-NAME&sslmode=disable
 # "fast" turns off fsync and synchronous commit: fine for tests, never for benchmarks.
 # The caller owns the cluster: call pg_stop from an EXIT trap.
 
@@ -14,6 +19,10 @@ PG_DIR=""
 PG_URL=""
 PG_PORT=""
 PG_OWNER=""
+# No TCP: the port only names the socket file (.s.PGSQL.5432), and every cluster has a
+# folder of its own, so they can all use the default.
+PG_PORT_DEFAULT=5432
+PG_SOCKET_NAME=".s.PGSQL.$PG_PORT_DEFAULT"
 
 pg_log() { printf '%s\n' "$*" >&2; }
 
@@ -77,30 +86,19 @@ pg_without_inherited_fds() {
     )
 }
 
-# A port nobody listens on, from a range clear of the usual services.
-pg_free_port() {
-    local port attempt
-    for attempt in $(seq 1 50); do
-        port=$((20000 + (RANDOM % 20000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-        : "$attempt"
-    done
-    return 1
-}
-
 pg_start() {
-    local name=$1 durability=${2:-fast} root attempt
+    local name=$1 durability=${2:-fast} root
     pg_find_bin
     pg_choose_owner
 
     root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.run"
     mkdir -p "$root"
     PG_DIR="$root/pg-$name"
-    # The owner must be able to reach the folder; fall back to /tmp when the project is private.
-    if [ "$(id -u)" -eq 0 ] && ! runuser -u "$PG_OWNER" -- test -x "$root" 2>/dev/null; then
+    # The owner must be able to reach the folder; fall back to /tmp when the project is
+    # private, when the socket's path would be too long for the kernel (about 107 bytes), or
+    # when it holds characters that would need escaping in PG_URL.
+    if { [ "$(id -u)" -eq 0 ] && ! runuser -u "$PG_OWNER" -- test -x "$root" 2>/dev/null; } ||
+        [ $((${#PG_DIR} + ${#PG_SOCKET_NAME} + 1)) -gt 100 ] || [[ ! "$PG_DIR" =~ ^[A-Za-z0-9/._-]+$ ]]; then
         PG_DIR=$(mktemp -d "/tmp/fila-pg-$name.XXXXXX")
     fi
     pg_discard_stale "$PG_DIR"
@@ -108,13 +106,14 @@ pg_start() {
     [ "$(id -u)" -eq 0 ] && chown "$PG_OWNER" "$PG_DIR"
     chmod 700 "$PG_DIR"
 
-    pg_as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --encoding=UTF8 --no-locale >"$PG_DIR/initdb.log" 2>&1 || {
+    pg_as_owner "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth-local=trust --auth-host=reject --encoding=UTF8 --no-locale >"$PG_DIR/initdb.log" 2>&1 || {
         cat "$PG_DIR/initdb.log" >&2
         return 1
     }
     {
-        echo "listen_addresses = '127.0.0.1'"
+        echo "listen_addresses = ''"
         echo "unix_socket_directories = '$PG_DIR'"
+        echo "unix_socket_permissions = 0700"
         echo "max_connections = 300"
         echo "shared_buffers = 256MB"
         echo "log_min_messages = warning"
@@ -126,16 +125,13 @@ pg_start() {
         fi
     } >>"$PG_DIR/data/postgresql.conf"
 
-    for attempt in 1 2 3 4 5; do
-        PG_PORT=$(pg_free_port)
-        if pg_without_inherited_fds pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null; then
-            PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
-            export PG_URL PG_DIR PG_PORT PG_BIN
-            pg_log "Postgres ($("$PG_BIN/postgres" --version | awk '{print $3}')) is up at $PG_URL"
-            return 0
-        fi
-        pg_log "Postgres did not start on port $PG_PORT (attempt $attempt); retrying on another port"
-    done
+    PG_PORT=$PG_PORT_DEFAULT
+    if pg_without_inherited_fds pg_as_owner "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -o "-p $PG_PORT" -w -t 60 start >/dev/null; then
+        PG_URL="postgres://postgres@:$PG_PORT/postgres?host=$PG_DIR&sslmode=disable"
+        export PG_URL PG_DIR PG_PORT PG_BIN
+        pg_log "Postgres ($("$PG_BIN/postgres" --version | awk '{print $3}')) is up at $PG_URL"
+        return 0
+    fi
     tail -n 20 "$PG_DIR/server.log" >&2 || true
     return 1
 }
