@@ -58,6 +58,10 @@ public struct NewMessage: Sendable, Hashable {
         public static let metadataBytes = 16 * 1024
         public static let prioridade = -100...100
         public static let maxTentativas = 1...100
+        @available(*, deprecated, renamed: "conteudoCodePoints", message: "the limit counts Unicode code points")
+        public static let conteudoCharacters = conteudoCodePoints
+        @available(*, deprecated, renamed: "identifierCodePoints", message: "the limit counts Unicode code points")
+        public static let identifierCharacters = identifierCodePoints
         /// `timestamptz`'s range, in microseconds from 2000-01-01 (4714-11-24 BC up to,
         /// not including, 294277-01-01).
         static let timestampMicroseconds: Range<Double> = -211_813_488_000_000_000..<9_223_371_331_200_000_000

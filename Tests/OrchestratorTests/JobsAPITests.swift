@@ -214,8 +214,10 @@ struct JobsAPITests {
     /// nothing, or only part of a request head, is closed after the idle timeout.
     @Test(.timeLimit(.minutes(2)))
     func theListenerBoundsBodiesAndIdleConnections() async throws {
-        let configuration = FilaConfiguration(httpIdleTimeout: .seconds(1), httpMaxRequestBodyBytes: 64 * 1024)
-        try await withAPI(adminToken: token, live: configuration) { http, client in
+        // A generous idle timeout while bodies are tested (a slow machine must not close a
+        // connection before its answer), a short one for the idle connections.
+        let bodies = FilaConfiguration(httpIdleTimeout: .seconds(120), httpMaxRequestBodyBytes: 64 * 1024)
+        try await withAPI(adminToken: token, live: bodies) { http, client in
             let port = try #require(http.port)
             let head = "POST /jobs/resetar-fila-travada HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(token)\r\n"
 
@@ -234,8 +236,12 @@ struct JobsAPITests {
             )
             #expect(chunked.hasPrefix("HTTP/1.1 413"), "\(chunked.prefix(200))")
             #expect(try await executions(client) == 0)
+        }
 
-            // Idle: nothing at all, then half a request head. The server closes both.
+        let idle = FilaConfiguration(httpIdleTimeout: .seconds(1))
+        try await withAPI(adminToken: token, live: idle) { http, client in
+            let port = try #require(http.port)
+            // Nothing at all, then half a request head: the server closes both.
             #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [], within: .seconds(30)))
             #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [Array("POST /jobs/resetar-fila-travada HTTP/1.1\r\nHost:".utf8)], within: .seconds(30)))
             #expect(try await executions(client) == 0)
