@@ -54,8 +54,19 @@ public struct DatabaseError: Error, Sendable, CustomStringConvertible, CustomDeb
 }
 
 extension DatabaseError {
-    /// Wraps a driver error, keeping the server's own message (which names the object at
-    /// fault, never a bound value) and classifying connection failures as `unreachable`.
+    /// Whether the server refused a value (SQLSTATE class 22, data exception, or 23,
+    /// integrity constraint violation): the statement wrote nothing, and the same statement
+    /// without the offending row may succeed.
+    public var refusesData: Bool {
+        guard let sqlState else { return false }
+        return sqlState.hasPrefix("22") || sqlState.hasPrefix("23")
+    }
+
+    /// Wraps a driver error, keeping the server's own message and classifying connection
+    /// failures as `unreachable`. What can quote a row's values stays out of `description`
+    /// (it is in `debugDescription`): the server's detail ("Failing row contains (…)",
+    /// "Key (…)=(…) already exists") for refused data, and a data exception's message when
+    /// it quotes the value (`invalid input syntax for type integer: "…"`).
     public init(wrapping error: any Error, context: String) {
         if let error = error as? DatabaseError {
             self = error
@@ -67,9 +78,16 @@ extension DatabaseError {
             return
         }
         if let serverMessage = psql.serverInfo?[.message] {
-            var message = "\(context): \(serverMessage)"
-            if let detail = psql.serverInfo?[.detail] { message += " (\(detail))" }
             let sqlState = psql.serverInfo?[.sqlState]
+            let quotesData = sqlState.map { $0.hasPrefix("22") || $0.hasPrefix("23") } ?? false
+            var message: String
+            if let sqlState, sqlState.hasPrefix("22"), serverMessage.contains(where: { $0 == "\"" || $0 == ":" }) {
+                // Such messages quote the value: `value "…" is out of range for type integer`.
+                message = "\(context): a value was refused (SQLSTATE \(sqlState))"
+            } else {
+                message = "\(context): \(serverMessage)"
+            }
+            if !quotesData, let detail = psql.serverInfo?[.detail] { message += " (\(detail))" }
             let isConnectionRefusal = sqlState.map { $0.hasPrefix("08") || $0.hasPrefix("28") || $0 == "3D000" } ?? false
             self.init(isConnectionRefusal ? .unreachable : .queryFailed, message, sqlState: sqlState, underlying: error)
         } else {

@@ -3,6 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import NIOCore
 import NIOSSL
 import PostgresNIO
 
@@ -11,7 +12,8 @@ import PostgresNIO
 ///
 /// Supported query parameters: `sslmode` (disable, prefer, require, verify-ca,
 /// verify-full; default prefer), `sslrootcert` (a PEM file), `host` (a Unix socket
-/// directory, as libpq takes it), `application_name` and `connect_timeout` (seconds).
+/// directory, as libpq takes it), `application_name` and `connect_timeout` (seconds,
+/// 1-3600).
 /// Anything else is refused rather than silently ignored.
 ///
 /// `description` never shows the password.
@@ -35,6 +37,9 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
     public var sslRootCertificate: String?
     public var applicationName: String
     public var connectTimeoutSeconds: Int
+
+    /// The `connect_timeout` values accepted, in seconds.
+    public static let connectTimeoutRange = 1...3600
 
     public init(_ text: String) throws(DatabaseURLError) {
         guard !text.isEmpty else { throw DatabaseURLError("is empty") }
@@ -69,8 +74,12 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
             case "application_name":
                 applicationName = value
             case "connect_timeout":
-                guard let seconds = Int(value), seconds > 0 else {
-                    throw DatabaseURLError("has connect_timeout '\(value)'; expected a positive number of seconds")
+                // Bounded: the driver counts it in nanoseconds in an Int64, which a value of
+                // about 300 years overflows.
+                guard let seconds = Int(value), Self.connectTimeoutRange.contains(seconds) else {
+                    throw DatabaseURLError(
+                        "has connect_timeout '\(String(value.prefix(40)))'; expected \(Self.connectTimeoutRange.lowerBound)-\(Self.connectTimeoutRange.upperBound) seconds"
+                    )
                 }
                 connectTimeout = seconds
             default:
@@ -118,6 +127,12 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
         return parameters.isEmpty ? text : text + "?" + parameters.joined(separator: "&")
     }
 
+    /// `connectTimeoutSeconds` within `connectTimeoutRange` (the property can be set
+    /// directly), so the driver's nanosecond count cannot overflow.
+    private var connectTimeout: Duration {
+        .seconds(min(max(connectTimeoutSeconds, Self.connectTimeoutRange.lowerBound), Self.connectTimeoutRange.upperBound))
+    }
+
     private var socketPath: String? {
         socketDirectory.map { "\($0)/.s.PGSQL.\(port)" }
     }
@@ -153,7 +168,7 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
             }
             configuration = .init(host: host, port: port, username: username, password: password, database: database, tls: tls)
         }
-        configuration.options.connectTimeout = .seconds(Int64(connectTimeoutSeconds))
+        configuration.options.connectTimeout = connectTimeout
         configuration.options.maximumConnections = maximumConnections
         configuration.options.additionalStartupParameters = [("application_name", applicationName)]
         return configuration
@@ -173,7 +188,7 @@ public struct DatabaseURL: Sendable, Hashable, CustomStringConvertible {
             }
             configuration = .init(host: host, port: port, username: username, password: password, database: database, tls: tls)
         }
-        configuration.options.connectTimeout = .seconds(Int64(connectTimeoutSeconds))
+        configuration.options.connectTimeout = TimeAmount(connectTimeout)
         configuration.options.additionalStartupParameters = [("application_name", applicationName)]
         return configuration
     }

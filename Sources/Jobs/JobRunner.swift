@@ -60,7 +60,10 @@ public struct JobRunner: Sendable {
                 """,
                 logger: logger
             ).collect()
-            guard let row = rows.first else { throw DatabaseError(.queryFailed, "recording a run of job \(job.name) returned no row") }
+            // No row comes back when a trigger added with psql skips the insert.
+            guard let row = rows.first else {
+                throw DatabaseError(.queryFailed, "job \(job.name) was not run: the database did not record its job_executions row")
+            }
             return try await perform(job, executionID: try row.decode(UUID.self), alreadyStarted: true, lockConnection: connection, logger: logger)
         }
     }
@@ -93,10 +96,14 @@ public struct JobRunner: Sendable {
         do {
             return try await lockURL.withConnection(logger: logger) { connection in
                 try await connection.query("BEGIN", logger: logger)
-                let locked = try await connection.query(
-                    "SELECT pg_try_advisory_xact_lock(\(Self.lockClass), hashtext(\(name)))",
-                    logger: logger
-                ).collect().first!.decode(Bool.self)
+                guard
+                    let locked = try await connection.query(
+                        "SELECT pg_try_advisory_xact_lock(\(Self.lockClass), hashtext(\(name)))",
+                        logger: logger
+                    ).collect().first?.decode(Bool.self)
+                else {
+                    throw DatabaseError(.queryFailed, "job \(name): taking its lock returned no answer")
+                }
                 let outcome: Outcome
                 do {
                     outcome = try await body(locked ? connection : nil, locked)
@@ -209,7 +216,11 @@ public struct JobRunner: Sendable {
                         logger: logger
                     ).collect()
                     guard !rows.isEmpty else { throw DatabaseError(.queryFailed, "job execution \(executionID) disappeared while running") }
-                    let row = try await client.query("\(unescaped: JobExecution.select) WHERE e.id = \(executionID)", logger: logger).collect().first!
+                    // Read back through the pool: the row may be gone by now (deleted by hand, or by
+                    // a trigger), which is an error to report, not a reason to crash.
+                    guard let row = try await client.query("\(unescaped: JobExecution.select) WHERE e.id = \(executionID)", logger: logger).collect().first else {
+                        throw DatabaseError(.queryFailed, "job execution \(executionID) disappeared as it finished")
+                    }
                     return try JobExecution(row: row)
                 } catch let error as PSQLError where error.serverInfo?[.sqlState]?.hasPrefix("22") == true && result != nil {
                     // Data the database refuses (say, a NUL in the result): keep the reason.

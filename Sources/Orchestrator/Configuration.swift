@@ -28,6 +28,13 @@ struct FilaConfiguration: Sendable {
     /// `PORT`: the HTTP server's port (Railway injects it); 0 picks any free port, which the
     /// "listening on" log line reports.
     var port: Int
+    /// How long an HTTP connection may sit without sending a complete request head (or
+    /// between requests) before the server closes it, so slow or silent clients cannot hold
+    /// descriptors. A request being answered is never cut: a job may run longer.
+    var httpIdleTimeout: Duration
+    /// The largest HTTP request body accepted, in bytes; a larger one is answered 413
+    /// before any handler runs.
+    var httpMaxRequestBodyBytes: Int
     /// `ADMIN_TOKEN`: the bearer token admin and enqueue endpoints require (16+ characters).
     var adminToken: String?
     /// `LOG_LEVEL`.
@@ -77,6 +84,8 @@ struct FilaConfiguration: Sendable {
         redisURL: RedisURL? = nil,
         host: String = "0.0.0.0",
         port: Int = 8080,
+        httpIdleTimeout: Duration = .seconds(30),
+        httpMaxRequestBodyBytes: Int = 1 << 20,
         adminToken: String? = nil,
         logLevel: Logger.Level = .info,
         logFormat: LogFormat = .text,
@@ -97,6 +106,8 @@ struct FilaConfiguration: Sendable {
         self.redisURL = redisURL
         self.host = host
         self.port = port
+        self.httpIdleTimeout = httpIdleTimeout
+        self.httpMaxRequestBodyBytes = httpMaxRequestBodyBytes
         self.adminToken = adminToken
         self.logLevel = logLevel
         self.logFormat = logFormat

@@ -16,10 +16,13 @@ struct EnqueueCommand: AsyncParsableCommand {
             campanha, followup or sistema, which decides the rate-limit weight), prioridade, \
             max_tentativas, agendar_para (ISO 8601), idempotency_key, correlation_id, metadata.
 
-            Valid lines are inserted in batches; a line with an idempotency_key already queued \
-            counts as a duplicate and writes nothing. Invalid lines are listed on standard error \
-            with their numbers and reasons, and the exit status is then 65. The summary goes to \
-            standard output.
+            Every line is checked against the rules of the fila_mensagens table (lengths in \
+            Unicode code points, as Postgres counts them; no NUL characters; metadata a JSON \
+            object Postgres can store) before anything is written. Valid lines are inserted in \
+            batches; a line with an idempotency_key already queued counts as a duplicate and \
+            writes nothing. Invalid lines are listed on standard error with their numbers and \
+            reasons (never their content), the valid ones are inserted all the same, and the \
+            exit status is then 65. The summary goes to standard output.
 
             Example: fila enqueue campanha.jsonl
             """
@@ -46,7 +49,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             let context = try CommandContext(options: global)
             let databaseURL = try context.configuration.requireDatabaseURL()
             let data = try readInput()
-            let format = MessageFileFormat(rawValue: format)!
+            guard let format = MessageFileFormat(rawValue: format) else { throw ValidationError("--format must be jsonl or csv") }
 
             // Chunks of at most batchSize lines. JSON lines are parsed one chunk ahead of the
             // insert, so parsing overlaps the database's work; CSV records can span lines and
@@ -98,19 +101,19 @@ struct EnqueueCommand: AsyncParsableCommand {
                     var pending = [parseAhead(0), parseAhead(1)]
                     var index = 0
                     while index < chunks.count {
-                        var pair: [[NewMessage]] = []
+                        var pair: [[LineMessage]] = []
                         for slot in 0..<2 {
                             guard let task = pending[slot] else { continue }
                             let parsed = await task.value
-                            var valid: [NewMessage] = []
+                            var valid: [LineMessage] = []
                             valid.reserveCapacity(parsed.count)
                             for entry in parsed {
                                 switch entry.result {
-                                case .success(let message): valid.append(message)
+                                case .success(let message): valid.append(LineMessage(line: entry.line, message: message))
                                 case .failure(let rejection): rejected.append(rejection)
                                 }
                             }
-                            valid.sort { ($0.idempotencyKey ?? "") < ($1.idempotencyKey ?? "") }
+                            valid.sort { ($0.message.idempotencyKey ?? "") < ($1.message.idempotencyKey ?? "") }
                             pair.append(valid)
                             done += parsed.count
                         }
@@ -122,6 +125,7 @@ struct EnqueueCommand: AsyncParsableCommand {
                         let (a, b) = try await (one, two)
                         inserted += a.inserted + b.inserted
                         duplicates += a.duplicates + b.duplicates
+                        rejected += a.rejected + b.rejected
                         progress.update(done: done)
                         index += 2
                     }
@@ -129,6 +133,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             }
             progress.finish()
 
+            rejected.sort { $0.line < $1.line }
             for rejection in rejected { printError(rejection.description) }
             print("inserted \(inserted), duplicates \(duplicates), rejected \(rejected.count)")
             if !rejected.isEmpty { throw ExitCode(FilaExitCode.dataError) }
@@ -138,17 +143,38 @@ struct EnqueueCommand: AsyncParsableCommand {
     /// Inserts one chunk; a deadlock (possible only when the file repeats keys across
     /// chunks in crossing order) is retried, which is safe: the failed statement wrote
     /// nothing, and keys make the retry idempotent.
-    private static func insert(_ messages: [NewMessage], on connection: PostgresConnection, logger: Logger) async throws -> (inserted: Int, duplicates: Int) {
-        guard !messages.isEmpty else { return (0, 0) }
+    ///
+    /// Every line was validated as the schema checks, so the database refusing a row should
+    /// not happen; if it does (a constraint added by hand, a rule this build does not know),
+    /// the chunk is split in halves until each refused line stands alone and is rejected
+    /// with the database's reason, never its content, while the others are inserted.
+    private static func insert(_ entries: [LineMessage], on connection: PostgresConnection, logger: Logger) async throws -> ChunkResult {
+        guard !entries.isEmpty else { return ChunkResult() }
         var attempt = 0
         while true {
             attempt += 1
             do {
-                let results = try await MessageQueue.enqueue(messages, on: connection, logger: logger)
+                let results = try await MessageQueue.enqueue(entries.map(\.message), on: connection, logger: logger)
                 let new = results.filter(\.inserted).count
-                return (new, results.count - new)
+                return ChunkResult(inserted: new, duplicates: results.count - new)
             } catch let error as DatabaseError where error.sqlState == "40P01" && attempt < 5 {
                 logger.debug("enqueue chunk deadlocked; retrying", metadata: ["error": .string(String(describing: error))])
+            } catch let error as DatabaseError where error.refusesData {
+                guard entries.count > 1 else {
+                    // The message names the constraint; the server's detail, which quotes the
+                    // row, is not in it. MessageQueue words it "enqueue failed: …".
+                    let context = "enqueue failed: "
+                    let reason = error.message.hasPrefix(context) ? String(error.message.dropFirst(context.count)) : error.message
+                    return ChunkResult(rejected: [RejectedLine(line: entries[0].line, reason: "refused by the database: \(reason)")])
+                }
+                let middle = entries.count / 2
+                let first = try await insert(Array(entries[..<middle]), on: connection, logger: logger)
+                let second = try await insert(Array(entries[middle...]), on: connection, logger: logger)
+                return ChunkResult(
+                    inserted: first.inserted + second.inserted,
+                    duplicates: first.duplicates + second.duplicates,
+                    rejected: first.rejected + second.rejected
+                )
             }
         }
     }
@@ -171,6 +197,19 @@ struct EnqueueCommand: AsyncParsableCommand {
 }
 
 typealias ParsedLine = (line: Int, result: Result<NewMessage, RejectedLine>)
+
+/// A valid message and the line it came from.
+struct LineMessage: Sendable {
+    let line: Int
+    let message: NewMessage
+}
+
+/// What inserting one chunk did.
+struct ChunkResult: Sendable {
+    var inserted = 0
+    var duplicates = 0
+    var rejected: [RejectedLine] = []
+}
 
 /// A problem with the input file as a whole (unreadable, not UTF-8, a broken CSV header).
 struct InputError: Error, CustomStringConvertible {

@@ -65,7 +65,7 @@ struct JobsAPI: Sendable {
                         message: "no job named '\(name)'; jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))"
                     )
                 }
-                let correlationID = request.headers[.correlationID]
+                let correlationID = try CorrelationID.from(request)
                 return try await databaseCall {
                     switch try await runner.runNow(job, trigger: .http, correlationID: correlationID, logger: logger) {
                     case .alreadyRunning:
@@ -127,6 +127,30 @@ struct AdminAuthorization: Sendable {
 extension HTTPField.Name {
     /// Carried into `job_executions.correlation_id` and the logs.
     static let correlationID = Self("X-Correlation-ID")!
+}
+
+/// The `X-Correlation-ID` a request carries: at most 200 printable ASCII characters, so
+/// what is stored with a run and written to logs is bounded and safe to show. A request with
+/// an empty, longer, repeated or non-printable one is refused with 400 rather than run
+/// with the value dropped or cut, which would break the caller's tracing silently.
+enum CorrelationID {
+    static let maximumLength = 200
+
+    static func from(_ request: Request) throws(APIError) -> String? {
+        let values = request.headers[values: .correlationID]
+        guard let value = values.first else { return nil }
+        guard values.count == 1 else {
+            throw invalid("send one X-Correlation-ID header, not \(values.count)")
+        }
+        guard (1...maximumLength).contains(value.utf8.count), value.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else {
+            throw invalid("X-Correlation-ID must be 1-\(maximumLength) printable ASCII characters")
+        }
+        return value
+    }
+
+    private static func invalid(_ message: String) -> APIError {
+        APIError(status: .badRequest, code: "invalid_correlation_id", message: message)
+    }
 }
 
 private final class SyncedFlag: Sendable {

@@ -3,21 +3,26 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import HTTPTypes
 import Hummingbird
 import Logging
+import NIOCore
 
 /// The HTTP API of a `fila serve` process.
 enum HTTPServer {
     static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
         Application(
-            router: makeRouter(jobs: jobs),
+            router: makeRouter(jobs: jobs, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
+            server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpIdleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "fila"),
             logger: logger
         )
     }
 
-    static func makeRouter(jobs: JobsAPI? = nil) -> Router<BasicRequestContext> {
+    static func makeRouter(jobs: JobsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<BasicRequestContext> {
         let router = Router()
+        // Before the routes: a router wraps each route in the middleware added so far.
+        router.add(middleware: RequestBodyLimitMiddleware(maximumBytes: maxRequestBodyBytes))
         router.get("/health") { _, _ in
             try jsonResponse(HealthLiveness(status: "pass", version: FilaVersion.current), contentType: "application/health+json")
         }
@@ -40,6 +45,48 @@ enum HTTPServer {
             headers: [.contentType: contentType],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: data))
         )
+    }
+}
+
+/// An API error, rendered as the project's error body with its status.
+struct APIError: HTTPResponseError, CustomStringConvertible {
+    let status: HTTPResponse.Status
+    /// The machine-readable `error.code`.
+    let code: String
+    let message: String
+    var headers: HTTPFields = [:]
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try HTTPServer.errorResponse(status, code: code, message: message)
+        response.headers.append(contentsOf: headers)
+        return response
+    }
+
+    var description: String { "\(status.code) \(code): \(message)" }
+}
+
+/// Refuses a request body over `maximumBytes` with 413 before any handler runs: at once
+/// when `Content-Length` declares it (the body is not read), otherwise as soon as the
+/// streamed body passes the limit. Handlers get the body already read. The answer asks the
+/// client to close the connection, so it stops sending the rest.
+struct RequestBodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
+    let maximumBytes: Int
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let tooLarge = APIError(
+            status: .contentTooLarge, code: "body_too_large",
+            message: "the request body is larger than \(maximumBytes) bytes", headers: [.connection: "close"]
+        )
+        if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > maximumBytes {
+            throw tooLarge
+        }
+        var request = request
+        do {
+            _ = try await request.collectBody(upTo: maximumBytes)
+        } catch is NIOTooManyBytesError {
+            throw tooLarge
+        }
+        return try await next(request, context)
     }
 }
 

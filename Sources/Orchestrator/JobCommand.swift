@@ -63,7 +63,7 @@ struct JobCommand: AsyncParsableCommand {
                 let context = try CommandContext(options: global)
                 let catalog = JobsAssembly.catalog(configuration: context.configuration)
                 guard let job = catalog[name] else {
-                    printError("fila: no job named '\(name)'; jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))")
+                    printError("fila: no job named \(TerminalText.quoted(name)); jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))")
                     throw ExitCode(FilaExitCode.usage)
                 }
                 try await withDatabase(context) { client, url in
@@ -97,8 +97,10 @@ struct JobCommand: AsyncParsableCommand {
                     case .finished(let execution):
                         let duration = execution.durationMs.map { "\($0) ms" } ?? "-"
                         print("\(name): \(execution.status.rawValue) in \(duration)")
-                        if let result = execution.result { print(result.text) }
-                        if let error = execution.error { printError("fila: \(name) \(execution.status.rawValue): \(error)") }
+                        if let result = execution.result { print(TerminalText.escaped(result.text, limit: TerminalText.longValue)) }
+                        if let error = execution.error {
+                            printError("fila: \(name) \(execution.status.rawValue): \(TerminalText.escaped(error, limit: TerminalText.longValue))")
+                        }
                         if execution.status != .success { throw ExitCode(FilaExitCode.failure) }
                     }
                 }
@@ -126,7 +128,7 @@ struct JobCommand: AsyncParsableCommand {
                 let context = try CommandContext(options: global)
                 try await withDatabase(context) { client, _ in
                     guard try await !JobReport.list(client: client, name: name, logger: context.logger).isEmpty else {
-                        printError("fila: no job named '\(name)' in job_definitions")
+                        printError("fila: no job named \(TerminalText.quoted(name)) in job_definitions")
                         throw ExitCode(FilaExitCode.usage)
                     }
                     var rows = [["SCHEDULED FOR", "STATUS", "BY", "DURATION", "RESULT"]]
@@ -163,8 +165,11 @@ private func timestamp(_ date: Date) -> String {
     date.formatted(.iso8601)
 }
 
-/// Left-aligned columns separated by two spaces, one line per row.
-func table(_ rows: [[String]]) -> String {
+/// Left-aligned columns separated by two spaces, one line per row. Cells come from the
+/// database, where anyone with psql may have written them: each is escaped for the
+/// terminal and cut to `cellLimit` characters.
+func table(_ rows: [[String]], cellLimit: Int = 200) -> String {
+    let rows = rows.map { row in row.map { TerminalText.escaped($0, limit: cellLimit) } }
     guard let first = rows.first else { return "" }
     let widths = (0..<first.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
     return rows.map { row in

@@ -186,7 +186,7 @@ enum MessageFileReader {
         guard let header = records.first else { return [] }
         let names = header.fields.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
         for name in names where !columns.contains(name) {
-            throw RejectedLine(line: header.line, reason: "unknown column '\(name)' in the header")
+            throw RejectedLine(line: header.line, reason: "unknown column \(TerminalText.quoted(name)) in the header")
         }
         for required in ["cliente_id", "telefone", "conteudo", "tipo"] where !names.contains(required) {
             throw RejectedLine(line: header.line, reason: "the header has no '\(required)' column")
@@ -217,19 +217,19 @@ enum MessageFileReader {
         // costs, and a campaign file must not slip through as replies by default.
         let kinds = MessageKind.allCases.map(\.rawValue).joined(separator: ", ")
         guard let text = fields["tipo"] else { return reject("tipo is missing (one of \(kinds))") }
-        guard let tipo = MessageKind(rawValue: text) else { return reject("tipo '\(text)' is not one of \(kinds)") }
+        guard let tipo = MessageKind(rawValue: text) else { return reject("tipo \(TerminalText.quoted(text)) is not one of \(kinds)") }
         var message = NewMessage(clienteID: clienteID, telefone: telefone, conteudo: conteudo, tipo: tipo)
         if let text = fields["prioridade"] {
-            guard let value = Int(text) else { return reject("prioridade '\(text)' is not a whole number") }
+            guard let value = Int(text) else { return reject("prioridade \(TerminalText.quoted(text)) is not a whole number") }
             message.prioridade = value
         }
         if let text = fields["max_tentativas"] {
-            guard let value = Int(text) else { return reject("max_tentativas '\(text)' is not a whole number") }
+            guard let value = Int(text) else { return reject("max_tentativas \(TerminalText.quoted(text)) is not a whole number") }
             message.maxTentativas = value
         }
         if let text = fields["agendar_para"] {
             guard let date = parseTimestamp(text) else {
-                return reject("agendar_para '\(text)' is not an ISO 8601 time with a zone (2026-01-23T10:00:00-03:00)")
+                return reject("agendar_para \(TerminalText.quoted(text)) is not an ISO 8601 time with a zone (2026-01-23T10:00:00-03:00)")
             }
             message.agendarPara = date
         }
@@ -275,7 +275,7 @@ struct JSONLineObject: Decodable {
         }
         for key in container.allKeys {
             let name = key.stringValue
-            guard MessageFileReader.columns.contains(name) else { throw Rejection(reason: "unknown field '\(name)'") }
+            guard MessageFileReader.columns.contains(name) else { throw Rejection(reason: "unknown field \(TerminalText.quoted(name))") }
             if try container.decodeNil(forKey: key) { continue }
             switch name {
             case "prioridade", "max_tentativas":

@@ -46,6 +46,9 @@ struct DatabaseURLTests {
         ("postgres://u@h:99999/db", "has port 99999"),
         ("postgres://u@h/a/b", "not a single database name"),
         (" postgres://u@h/db", "leading or trailing spaces"),
+        ("postgres://u@h/db?connect_timeout=10000000000", "has connect_timeout '10000000000'; expected 1-3600 seconds"),
+        ("postgres://u@h/db?connect_timeout=0", "has connect_timeout '0'"),
+        ("postgres://u@h/db?connect_timeout=ten", "has connect_timeout 'ten'"),
     ])
     func refusesMalformedURLs(text: String, expected: String) {
         do {

@@ -211,4 +211,81 @@ struct EnqueueCommandTests {
             }
         }
     }
+
+    /// Lines that pass a naive check but that the schema refuses (lengths in code points,
+    /// NUL in text or in metadata's strings) are rejected one by one, before the insert, with
+    /// a reason that quotes nothing of the message; the valid lines around them, in the same
+    /// chunk, are inserted. A value echoed in a reason is escaped for the terminal.
+    @Test func linesTheSchemaWouldRefuseAreRejectedOneByOne() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await TestDatabase.withClient(url) { client throws in
+                let flags = String(repeating: "🇧🇷", count: 2_100)  // 2,100 Characters, 4,200 code points
+                let lines = [
+                    #"{"cliente_id":"medico-1","telefone":"5521900000001","conteudo":"válida","tipo":"resposta"}"#,
+                    #"{"cliente_id":"medico-2","telefone":"5521900000002","conteudo":"segredo\u0000aqui","tipo":"resposta"}"#,
+                    #"{"cliente_id":"medico-3","telefone":"5521900000003","conteudo":"\#(flags)","tipo":"campanha"}"#,
+                    #"{"cliente_id":"medico-4","telefone":"5521900000004","conteudo":"oi","tipo":"resposta","metadata":{"nota":"segredo\u0000"}}"#,
+                    #"{"cliente_id":"\#(String(repeating: "🇧🇷", count: 101))","telefone":"5521900000005","conteudo":"oi","tipo":"resposta"}"#,
+                    #"{"cliente_id":"medico-6","telefone":"5521900000006","conteudo":"oi","tipo":"\u001b[31mspam"}"#,
+                    #"{"cliente_id":"medico-7","telefone":"5521900000007","conteudo":"oi","tipo":"sistema","idempotency_key":"k\u0000"}"#,
+                    #"{"cliente_id":"medico-9","telefone":"5521900000009","conteudo":"também válida","tipo":"followup"}"#,
+                ]
+                let file = try write(lines.joined(separator: "\n") + "\n", suffix: "jsonl")
+                defer { try? FileManager.default.removeItem(atPath: file) }
+
+                let output = try await FilaProcess.run(["enqueue", file], environment: environment(url))
+                #expect(output.status == 65, "\(output.standardError)")
+                #expect(output.standardOutput == "inserted 2, duplicates 0, rejected 6\n")
+                let errors = output.errorLines
+                #expect(errors.count == 6)
+                #expect(errors.first == "line 2: conteudo contains a NUL character (U+0000), which Postgres cannot store")
+                #expect(errors.dropFirst(1).first == "line 3: conteudo is longer than 4096 characters (Unicode code points)")
+                #expect(errors.dropFirst(2).first?.hasPrefix(#"line 4: metadata contains \u0000 (NUL), which Postgres cannot store"#) == true)
+                #expect(errors.dropFirst(3).first == "line 5: cliente_id must be 1-200 characters (Unicode code points)")
+                #expect(errors.dropFirst(4).first == #"line 6: tipo '\u{1B}[31mspam' is not one of resposta, campanha, followup, sistema"#)
+                #expect(errors.dropFirst(5).first == "line 7: idempotency_key contains a NUL character (U+0000), which Postgres cannot store")
+                // Nothing of the messages is echoed, and no raw control character reaches the terminal.
+                #expect(!output.standardError.contains("segredo"))
+                #expect(!output.standardError.contains("🇧🇷"))
+                #expect(!output.standardError.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
+                #expect(
+                    try await rows(client) == [
+                        Row(clienteID: "medico-1", telefone: "5521900000001", conteudo: "válida", tipo: "resposta", prioridade: 0, idempotencyKey: nil),
+                        Row(clienteID: "medico-9", telefone: "5521900000009", conteudo: "também válida", tipo: "followup", prioridade: 0, idempotencyKey: nil),
+                    ]
+                )
+            }
+        }
+    }
+
+    /// A rule this build does not know (a CHECK added by hand) still refuses only its own
+    /// line: the chunk is split until the refused line stands alone, the others are
+    /// inserted, and the reason names the constraint without quoting the row.
+    @Test func aLineTheDatabaseStillRefusesIsRejectedAlone() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await TestDatabase.withClient(url) { client throws in
+                try await client.query(
+                    "ALTER TABLE fila_mensagens ADD CONSTRAINT sem_palavra_proibida CHECK (conteudo NOT LIKE '%proibido%')",
+                    logger: logger
+                )
+                let lines = (1...6).map { index in
+                    let conteudo = index == 4 ? "texto proibido e secreto" : "mensagem \(index)"
+                    return #"{"cliente_id":"medico-\#(index)","telefone":"552190000000\#(index)","conteudo":"\#(conteudo)","tipo":"resposta"}"#
+                }
+                let file = try write(lines.joined(separator: "\n") + "\n", suffix: "jsonl")
+                defer { try? FileManager.default.removeItem(atPath: file) }
+
+                let output = try await FilaProcess.run(["enqueue", file], environment: environment(url))
+                #expect(output.status == 65, "\(output.standardError)")
+                #expect(output.standardOutput == "inserted 5, duplicates 0, rejected 1\n")
+                #expect(
+                    output.errorLines == [
+                        #"line 4: refused by the database: new row for relation "fila_mensagens" violates check constraint "sem_palavra_proibida""#
+                    ]
+                )
+                #expect(!output.standardError.contains("secreto"))
+                #expect(try await rows(client).map(\.clienteID) == ["medico-1", "medico-2", "medico-3", "medico-5", "medico-6"])
+            }
+        }
+    }
 }

@@ -164,4 +164,80 @@ struct JobProcessTests {
             #expect(output.status == 0, "\(output.standardError)")
         }
     }
+
+    private func execute(_ url: DatabaseURL, _ sql: String) async throws {
+        try await url.withConnection(logger: logger) { connection in
+            try await connection.query(PostgresQuery(unsafeSQL: sql), logger: logger)
+        }
+    }
+
+    /// Text written into job_executions with psql reaches the terminal escaped and cut
+    /// short: an ESC sequence cannot recolour or move the operator's terminal.
+    @Test func historyEscapesControlCharactersAndCutsLongValues() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            let first = try await FilaProcess.run(["job", "run", "verificar-heartbeats"], environment: environment(url))
+            #expect(first.status == 0, "\(first.standardError)")
+            try await execute(
+                url,
+                """
+                INSERT INTO job_executions (job_name, scheduled_for, status, finished_at, triggered_by, error)
+                VALUES ('verificar-heartbeats', now() + interval '1 minute', 'failed', now(), 'psql',
+                        E'\\x1b[31mvermelho\\x1b[0m\\x07 ' || repeat('longo ', 100))
+                """
+            )
+            let history = try await FilaProcess.run(["job", "history", "verificar-heartbeats"], environment: environment(url))
+            #expect(history.status == 0, "\(history.standardError)")
+            #expect(!history.standardOutput.unicodeScalars.contains { $0.value < 0x20 && $0 != "\n" })
+            let lines = history.standardOutput.split(separator: "\n")
+            #expect(lines.count == 3)
+            let newest = String(lines.dropFirst().first ?? "")
+            #expect(newest.contains(#"\u{1B}[31mvermelho\u{1B}[0m\u{7} longo longo"#), "\(newest)")
+            #expect(newest.hasSuffix("…"))
+            #expect(newest.count < 300)
+        }
+    }
+
+    /// A job_executions row that a trigger added with psql swallows (an insert that returns
+    /// no row, a row deleted as it finishes) makes `fila job run` fail with one clear line,
+    /// not crash.
+    @Test func aRunWhoseRowDisappearsFailsCleanly() async throws {
+        try await TestDatabase.withMigrated { url throws in
+            try await execute(
+                url,
+                """
+                CREATE FUNCTION drop_finished() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.finished_at IS NOT NULL THEN DELETE FROM job_executions WHERE id = NEW.id; END IF;
+                    RETURN NULL;
+                END $$
+                """
+            )
+            try await execute(url, "CREATE TRIGGER drop_finished AFTER UPDATE ON job_executions FOR EACH ROW EXECUTE FUNCTION drop_finished()")
+            let dropped = try await FilaProcess.run(["job", "run", "verificar-heartbeats"], environment: environment(url))
+            #expect(dropped.status == 1, "\(dropped.standardError)")
+            // The job's own warnings aside, one line says what went wrong.
+            let failure = dropped.errorLines.filter { $0.hasPrefix("fila: ") }
+            #expect(failure.count == 1, "\(dropped.standardError)")
+            #expect(failure.first?.hasPrefix("fila: job execution ") == true, "\(dropped.standardError)")
+            #expect(failure.first?.hasSuffix(" disappeared while running") == true, "\(dropped.standardError)")
+
+            try await execute(
+                url,
+                """
+                CREATE FUNCTION skip_cli() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF NEW.triggered_by = 'cli' THEN RETURN NULL; END IF;
+                    RETURN NEW;
+                END $$
+                """
+            )
+            try await execute(url, "CREATE TRIGGER skip_cli BEFORE INSERT ON job_executions FOR EACH ROW EXECUTE FUNCTION skip_cli()")
+            let skipped = try await FilaProcess.run(["job", "run", "verificar-heartbeats"], environment: environment(url))
+            #expect(skipped.status == 1, "\(skipped.standardError)")
+            #expect(
+                skipped.errorLines.filter { $0.hasPrefix("fila: ") }
+                    == ["fila: job verificar-heartbeats was not run: the database did not record its job_executions row"]
+            )
+        }
+    }
 }

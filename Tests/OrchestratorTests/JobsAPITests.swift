@@ -1,6 +1,7 @@
 import Database
 import FilaTestSupport
 import Foundation
+import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import Jobs
@@ -16,7 +17,14 @@ struct JobsAPITests {
     let logger = TestDatabase.logger
     let token = "test-admin-token-0123456789"
 
-    private func withAPI(jobs extra: [JobDefinition] = [], adminToken: String?, _ body: @escaping @Sendable (any TestClientProtocol, PostgresClient) async throws -> Void) async throws {
+    /// The API on a fresh database: through the router alone, or, given a `configuration`,
+    /// on a live server built as `fila serve` builds it.
+    private func withAPI(
+        jobs extra: [JobDefinition] = [],
+        adminToken: String?,
+        live configuration: FilaConfiguration? = nil,
+        _ body: @escaping @Sendable (any TestClientProtocol, PostgresClient) async throws -> Void
+    ) async throws {
         try await TestDatabase.withMigrated { url throws in
             try await TestDatabase.withClient(url) { client throws in
                 let catalog = try JobCatalog(BuiltinJobs.all(settings: .init(timeZone: TimeZone(identifier: "America/Sao_Paulo")!)) + extra)
@@ -30,8 +38,13 @@ struct JobsAPITests {
                     client: client, catalog: catalog, runner: JobRunner(client: client, lockURL: url, workerID: "api-1"),
                     admin: AdminAuthorization(token: adminToken), logger: logger
                 )
-                let app = Application(router: HTTPServer.makeRouter(jobs: api))
-                try await app.test(.router) { http in try await body(http, client) }
+                if let configuration {
+                    let app = HTTPServer.makeApplication(configuration: configuration, jobs: api, logger: logger)
+                    try await app.test(.live) { http in try await body(http, client) }
+                } else {
+                    let app = Application(router: HTTPServer.makeRouter(jobs: api))
+                    try await app.test(.router) { http in try await body(http, client) }
+                }
             }
         }
     }
@@ -141,6 +154,98 @@ struct JobsAPITests {
                 #expect(response.status == .forbidden)
                 #expect(try json(response)["error"]?["code"] == "admin_disabled")
             }
+        }
+    }
+
+    private func executions(_ client: PostgresClient) async throws -> Int {
+        try await client.query("SELECT count(*) FROM job_executions", logger: logger).collect().first!.decode(Int.self)
+    }
+
+    /// A body over the limit is answered 413 with the error body before the handler runs:
+    /// the job does not run. One within it changes nothing.
+    @Test func aBodyOverTheLimitIsRefusedAndNothingRuns() async throws {
+        try await withAPI(adminToken: token) { http, client in
+            let limit = FilaConfiguration().httpMaxRequestBodyBytes
+            try await http.execute(
+                uri: "/jobs/resetar-fila-travada", method: .post, headers: auth,
+                body: ByteBuffer(repeating: UInt8(ascii: "x"), count: limit + 1)
+            ) { response throws in
+                #expect(response.status == .contentTooLarge)
+                #expect(try json(response)["error"]?["code"] == "body_too_large")
+                #expect(try json(response)["error"]?["message"] == .string("the request body is larger than \(limit) bytes"))
+                #expect(response.headers[.connection] == "close")
+            }
+            #expect(try await executions(client) == 0)
+            try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: auth, body: ByteBuffer(string: "{}")) { response throws in
+                #expect(response.status == .ok)
+            }
+            #expect(try await executions(client) == 1)
+        }
+    }
+
+    /// X-Correlation-ID is at most 200 printable ASCII characters, sent once; anything else
+    /// is a 400 and nothing runs (rather than a run stored with the ID dropped or cut).
+    @Test func aBadCorrelationIDIsRefused() async throws {
+        try await withAPI(adminToken: token) { http, client in
+            var tooLong = auth
+            tooLong[.correlationID] = String(repeating: "a", count: 201)
+            var nonASCII = auth
+            nonASCII[.correlationID] = "pedido-ção"
+            var twice = auth
+            twice.append(HTTPField(name: .correlationID, value: "um"))
+            twice.append(HTTPField(name: .correlationID, value: "dois"))
+            for headers in [tooLong, nonASCII, twice] {
+                try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: headers) { response throws in
+                    #expect(response.status == .badRequest)
+                    #expect(try json(response)["error"]?["code"] == "invalid_correlation_id")
+                }
+            }
+            #expect(try await executions(client) == 0)
+            var longest = auth
+            longest[.correlationID] = String(repeating: "a", count: 200)
+            try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: longest) { response throws in
+                #expect(response.status == .ok)
+                #expect(try json(response)["correlation_id"] == .string(String(repeating: "a", count: 200)))
+            }
+        }
+    }
+
+    /// On the live server `fila serve` builds: a declared 50 MB body is refused before it is
+    /// read, and so is a chunked one as soon as it passes the limit; a connection that sends
+    /// nothing, or only part of a request head, is closed after the idle timeout.
+    @Test(.timeLimit(.minutes(2)))
+    func theListenerBoundsBodiesAndIdleConnections() async throws {
+        // A generous idle timeout while bodies are tested (a slow machine must not close a
+        // connection before its answer), a short one for the idle connections.
+        let bodies = FilaConfiguration(httpIdleTimeout: .seconds(120), httpMaxRequestBodyBytes: 64 * 1024)
+        try await withAPI(adminToken: token, live: bodies) { http, client in
+            let port = try #require(http.port)
+            let head = "POST /jobs/resetar-fila-travada HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer \(token)\r\n"
+
+            let declared = try await RawHTTPConnection.exchange(
+                port: port,
+                send: [Array((head + "Content-Length: 52428800\r\n\r\n").utf8), [UInt8](repeating: 0x78, count: 16 * 1024)]
+            )
+            #expect(declared.hasPrefix("HTTP/1.1 413"), "\(declared.prefix(200))")
+            #expect(declared.contains(#""code":"body_too_large""#))
+
+            let chunk = [UInt8](repeating: 0x78, count: 16 * 1024)
+            let chunkFrame = Array("4000\r\n".utf8) + chunk + Array("\r\n".utf8)
+            let chunked = try await RawHTTPConnection.exchange(
+                port: port,
+                send: [Array((head + "Transfer-Encoding: chunked\r\n\r\n").utf8)] + Array(repeating: chunkFrame, count: 5) + [Array("0\r\n\r\n".utf8)]
+            )
+            #expect(chunked.hasPrefix("HTTP/1.1 413"), "\(chunked.prefix(200))")
+            #expect(try await executions(client) == 0)
+        }
+
+        let idle = FilaConfiguration(httpIdleTimeout: .seconds(1))
+        try await withAPI(adminToken: token, live: idle) { http, client in
+            let port = try #require(http.port)
+            // Nothing at all, then half a request head: the server closes both.
+            #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [], within: .seconds(30)))
+            #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [Array("POST /jobs/resetar-fila-travada HTTP/1.1\r\nHost:".utf8)], within: .seconds(30)))
+            #expect(try await executions(client) == 0)
         }
     }
 }
