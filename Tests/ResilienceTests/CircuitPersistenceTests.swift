@@ -154,8 +154,9 @@ import Testing
                 #expect(written.map(\.6) == ["host:1:a", "host:2:b"])
                 #expect(written[1].3.hasPrefix("opened by host:1:a: 5 consecutive failures"))
                 // It follows for about as long as the first stays open (a little less, jittered
-                // so followers do not all probe at once), and never echoes back.
-                #expect((47...60).contains(written[1].5 ?? 0), "\(String(describing: written[1].5))")
+                // so followers do not all probe at once, and less the time the follower took to
+                // read the row on a loaded machine), and never echoes back.
+                #expect((40...60).contains(written[1].5 ?? 0), "\(String(describing: written[1].5))")
                 #expect(mine.state == .open)
             }
         }

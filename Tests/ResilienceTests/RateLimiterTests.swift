@@ -15,7 +15,7 @@ import Testing
         _ client: PostgresClient,
         redis: RedisRateLimitStore? = nil,
         settings: AppSettings? = nil,
-        timeout: Duration = .seconds(5),
+        timeout: Duration = .seconds(30),
         retry: Duration = .milliseconds(100)
     ) -> RateLimiter {
         RateLimiter(
