@@ -138,9 +138,16 @@ public enum BuiltinJobs {
     static func checkBacklog(_ context: JobContext, settings: Settings) async throws -> JSONValue {
         let row = try await context.client.query(
             """
-            SELECT count(*), coalesce(floor(extract(epoch FROM now() - min(agendar_para)) / 60), 0)::bigint
-              FROM fila_mensagens
-             WHERE status = 'pendente' AND agendar_para < now() - make_interval(secs => \(settings.backlogAge.seconds))
+            SELECT coalesce(sum(overdue.count), 0)::bigint,
+                   coalesce(floor(extract(epoch FROM now() - min(overdue.oldest)) / 60), 0)::bigint
+              FROM fila_mensagens_pending_priorities() p
+             CROSS JOIN LATERAL (
+                   -- Per priority, a range of the pending index ending at the cutoff: rows
+                   -- scheduled for later are never read.
+                   SELECT count(*) AS count, min(f.agendar_para) AS oldest
+                     FROM fila_mensagens f
+                    WHERE f.status = 'pendente' AND f.prioridade = p.prioridade
+                      AND f.agendar_para < now() - make_interval(secs => \(settings.backlogAge.seconds))) overdue
             """,
             logger: context.logger
         ).collect().first!
