@@ -147,7 +147,34 @@ public struct MessageQueue: Sendable {
     /// the nested loop as soon as the batch is full: no row of a lower priority is read or
     /// locked while a higher one still has due rows to give.
     public func claim(workerID: String, limit: Int, logger: Logger) async throws -> [ClaimedMessage] {
-        let query: PostgresQuery = """
+        var claimed: [ClaimedMessage] = []
+        claimed.reserveCapacity(limit)
+        let rows = try await client.query(Self.claimQuery(workerID: workerID, limit: limit), logger: logger)
+        for try await (id, clienteID, telefone, conteudo, tipo, prioridade, tentativas, maxTentativas, correlationID, metadata, token)
+            in rows.decode((UUID, String, String, String, String, Int16, Int32, Int32, String, String, Int64).self)
+        {
+            claimed.append(
+                ClaimedMessage(
+                    id: id,
+                    clienteID: clienteID,
+                    telefone: telefone,
+                    conteudo: conteudo,
+                    tipo: MessageKind(rawValue: tipo) ?? .resposta,
+                    prioridade: Int(prioridade),
+                    tentativas: Int(tentativas),
+                    maxTentativas: Int(maxTentativas),
+                    correlationID: correlationID.isEmpty ? nil : correlationID,
+                    metadata: metadata,
+                    claim: ClaimToken(workerID: workerID, tentativas: Int32(tentativas), claimedAtMicroseconds: token)
+                )
+            )
+        }
+        return claimed
+    }
+
+    /// The claim's one statement (also explained by the tests, whose plan checks read it).
+    static func claimQuery(workerID: String, limit: Int) -> PostgresQuery {
+        """
             WITH claimed AS (
                 UPDATE fila_mensagens m
                    SET status = 'processando', processando_desde = now(), worker_id = \(workerID), updated_at = now()
@@ -169,29 +196,6 @@ public struct MessageQueue: Sendable {
               FROM claimed
              ORDER BY prioridade DESC, agendar_para, id
             """
-        var claimed: [ClaimedMessage] = []
-        claimed.reserveCapacity(limit)
-        let rows = try await client.query(query, logger: logger)
-        for try await (id, clienteID, telefone, conteudo, tipo, prioridade, tentativas, maxTentativas, correlationID, metadata, token)
-            in rows.decode((UUID, String, String, String, String, Int16, Int32, Int32, String, String, Int64).self)
-        {
-            claimed.append(
-                ClaimedMessage(
-                    id: id,
-                    clienteID: clienteID,
-                    telefone: telefone,
-                    conteudo: conteudo,
-                    tipo: MessageKind(rawValue: tipo) ?? .resposta,
-                    prioridade: Int(prioridade),
-                    tentativas: Int(tentativas),
-                    maxTentativas: Int(maxTentativas),
-                    correlationID: correlationID.isEmpty ? nil : correlationID,
-                    metadata: metadata,
-                    claim: ClaimToken(workerID: workerID, tentativas: Int32(tentativas), claimedAtMicroseconds: token)
-                )
-            )
-        }
-        return claimed
     }
 }
 
