@@ -81,7 +81,7 @@ struct ClaimAtScaleTests {
             let locked = [expected[0], expected[9]]
             try await url.withConnection(logger: logger) { other in
                 try await other.query("BEGIN", logger: logger)
-                try await other.query("SELECT id FROM fila_mensagens WHERE id = ANY(\(locked)) FOR UPDATE", logger: logger)
+                _ = try await other.query("SELECT id FROM fila_mensagens WHERE id = ANY(\(locked)) FOR UPDATE", logger: logger).collect()
                 let free = expected.filter { !locked.contains($0) }
                 let first = try await queue.claim(workerID: "w1", limit: 10, logger: logger)
                 #expect(first.map(\.id) == Array(free.prefix(10)))

@@ -22,7 +22,7 @@ struct HeartbeatStorageTests {
                 let beats = 20
                 for _ in 0...beats { try await heartbeat.beat() }  // an insert, then the updates
                 // The backend publishes its counters before it answers the next statement.
-                try await client.query("SELECT pg_stat_force_next_flush()", logger: logger)
+                _ = try await client.query("SELECT pg_stat_force_next_flush()", logger: logger).collect()
                 var updates = 0
                 var hot = 0
                 for _ in 0..<50 {
