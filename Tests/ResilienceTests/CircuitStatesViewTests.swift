@@ -56,7 +56,7 @@ struct CircuitStatesViewTests {
                     logger: logger
                 )
                 // An override: an audit row without worker_id, and the override column.
-                try await connection.query("SELECT ops.force_circuit('zapi', 'FORCED_OPEN', 'maintenance', interval '1 hour')", logger: logger)
+                _ = try await connection.query("SELECT ops.force_circuit('zapi', 'FORCED_OPEN', 'maintenance', interval '1 hour')", logger: logger).collect()
                 try await connection.query("ANALYZE circuit_transitions", logger: logger)
                 try await connection.query("ANALYZE worker_heartbeats", logger: logger)
 
