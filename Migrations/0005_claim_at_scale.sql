@@ -75,8 +75,9 @@ SELECT
 -- n_tup_hot_upd = 0 of 399,512 claim and outcome updates. A non-HOT update goes wherever the
 -- free space map finds room, so the reserve only wasted 30% of each page of the month of
 -- history that is never updated again: 1,300,000 rows took 48,631 pages (380 MB) at 70 and
--- 33,154 (259 MB) at 100. Pages written from now on are filled; existing ones keep their
--- layout until rewritten.
+-- 33,154 (259 MB) at 100, and claiming and finishing 100,000 rows took 7.5 s at 100 against
+-- 8.4 s at 70. Pages written from now on are filled; existing ones keep their layout until
+-- rewritten.
 --
 -- Autovacuum followed the table's size (scale factor 0.02: 200,000 dead rows on a table
 -- holding a month of history) rather than its churn. Every claimed row leaves a dead entry at
