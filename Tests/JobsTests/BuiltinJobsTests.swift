@@ -62,6 +62,26 @@ struct BuiltinJobsTests {
         }
     }
 
+    @Test func theBacklogCheckAddsUpEveryPriorityAndIgnoresRowsDueLater() async throws {
+        try await withJobs { client, run in
+            try await execute(
+                client,
+                """
+                INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, tipo, prioridade, agendar_para)
+                SELECT 'medico-' || i, '5521' || lpad(i::text, 9, '0'), 'x', 'campanha', (ARRAY[10, 0, -5])[1 + i % 3],
+                       CASE WHEN i <= 60 THEN now() - interval '40 minutes' - i * interval '1 second'
+                            WHEN i <= 70 THEN now() - interval '10 minutes'
+                            ELSE now() + interval '10 hours' END
+                  FROM generate_series(1, 5070) i
+                """
+            )
+            // The most overdue row is at priority 0, below the rows of priority 10.
+            try await execute(client, "UPDATE fila_mensagens SET agendar_para = now() - interval '90 minutes' WHERE cliente_id = 'medico-1'")
+            let backlog = try await run("verificar-fila-acumulada")
+            #expect(backlog.result == ["acumulada": true, "pendentes_atrasadas": 60, "mensagem_mais_antiga_minutos": 90, "limite": 50, "minutos": 30])
+        }
+    }
+
     @Test func stuckAndExpiredMessagesAreHandled() async throws {
         try await withJobs { client, run in
             try await insertMessages(client, count: 2, set: "created_at = now() - interval '25 hours', agendar_para = now() - interval '25 hours'")
