@@ -18,9 +18,10 @@ import Testing
         timeout: Duration = .seconds(30),
         retry: Duration = .milliseconds(100)
     ) -> RateLimiter {
+        // Postgres too gets a minute: the suite's start on two cores can hold a query for seconds.
         RateLimiter(
             postgres: PostgresRateLimitStore(client: client), redis: redis, settings: settings,
-            redisTimeout: timeout, redisRetryInterval: retry, logger: TestDatabase.logger
+            redisTimeout: timeout, redisRetryInterval: retry, postgresTimeout: .seconds(60), logger: TestDatabase.logger
         )
     }
 
