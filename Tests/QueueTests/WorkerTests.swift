@@ -55,8 +55,9 @@ final class CountingSender: MessageSender {
     }
 }
 
-/// Polls `condition` every 50 ms for up to `seconds`; returns whether it became true.
-func eventually(within seconds: Double = 20, _ condition: () async throws -> Bool) async throws -> Bool {
+/// Polls `condition` every 50 ms for up to `seconds`; returns whether it became true. The
+/// default is generous: the suite's start on two cores can slow every round trip tenfold.
+func eventually(within seconds: Double = 60, _ condition: () async throws -> Bool) async throws -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if try await condition() { return true }
@@ -110,7 +111,7 @@ struct WorkerTests {
 
             let id = try await queue.enqueue(message(1), logger: logger).id
             // Far sooner than the 60 s poll: only the notification can have woken it.
-            #expect(try await eventually(within: 10) { try await queue.row(id).status == "enviada" })
+            #expect(try await eventually(within: 30) { try await queue.row(id).status == "enviada" })
             try await worker.stop()
         }
     }

@@ -195,7 +195,9 @@ import Testing
                     Issue.record("evolution should be open, not \(evolution.readiness())")
                     return
                 }
-                #expect(remaining > .seconds(40) && remaining <= .seconds(50))
+                // What is left of the wait (50 s), less jitter and the time this took on a
+                // loaded machine.
+                #expect(remaining > .seconds(20) && remaining <= .seconds(50))
 
                 // Once host:1:a closes it again, a newcomer no longer follows.
                 try await client.query(
