@@ -138,11 +138,8 @@ public final class RateLimiter: Sendable {
                 guard let window = RateWindow.containing(Date(), timeZone: policy.timeZone) else {
                     throw RedisError(.protocolError, "no calendar day for time zone \(policy.timeZone)")
                 }
-                let timeout = redisTimeout
                 // A read: an answer that comes too late changes nothing.
-                let used = try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
-                    try await redis.used(key: key, day: window.day)
-                }
+                let used = try await withRedisTimeLimit { try await redis.used(key: key, day: window.day) }
                 markRedisUp()
                 if used + weight > budget {
                     return Decision(
@@ -181,15 +178,18 @@ public final class RateLimiter: Sendable {
         )
     }
 
+    /// A Redis call that gives up after `redisTimeout`.
+    private func withRedisTimeLimit<Result: Sendable>(_ operation: @escaping @Sendable () async throws -> Result) async throws -> Result {
+        let timeout = redisTimeout
+        return try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }, operation)
+    }
+
     /// Copies Postgres's count to Redis, when Redis is configured and up. Best effort: a
     /// failure only marks Redis down (the copy is a shortcut, never the record).
     private func copyToRedis(key: String, day: String, used: Int, version: Int64) async {
         guard let redis, redisState.withLock({ !$0.down }) else { return }
-        let timeout = redisTimeout
         do {
-            try await withTimeLimit(timeout, onTimeout: { RedisError(.timeout, "no answer from Redis within \(timeout)") }) {
-                try await redis.copy(key: key, day: day, used: used, version: version)
-            }
+            try await withRedisTimeLimit { try await redis.copy(key: key, day: day, used: used, version: version) }
         } catch is CancellationError {
             return
         } catch {

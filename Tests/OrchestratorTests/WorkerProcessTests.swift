@@ -114,6 +114,13 @@ struct WorkerProcessTests {
                     return sent > 0 && held > 0
                 }
                 #expect(midBatch)
+                // Killed at a moment it holds rows (it may be between a write and its next claim).
+                for _ in 0..<300 {
+                    doomed.signal(SIGSTOP)
+                    if try await count(client, where: "status = 'processando'") > 0 { break }
+                    doomed.signal(SIGCONT)
+                    try await Task.sleep(for: .milliseconds(50))
+                }
                 doomed.signal(SIGKILL)
                 let killed = await doomed.waitForExit()
                 #expect(killed.status != 0)
@@ -219,11 +226,20 @@ struct WorkerProcessTests {
             // Sends finish while the database is away; their outcomes wait in memory.
             try await Task.sleep(for: .milliseconds(500))
             try await cluster.startServer()
-            // The rescue runs before the worker beats again: hold the worker still meanwhile.
-            worker.signal(SIGSTOP)
+            // The rescue runs before the worker beats again: hold the worker still meanwhile,
+            // at a moment it holds rows (it may be between a write and its next claim).
             let held = try await TestDatabase.withClient(url) { client throws in
+                var held = 0
+                for _ in 0..<300 where held == 0 {
+                    worker.signal(SIGSTOP)
+                    held = try await count(client, where: "status = 'processando'")
+                    if held == 0 {
+                        worker.signal(SIGCONT)
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
                 try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '130 seconds'", logger: logger)
-                return try await count(client, where: "status = 'processando'")
+                return held
             }
             let run = try await FilaProcess.run(["job", "run", "resgatar-workers-perdidos"], environment: environment(url, record: record))
             worker.signal(SIGCONT)
