@@ -18,11 +18,17 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
+        // Small shared primitives with no domain and no dependency: Duration helpers, backoff
+        // and jitter, time limits, wake signals, JSON values.
+        .target(name: "Primitives"),
         // The schema: migrations embedded at build time, the runner that applies them,
-        // and the connection settings every module shares.
+        // the connection settings every module shares, process heartbeats and the one
+        // liveness rule, the LISTEN-with-reconnect loop every listener uses.
         .target(
             name: "Database",
             dependencies: [
+                "Primitives",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -33,6 +39,7 @@ let package = Package(
         .target(
             name: "Queue",
             dependencies: [
+                "Primitives",
                 "Database",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -42,6 +49,7 @@ let package = Package(
         .target(
             name: "Jobs",
             dependencies: [
+                "Primitives",
                 "Database",
                 "Queue",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -54,8 +62,8 @@ let package = Package(
         .target(
             name: "Resilience",
             dependencies: [
+                "Primitives",
                 "Database",
-                "Queue",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -63,10 +71,12 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        // WhatsApp providers (Evolution API, Z-API) and the send pipeline the worker calls.
+        // WhatsApp providers (Evolution API, Z-API), the send pipeline the worker calls, and
+        // the sandbox sender.
         .target(
             name: "Outbound",
             dependencies: [
+                "Primitives",
                 "Database",
                 "Queue",
                 "Resilience",
@@ -86,6 +96,7 @@ let package = Package(
         .executableTarget(
             name: "Orchestrator",
             dependencies: [
+                "Primitives",
                 "Database",
                 "Queue",
                 "Jobs",
@@ -113,6 +124,7 @@ let package = Package(
         .target(
             name: "FilaTestSupport",
             dependencies: [
+                "Primitives",
                 "Database",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -122,20 +134,25 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "PrimitivesTests",
+            dependencies: ["Primitives"]
+        ),
+        .testTarget(
             name: "DatabaseTests",
             dependencies: ["Database", "FilaTestSupport"]
         ),
         .testTarget(
             name: "QueueTests",
-            dependencies: ["Queue", "FilaTestSupport"]
+            dependencies: ["Primitives", "Queue", "FilaTestSupport"]
         ),
         .testTarget(
             name: "JobsTests",
-            dependencies: ["Jobs", "FilaTestSupport"]
+            dependencies: ["Primitives", "Jobs", "FilaTestSupport"]
         ),
         .testTarget(
             name: "ResilienceTests",
             dependencies: [
+                "Primitives",
                 "Resilience",
                 "FilaTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -144,6 +161,7 @@ let package = Package(
         .testTarget(
             name: "OutboundTests",
             dependencies: [
+                "Primitives",
                 "Outbound",
                 "Queue",
                 "Resilience",
@@ -157,6 +175,7 @@ let package = Package(
         .testTarget(
             name: "OrchestratorTests",
             dependencies: [
+                "Primitives",
                 "Orchestrator",
                 "Resilience",
                 "FilaTestSupport",

@@ -1,5 +1,6 @@
 import Logging
 import PostgresNIO
+import Primitives
 import Synchronization
 
 /// `app_settings` read through a short-lived cache: a value changed with psql takes effect
@@ -102,21 +103,5 @@ public final class AppSettings: Sendable {
                 logger.error("cannot read app_settings; using the last values read (or defaults)", metadata: ["error": .string(String(reflecting: error))])
             }
         }
-    }
-}
-
-extension JSONValue {
-    /// An integer, or a number with no fraction.
-    public var integerValue: Int? {
-        switch self {
-        case .integer(let value): return value
-        case .number(let value) where value == value.rounded() && abs(value) < 1e15: return Int(value)
-        default: return nil
-        }
-    }
-
-    public var stringValue: String? {
-        if case .string(let value) = self { return value }
-        return nil
     }
 }

@@ -1,3 +1,5 @@
+import Primitives
+
 /// Whether Postgres would accept a text as a `jsonb` value, checked without the database,
 /// so that one bad value is refused with its own reason instead of failing a whole
 /// statement.
@@ -184,21 +186,9 @@ public enum JSONBText {
         }
 
         private mutating func hex4() -> UInt32? {
-            guard index + 4 <= bytes.count else { return nil }
-            var value: UInt32 = 0
-            for _ in 0..<4 {
-                let byte = bytes[index]
-                let digit: UInt32
-                switch byte {
-                case 0x30...0x39: digit = UInt32(byte - 0x30)
-                case 0x41...0x46: digit = UInt32(byte - 0x41 + 10)
-                case 0x61...0x66: digit = UInt32(byte - 0x61 + 10)
-                default: return nil
-                }
-                value = value << 4 | digit
-                index += 1
-            }
-            return value
+            guard let unit = JSONUnicodeEscape.codeUnit(in: bytes, at: index) else { return nil }
+            index += 4
+            return unit
         }
 
         /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`, then `numeric`'s range.

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import NIOCore
 import PostgresNIO
+import Primitives
 
 /// Applies `Migrations/*.sql` in order and records each one in `schema_migrations`.
 ///

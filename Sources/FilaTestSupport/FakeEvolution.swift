@@ -1,5 +1,6 @@
 import Database
 import Foundation
+import Primitives
 import Synchronization
 
 /// A fake Evolution API v2 on 127.0.0.1 that follows CONTRACTS.md §1: the same routes, guard

@@ -1,5 +1,6 @@
 import Database
 import Foundation
+import Primitives
 import Synchronization
 
 /// A fake Z-API on 127.0.0.1 that follows CONTRACTS.md §2: `send-text` and `status` under

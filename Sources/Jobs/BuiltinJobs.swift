@@ -6,6 +6,7 @@ import Foundation
 import Database
 import Logging
 import PostgresNIO
+import Primitives
 import Queue
 
 /// The maintenance jobs every Fila installation runs. Their results are JSON objects in
@@ -23,8 +24,6 @@ public enum BuiltinJobs {
         /// Ended messages older than this move to fila_mensagens_arquivo.
         public var archiveAfter: Duration
         public var archiveBatchSize: Int
-        /// A process silent this long is lost (T01.6).
-        public var heartbeatTimeout: Duration
         /// Circuit transitions are kept this long (the breakers' audit trail).
         public var circuitHistoryRetention: Duration
         /// Rate-limit windows are kept this many days after they end.
@@ -37,7 +36,6 @@ public enum BuiltinJobs {
             metricsRetention: Duration = .seconds(7 * 86_400),
             archiveAfter: Duration = .seconds(30 * 86_400),
             archiveBatchSize: Int = 5000,
-            heartbeatTimeout: Duration = .seconds(120),
             circuitHistoryRetention: Duration = .seconds(90 * 86_400),
             rateLimitRetentionDays: Int = 7
         ) {
@@ -47,7 +45,6 @@ public enum BuiltinJobs {
             self.metricsRetention = metricsRetention
             self.archiveAfter = archiveAfter
             self.archiveBatchSize = archiveBatchSize
-            self.heartbeatTimeout = heartbeatTimeout
             self.circuitHistoryRetention = circuitHistoryRetention
             self.rateLimitRetentionDays = rateLimitRetentionDays
         }
@@ -63,7 +60,7 @@ public enum BuiltinJobs {
                 sla: .seconds(30)
             ) { context in
                 let rescue = try await MessageQueue(client: context.client)
-                    .rescueLostWorkers(heartbeatTimeout: settings.heartbeatTimeout, logger: context.logger)
+                    .rescueLostWorkers(logger: context.logger)
                 return ["rescued": .integer(rescue.rescued), "judged": .bool(rescue.judged)]
             },
             JobDefinition(
@@ -73,7 +70,7 @@ public enum BuiltinJobs {
                 sla: .seconds(60)
             ) { context in
                 let queue = MessageQueue(client: context.client)
-                let rescue = try await queue.rescueLostWorkers(heartbeatTimeout: settings.heartbeatTimeout, logger: context.logger)
+                let rescue = try await queue.rescueLostWorkers(logger: context.logger)
                 let reset = try await queue.resetStuck(logger: context.logger)
                 return ["rescued": .integer(rescue.rescued), "judged": .bool(rescue.judged), "reset": .integer(reset)]
             },
@@ -128,7 +125,7 @@ public enum BuiltinJobs {
             JobDefinition(
                 name: "verificar-heartbeats",
                 schedule: .every(seconds: 60),
-                description: "Reports processes silent for over 2 minutes, and a queue with no live worker (T01.6)",
+                description: "Reports processes silent for over the heartbeat timeout (2 minutes unless app_settings says otherwise), and a queue with no live worker (T01.6)",
                 sla: .seconds(30)
             ) { context in
                 try await checkHeartbeats(context, settings: settings)
@@ -184,9 +181,8 @@ public enum BuiltinJobs {
         let count = try await context.client.query(
             """
             WITH m AS (SELECT * FROM ops.fila_metricas),
-                 w AS (SELECT count(*) AS vivos FROM worker_heartbeats
-                        WHERE kind IN ('worker', 'all') AND status <> 'stopped'
-                          AND last_seen_at > now() - make_interval(secs => \(settings.heartbeatTimeout.seconds))),
+                 w AS (SELECT count(*) AS vivos FROM worker_heartbeats h
+                        WHERE h.kind IN ('worker', 'all') AND fila_process_alive(h)),
                  inserted AS (
                 INSERT INTO metrics_snapshots (metric_name, value)
                 SELECT name, value FROM m, w, LATERAL (VALUES
@@ -317,11 +313,10 @@ public enum BuiltinJobs {
         var liveWorkers = 0
         let rows = try await context.client.query(
             """
-            SELECT id, kind, floor(extract(epoch FROM now() - last_seen_at))::bigint,
-                   last_seen_at > now() - make_interval(secs => \(settings.heartbeatTimeout.seconds))
-              FROM worker_heartbeats
-             WHERE status <> 'stopped'
-             ORDER BY last_seen_at
+            SELECT h.id, h.kind, floor(extract(epoch FROM now() - h.last_seen_at))::bigint, fila_process_alive(h)
+              FROM worker_heartbeats h
+             WHERE h.status <> 'stopped'
+             ORDER BY h.last_seen_at
             """,
             logger: context.logger
         )

@@ -3,9 +3,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import Database
 import Logging
 import PostgresNIO
+import Primitives
 
 /// The jobs a process knows, by name, and their `job_definitions` rows.
 public struct JobCatalog: Sendable {

@@ -3,9 +3,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import Database
 import Logging
 import PostgresNIO
+import Primitives
 
 /// A periodic job: what it is called, when it runs, how long it may take, and what it does.
 ///

@@ -3,8 +3,8 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import Database
 import PostgresNIO
+import Primitives
 
 /// A `job_executions` row.
 public struct JobExecution: Sendable, Codable, Hashable {

@@ -6,7 +6,7 @@ import Foundation
 import Database
 import Logging
 import PostgresNIO
-import Queue
+import Primitives
 
 /// Runs one execution of a job, whoever asked for it (scheduler, HTTP, CLI, psql).
 ///

@@ -6,7 +6,7 @@ import Foundation
 import Database
 import Logging
 import PostgresNIO
-import Queue
+import Primitives
 import ServiceLifecycle
 import Synchronization
 
@@ -28,8 +28,6 @@ public struct JobScheduler: Service {
     public struct Configuration: Sendable {
         /// How often due slots and requested runs are looked for.
         public var tickInterval: Duration
-        /// A process silent for this long no longer owns its running jobs.
-        public var heartbeatTimeout: Duration
         /// Missed slots recorded as `skipped` after downtime, at most (the newest).
         public var maximumSkippedSlots: Int
         /// A psql request (`INSERT INTO job_executions (job_name) …`) that no scheduler took
@@ -37,17 +35,15 @@ public struct JobScheduler: Service {
         /// knows its job. A scheduler that knows the job takes a request within a tick; the
         /// wait covers one that is briefly away (restarting, deploying, cut off from the
         /// database), for as long as the fleet takes to call a silent process dead: the
-        /// heartbeat timeout, 2 minutes by default.
+        /// heartbeat timeout (`fila_heartbeat_timeout()`), 2 minutes by default.
         public var requestTimeout: Duration
 
         public init(
             tickInterval: Duration = .seconds(1),
-            heartbeatTimeout: Duration = .seconds(120),
             maximumSkippedSlots: Int = 1000,
             requestTimeout: Duration = .seconds(120)
         ) {
             self.tickInterval = tickInterval
-            self.heartbeatTimeout = heartbeatTimeout
             self.maximumSkippedSlots = maximumSkippedSlots
             self.requestTimeout = requestTimeout
         }
@@ -259,8 +255,7 @@ public struct JobScheduler: Service {
                                      || \(Int64(timeout.rounded(.up))) || ' s (is a fila version that has it running?)'
                                 ELSE 'no job named ' || e.job_name || ' (see job_definitions)' END
               FROM worker_heartbeats me
-             WHERE me.id = \(runner.workerID) AND me.status <> 'stopped'
-               AND me.last_seen_at > now() - make_interval(secs => \(configuration.heartbeatTimeout.seconds))
+             WHERE me.id = \(runner.workerID) AND fila_process_alive(me)
                AND e.status = 'pending' AND e.worker_id IS NULL AND NOT (e.job_name = ANY(\(names)))
                AND greatest(e.created_at, me.started_at) < now() - make_interval(secs => \(timeout))
             RETURNING e.job_name
@@ -313,12 +308,8 @@ public struct JobScheduler: Service {
                  WHERE e.status IN ('pending', 'running') AND e.worker_id IS NOT NULL
                    -- Only a process that is itself heart-beating judges others: after a database
                    -- outage every heartbeat is stale at once, and nobody is dead for that.
-                   AND EXISTS (SELECT 1 FROM worker_heartbeats me
-                                WHERE me.id = \(runner.workerID)
-                                  AND me.last_seen_at > now() - make_interval(secs => \(configuration.heartbeatTimeout.seconds)))
-                   AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h
-                                    WHERE h.id = e.worker_id AND h.status <> 'stopped'
-                                      AND h.last_seen_at > now() - make_interval(secs => \(configuration.heartbeatTimeout.seconds)))
+                   AND EXISTS (SELECT 1 FROM worker_heartbeats me WHERE me.id = \(runner.workerID) AND fila_process_alive(me))
+                   AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h WHERE h.id = e.worker_id AND fila_process_alive(h))
                 RETURNING e.job_name)
             SELECT job_name FROM lost
             """,

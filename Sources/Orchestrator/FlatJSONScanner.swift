@@ -1,3 +1,5 @@
+import Primitives
+
 /// A fast reader for the common shape of a JSON-lines message: one flat object whose values
 /// are strings, whole numbers or null. It answers nil for anything else (nested values,
 /// booleans, fractions, duplicate keys, malformed text), and the caller then uses the full
@@ -63,21 +65,9 @@ enum FlatJSONScanner {
             return nil
         }
         func hex4() -> UInt32? {
-            guard index + 4 <= count else { return nil }
-            var value: UInt32 = 0
-            for _ in 0..<4 {
-                let byte = bytes[index]
-                let digit: UInt32
-                switch byte {
-                case 0x30...0x39: digit = UInt32(byte - 0x30)
-                case 0x41...0x46: digit = UInt32(byte - 0x41 + 10)
-                case 0x61...0x66: digit = UInt32(byte - 0x61 + 10)
-                default: return nil
-                }
-                value = value << 4 | digit
-                index += 1
-            }
-            return value
+            guard let unit = JSONUnicodeEscape.codeUnit(in: bytes, at: index) else { return nil }
+            index += 4
+            return unit
         }
         func integer() -> Int? {
             let start = index

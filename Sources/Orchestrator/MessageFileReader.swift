@@ -1,5 +1,6 @@
 import Foundation
 import Database
+import Primitives
 import Queue
 
 /// Turns the lines of a JSON-lines or CSV file into messages for `fila enqueue`, one

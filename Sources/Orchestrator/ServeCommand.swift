@@ -1,4 +1,5 @@
 import ArgumentParser
+import Database
 import Hummingbird
 import Logging
 import PostgresNIO

@@ -2,6 +2,7 @@ import ArgumentParser
 import Database
 import Logging
 import PostgresNIO
+import Primitives
 import Queue
 import ServiceLifecycle
 

@@ -1,7 +1,7 @@
 import AsyncHTTPClient
-import Database
 import Logging
 import NIOHTTP1
+import Primitives
 
 /// Sends through a self-hosted Evolution API v2 instance (CONTRACTS.md §1).
 ///

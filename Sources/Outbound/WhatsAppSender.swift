@@ -1,6 +1,7 @@
 import Database
 import Foundation
 import Logging
+import Primitives
 import Queue
 import Resilience
 

@@ -1,7 +1,7 @@
 import AsyncHTTPClient
-import Database
 import Logging
 import NIOHTTP1
+import Primitives
 
 /// Sends through Z-API (CONTRACTS.md §2). The instance token is a path segment, so the URL
 /// is never logged.

@@ -6,33 +6,29 @@ import Foundation
 import Database
 import Logging
 import PostgresNIO
+import Primitives
 
 extension MessageQueue {
-    /// Returns to `pendente` the rows held by workers whose heartbeat is older than
-    /// `heartbeatTimeout` (or that never wrote one, or said they stopped): outcome
-    /// FAILED_WORKER_LOST, no attempt burned.
+    /// Returns to `pendente` the rows held by workers that are not alive by the liveness
+    /// rule (`fila_process_alive`: a heartbeat within `fila_heartbeat_timeout()`, 2 minutes
+    /// unless `app_settings` says otherwise), that never wrote a heartbeat, or that said they
+    /// stopped: outcome FAILED_WORKER_LOST, no attempt burned.
     ///
     /// This is "the worker died", distinct from `resetStuck` ("the attempt ran too long").
     /// A stale heartbeat proves nothing when the database itself was away: right after an
     /// outage longer than the timeout every heartbeat is stale, while the workers are alive
     /// and hold messages they already sent. So nothing is rescued unless some process (this
     /// one, a scheduler, another worker) has been heart-beating without a gap for the whole
-    /// timeout (`worker_heartbeats.beating_since`): then a worker silent meanwhile was silent
+    /// timeout (`fila_process_witness`, from `worker_heartbeats.beating_since`): then a
+    /// worker silent meanwhile was silent
     /// while the database answered. A server restart needs no rule of its own: one short
     /// enough to leave every run of beats unbroken cannot make a live worker stale, and a
     /// longer one breaks every run.
     @discardableResult
-    public func rescueLostWorkers(heartbeatTimeout: Duration = .seconds(120), logger: Logger) async throws -> LostWorkerRescue {
-        let timeout = heartbeatTimeout.seconds
-        // A witness's last beat must be recent enough that its run of beats covers now.
-        let fresh = min(HeartbeatService.continuityGap.seconds, timeout)
+    public func rescueLostWorkers(logger: Logger) async throws -> LostWorkerRescue {
         let query: PostgresQuery = """
             WITH guard AS (
-                SELECT EXISTS (
-                       SELECT 1 FROM worker_heartbeats w
-                        WHERE w.status <> 'stopped'
-                          AND w.last_seen_at > now() - make_interval(secs => \(fresh))
-                          AND w.beating_since <= now() - make_interval(secs => \(timeout))) AS ok),
+                SELECT EXISTS (SELECT 1 FROM worker_heartbeats w WHERE fila_process_witness(w)) AS ok),
             rescued AS (
                 UPDATE fila_mensagens m
                    SET status = 'pendente', agendar_para = now(),
@@ -40,11 +36,7 @@ extension MessageQueue {
                        outcome_at = now(), worker_id = NULL, processando_desde = NULL, updated_at = now()
                  WHERE m.status = 'processando'
                    AND (SELECT ok FROM guard)
-                   AND NOT EXISTS (
-                       SELECT 1 FROM worker_heartbeats h
-                        WHERE h.id = m.worker_id
-                          AND h.status <> 'stopped'
-                          AND h.last_seen_at > now() - make_interval(secs => \(timeout)))
+                   AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h WHERE h.id = m.worker_id AND fila_process_alive(h))
                 RETURNING 1)
             SELECT (SELECT count(*) FROM rescued), (SELECT ok FROM guard)
             """

@@ -6,6 +6,7 @@ import Foundation
 import Database
 import Logging
 import PostgresNIO
+import Primitives
 
 /// How an attempt ended, as the worker reports it.
 public enum AttemptResolution: Sendable, Hashable {
@@ -132,12 +133,5 @@ extension MessageQueue {
 extension MessageQueue {
     static func withoutNUL(_ text: String) -> String {
         text.contains("\u{0}") ? text.replacingOccurrences(of: "\u{0}", with: "") : text
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, fractions included.
-    public var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

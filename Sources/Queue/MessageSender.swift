@@ -1,5 +1,5 @@
-import Database
 import Logging
+import Primitives
 
 /// Sends one message somewhere (a WhatsApp provider, the sandbox) and says how it went.
 ///

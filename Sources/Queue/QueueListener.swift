@@ -1,6 +1,7 @@
 import Database
 import Logging
 import PostgresNIO
+import Primitives
 import ServiceLifecycle
 
 /// Holds one dedicated connection that LISTENs on `fila_mensagens` and turns each

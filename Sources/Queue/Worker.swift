@@ -3,8 +3,10 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Database
 import Logging
 import PostgresNIO
+import Primitives
 import ServiceLifecycle
 import Synchronization
 

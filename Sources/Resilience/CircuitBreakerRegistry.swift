@@ -1,5 +1,5 @@
 import Logging
-import Queue
+import Primitives
 import Synchronization
 
 /// The process's circuit breakers, by name, and the transitions they have not yet written

@@ -1,4 +1,4 @@
-import Queue
+import Primitives
 
 /// The circuit breaker's logic with no clock, no locks and no I/O: every method takes the
 /// current instant and returns what changed, so every transition can be tested alone.

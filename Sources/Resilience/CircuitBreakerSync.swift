@@ -1,7 +1,7 @@
 import Database
 import Logging
 import PostgresNIO
-import Queue
+import Primitives
 import ServiceLifecycle
 
 /// Connects a process's breakers to the others' through Postgres:

@@ -136,7 +136,7 @@ public enum CircuitReport {
                       FROM circuit_transitions t
                       JOIN worker_heartbeats h ON h.id = t.worker_id
                      WHERE t.worker_id <> \(processID)
-                       AND h.status <> 'stopped' AND h.last_seen_at > now() - interval '2 minutes'
+                       AND fila_process_alive(h)
                        AND t.created_at > now() - interval '1 day'
                      ORDER BY t.circuit_name, t.worker_id, t.id DESC
                 )

@@ -1,4 +1,4 @@
-import Queue
+import Primitives
 
 /// A circuit breaker's state, spelled as `circuit_transitions` stores it.
 public enum CircuitState: String, Sendable, Hashable, CaseIterable, Codable {

@@ -1,6 +1,7 @@
 import Database
 import Foundation
 import Logging
+import Primitives
 
 /// How much each doctor may receive per calendar day (seed T04.1, T04.2).
 ///

@@ -1,7 +1,7 @@
 import Database
 import Foundation
 import Logging
-import Queue
+import Primitives
 import Synchronization
 
 /// Per-doctor daily budgets (seed T04.1–T04.4).

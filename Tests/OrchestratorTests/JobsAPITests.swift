@@ -7,6 +7,7 @@ import HummingbirdTesting
 import Jobs
 import Logging
 import PostgresNIO
+import Primitives
 import Testing
 
 @testable import Orchestrator

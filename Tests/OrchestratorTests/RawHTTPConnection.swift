@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
+import Primitives
 
 /// A plain TCP connection to a local HTTP server, for what an HTTP client library will not
 /// do: declare a body it never sends, send half a request head, or send nothing at all.

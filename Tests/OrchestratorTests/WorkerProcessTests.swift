@@ -130,7 +130,7 @@ struct WorkerProcessTests {
                 // Time is a parameter: age the dead worker's heartbeat instead of waiting 2 minutes.
                 try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
                 try await addWitness(client)
-                let rescued = try await MessageQueue(client: client).rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger)
+                let rescued = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
                 #expect(rescued.rescued == stranded)
 
                 let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))

@@ -4,6 +4,7 @@ import FilaTestSupport
 import Logging
 import NIOCore
 import NIOHTTP1
+import Primitives
 import Testing
 
 @testable import Outbound

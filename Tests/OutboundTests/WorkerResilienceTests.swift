@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Outbound
 import PostgresNIO
+import Primitives
 import Queue
 import Resilience
 import ServiceLifecycle

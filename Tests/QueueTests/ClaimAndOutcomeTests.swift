@@ -166,7 +166,7 @@ struct ClaimAndOutcomeTests {
             let claimed = try await queue.claim(workerID: "old", limit: 2, logger: logger)
             // Another worker, beating all along, vouches for the database.
             try await queue.registerWorker("new")
-            try #require(try await queue.rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger).rescued == 2)
+            try #require(try await queue.rescueLostWorkers(logger: logger).rescued == 2)
 
             // It picks one of them up again.
             let reclaimed = try await queue.claim(workerID: "new", limit: 1, logger: logger)

@@ -41,7 +41,7 @@ struct CrashWindowTests {
                 "SELECT beating_since > now() - interval '5 seconds' FROM worker_heartbeats WHERE id = 'scheduler-1'", logger: logger
             ).collect().first?.decode(Bool.self)
             #expect(restarted == true)
-            let early = try await queue.rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger)
+            let early = try await queue.rescueLostWorkers(logger: logger)
             #expect(early == LostWorkerRescue(rescued: 0, judged: false))
             #expect(try await queue.count(where: "status = 'processando' AND worker_id = 'worker-1'") == 3)
 
@@ -55,11 +55,11 @@ struct CrashWindowTests {
                 "SELECT count(*) FROM worker_heartbeats WHERE beating_since < now() - interval '120 seconds'", logger: logger
             ).collect().first?.decode(Int.self)
             #expect(unbroken == 2, "beats without a gap keep their run")
-            #expect(try await queue.rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger) == LostWorkerRescue(rescued: 0, judged: true))
+            #expect(try await queue.rescueLostWorkers(logger: logger) == LostWorkerRescue(rescued: 0, judged: true))
 
             // A worker that really went silent is rescued then.
             try await queue.execute("UPDATE worker_heartbeats SET last_seen_at = now() - interval '121 seconds' WHERE id = 'worker-1'")
-            #expect(try await queue.rescueLostWorkers(heartbeatTimeout: .seconds(120), logger: logger) == LostWorkerRescue(rescued: 3, judged: true))
+            #expect(try await queue.rescueLostWorkers(logger: logger) == LostWorkerRescue(rescued: 3, judged: true))
         }
     }
 

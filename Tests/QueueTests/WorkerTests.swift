@@ -3,6 +3,7 @@ import FilaTestSupport
 import Foundation
 import Logging
 import PostgresNIO
+import Primitives
 import Queue
 import ServiceLifecycle
 import Synchronization
@@ -39,18 +40,30 @@ struct RunningWorker {
 }
 
 /// Sends nothing: counts the sends that began, waits `delay`, and reports success.
+/// Counts the sends it begins and the ones it reports sent; after `delay`, each succeeds,
+/// or fails as retryable when `failing`.
 final class CountingSender: MessageSender {
     let name = "counting"
     let delay: Duration
+    let failing: Bool
     private let begun = Mutex(0)
+    private let succeeded = Mutex(0)
 
-    init(delay: Duration) { self.delay = delay }
+    init(delay: Duration = .zero, failing: Bool = false) {
+        self.delay = delay
+        self.failing = failing
+    }
 
     var started: Int { begun.withLock { $0 } }
+    var sent: Int { succeeded.withLock { $0 } }
 
     func send(_ message: ClaimedMessage, logger: Logger) async -> SendResult {
         begun.withLock { $0 += 1 }
-        try? await Task.sleep(for: delay)
+        if delay > .zero { try? await Task.sleep(for: delay) }
+        if failing {
+            return .retryableFailure(outcome: .failedProvider, reasonCode: "counting:failure", error: "counting: failure")
+        }
+        succeeded.withLock { $0 += 1 }
         return .sent(provider: name, providerMessageID: nil, chipID: nil)
     }
 }
@@ -79,7 +92,7 @@ struct WorkerTests {
     @Test func drainsTheQueueAndStopsClean() async throws {
         try await withWorkerDatabase { url, queue in
             _ = try await queue.enqueue((0..<500).map { message($0) }, logger: logger)
-            let sender = try SandboxSender(configuration: .init())
+            let sender = CountingSender()
             let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(concurrency: 20, batchSize: 50))
             #expect(try await eventually { try await queue.count(where: "status = 'enviada'") == 500 })
             try await worker.stop()
@@ -97,7 +110,7 @@ struct WorkerTests {
     /// An idle worker with a one-minute poll interval starts a new message on NOTIFY.
     @Test func anIdleWorkerWakesOnNotify() async throws {
         try await withWorkerDatabase { url, queue in
-            let sender = try SandboxSender(configuration: .init())
+            let sender = CountingSender()
             let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(pollInterval: .seconds(60)))
             // Wait until the worker listens and has found the queue empty.
             let listening = try await eventually {
@@ -147,7 +160,7 @@ struct WorkerTests {
     @Test func retryableFailuresAreRescheduledWithBackoff() async throws {
         try await withWorkerDatabase { url, queue in
             _ = try await queue.enqueue((0..<20).map { message($0) }, logger: logger)
-            let sender = try SandboxSender(configuration: .init(failureRate: 1))
+            let sender = CountingSender(failing: true)
             let worker = RunningWorker.start(
                 url: url, client: queue.client, sender: sender,
                 configuration: .init(retryBackoff: Backoff(base: .seconds(300), multiplier: 2, maximum: .seconds(900), jitter: .none))

@@ -3,6 +3,7 @@ import FilaTestSupport
 import Foundation
 import Logging
 import PostgresNIO
+import Primitives
 import Synchronization
 import Testing
 @testable import Resilience

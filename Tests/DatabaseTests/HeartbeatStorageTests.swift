@@ -2,8 +2,9 @@ import Database
 import FilaTestSupport
 import Foundation
 import PostgresNIO
-import Queue
 import Testing
+
+private let logger = TestDatabase.logger
 
 @Suite("Heartbeats do not bloat their table", .timeLimit(.minutes(1)))
 struct HeartbeatStorageTests {

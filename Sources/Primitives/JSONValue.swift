@@ -78,3 +78,19 @@ extension JSONValue: ExpressibleByIntegerLiteral, ExpressibleByStringLiteral, Ex
         return nil
     }
 }
+
+extension JSONValue {
+    /// An integer, or a number with no fraction.
+    public var integerValue: Int? {
+        switch self {
+        case .integer(let value): return value
+        case .number(let value) where value == value.rounded() && abs(value) < 1e15: return Int(value)
+        default: return nil
+        }
+    }
+
+    public var stringValue: String? {
+        if case .string(let value) = self { return value }
+        return nil
+    }
+}

@@ -1,9 +1,4 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
-import Database
+import Primitives
 
 /// Runs `operation` but stops waiting for it after `limit`, throwing a `DatabaseError`.
 ///
@@ -15,7 +10,7 @@ import Database
 ///
 /// `whenAbandoned` receives the result of a call that succeeded after the caller stopped
 /// waiting (a claim that committed late), so its work can be handed back.
-func withDeadline<Result: Sendable>(
+public func withDeadline<Result: Sendable>(
     _ limit: Duration,
     what: String,
     whenAbandoned: (@Sendable (Result) async -> Void)? = nil,

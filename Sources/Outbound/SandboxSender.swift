@@ -11,6 +11,7 @@ import FoundationEssentials
 import Foundation
 #endif
 import Logging
+import Queue
 import Synchronization
 
 /// A sender that sends nothing: it logs and succeeds, for development, tests and
