@@ -77,7 +77,7 @@ public struct HeartbeatService: Service {
             ON CONFLICT (id) DO UPDATE
                SET last_seen_at = now(),
                    beating_since = CASE
-                       WHEN worker_heartbeats.last_seen_at < now() - make_interval(secs => \(Self.continuityGap.seconds))
+                       WHEN worker_heartbeats.last_seen_at < now() - fila_heartbeat_gap()
                          OR worker_heartbeats.status = 'stopped'
                        THEN now() ELSE worker_heartbeats.beating_since END,
                    in_flight = excluded.in_flight,

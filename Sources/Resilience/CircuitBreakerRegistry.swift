@@ -1,26 +1,17 @@
 import Logging
-import Primitives
 import Synchronization
 
-/// The process's circuit breakers, by name, and the transitions they have not yet written
-/// to `circuit_transitions` (`CircuitBreakerSync` writes them and relays other replicas'
-/// openings and the manual overrides).
+/// The process's circuit breakers, by name. Their transitions go to `transitions` (written
+/// to `circuit_transitions` by `CircuitBreakerSync`), and the manual overrides reach them
+/// through `overrides`.
 public final class CircuitBreakerRegistry: Sendable {
-    /// The most transitions kept while Postgres is away; older ones are dropped (and the
-    /// drop is logged), since a flapping breaker must not grow memory without bound.
-    public static let pendingLimit = 10_000
-
     public let defaultPolicy: CircuitBreakerPolicy
+    /// Every transition of these breakers, until it is written.
+    public let transitions = CircuitTransitionLog()
+    /// The manual overrides, as last read.
+    public let overrides = CircuitOverrides()
     private let logger: Logger
     private let breakers = Mutex<[String: CircuitBreaker]>([:])
-    private let pending = Mutex(PendingTransitions())
-    private let overridesRead = Atomic<Bool>(false)
-    let written = WakeSignal()
-
-    struct PendingTransitions {
-        var items: [CircuitTransition] = []
-        var dropped = 0
-    }
 
     public init(defaultPolicy: CircuitBreakerPolicy = .init(), logger: Logger) {
         self.defaultPolicy = defaultPolicy
@@ -36,7 +27,7 @@ public final class CircuitBreakerRegistry: Sendable {
             if let existing = breakers[name] { return existing }
             let breaker = CircuitBreaker(
                 name: name, policy: policy ?? defaultPolicy, classifier: classifier, logger: logger,
-                onTransition: { [weak self] transition in self?.enqueue(transition) }
+                onTransition: { [transitions] transition in transitions.append(transition) }
             )
             breakers[name] = breaker
             return breaker
@@ -56,29 +47,6 @@ public final class CircuitBreakerRegistry: Sendable {
         return allowed(first, first: true) && name.utf8.dropFirst().allSatisfy { allowed($0, first: false) }
     }
 
-    /// Orders override reloads: one that read the table later wins, whatever order they
-    /// finish in.
-    private let overrideReloads = Mutex((started: 0, applied: 0))
-
-    /// The database clock at a monotonic instant, for timing transition rows.
-    let clockAnchor = Mutex<(epoch: Double, instant: ContinuousClock.Instant)?>(nil)
-
-    func beginOverrideReload() -> Int {
-        overrideReloads.withLock { state in
-            state.started += 1
-            return state.started
-        }
-    }
-
-    /// Runs `apply` unless a reload that began later was applied already.
-    func finishOverrideReload(_ ticket: Int, _ apply: () -> Void) {
-        overrideReloads.withLock { state in
-            guard ticket > state.applied else { return }
-            state.applied = ticket
-            apply()
-        }
-    }
-
     /// The breaker named `name` if this process has one.
     public func existing(named name: String) -> CircuitBreaker? {
         breakers.withLock { $0[name] }
@@ -91,42 +59,5 @@ public final class CircuitBreakerRegistry: Sendable {
     /// Whether the overrides in `circuit_overrides` were read once (by `CircuitBreakerSync`).
     /// Until then a sender should not call: a breaker held open by hand must not see a
     /// burst of calls from a worker that just started.
-    public var overridesLoaded: Bool { overridesRead.load(ordering: .acquiring) }
-
-    func markOverridesLoaded() { overridesRead.store(true, ordering: .releasing) }
-
-    // MARK: - Transitions waiting to be written
-
-    private func enqueue(_ transition: CircuitTransition) {
-        pending.withLock { pending in
-            pending.items.append(transition)
-            if pending.items.count > Self.pendingLimit {
-                pending.items.removeFirst(pending.items.count - Self.pendingLimit)
-                pending.dropped += 1
-            }
-        }
-        written.signal()
-    }
-
-    /// Takes every queued transition (and how many were dropped since the last call).
-    func takePending() -> (items: [CircuitTransition], dropped: Int) {
-        pending.withLock { pending in
-            defer { pending = PendingTransitions() }
-            return (pending.items, pending.dropped)
-        }
-    }
-
-    /// Puts back transitions whose write failed, ahead of any queued since.
-    func restore(_ items: [CircuitTransition]) {
-        pending.withLock { pending in
-            pending.items.insert(contentsOf: items, at: 0)
-            if pending.items.count > Self.pendingLimit {
-                let excess = pending.items.count - Self.pendingLimit
-                pending.items.removeFirst(excess)
-                pending.dropped += excess
-            }
-        }
-    }
-
-    var pendingCount: Int { pending.withLock { $0.items.count } }
+    public var overridesLoaded: Bool { overrides.loaded }
 }

@@ -110,7 +110,7 @@ import Testing
                     #expect(breaker.state == .open)
                     // The transition is kept for a later write, not lost (between two tries it
                     // is back in the queue).
-                    try await eventually("the failed transition is queued again") { registry.pendingCount == 1 }
+                    try await eventually("the failed transition is queued again") { registry.transitions.pendingCount == 1 }
                 }
             }
         }
