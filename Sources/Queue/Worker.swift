@@ -8,7 +8,6 @@ import Logging
 import PostgresNIO
 import Primitives
 import ServiceLifecycle
-import Synchronization
 
 /// The worker loop: claims messages, hands each to a `MessageSender`, writes outcomes.
 ///
@@ -28,6 +27,12 @@ import Synchronization
 /// - Graceful shutdown: stop claiming, let in-flight sends finish until `drainTimeout`,
 ///   hand back whatever did not finish without burning an attempt, write every outcome,
 ///   then mark the heartbeat `stopped`.
+///
+/// It is three parts, each readable alone: the `ClaimLoop` (when to claim, how many, and
+/// what to do when a claim fails or comes late), the sends in this type (a bounded task
+/// group of `MessageSender` calls, and the drain at shutdown), and the `OutcomeWriter` (the
+/// batched, fenced writes, and the held claims that bound the duplicate window). A change
+/// to the claim policy therefore cannot touch how outcomes are kept or how shutdown drains.
 ///
 /// ```swift
 /// let worker = Worker(queue: queue, sender: sender, heartbeat: heartbeat, wake: wake, logger: logger)
@@ -73,13 +78,10 @@ public final class Worker: Service {
     let heartbeat: HeartbeatService
     let wake: WakeSignal
     let logger: Logger
-    private let stopping = Atomic<Bool>(false)
-    /// Whether a timer to look at the sender again is pending (while paused).
-    private let recheckArmed = Atomic<Bool>(false)
-    private let results = ResultBuffer()
-    /// Claims this worker received and has not finished writing: anything else the database
-    /// says it holds is a claim whose answer was lost.
-    private let held = HeldRows()
+    /// Claims into free slots and hands each message to `process(_:)`.
+    private let claims: ClaimLoop
+    /// Writes outcomes and holds each claim's slot until its outcome is written.
+    private let outcomes: OutcomeWriter
 
     public init(
         configuration: Configuration = .init(),
@@ -95,6 +97,15 @@ public final class Worker: Service {
         self.heartbeat = heartbeat
         self.wake = wake
         self.logger = logger
+        let outcomes = OutcomeWriter(
+            queue: queue, stats: heartbeat.stats, wake: wake, databaseDeadline: configuration.databaseDeadline, logger: logger
+        )
+        self.outcomes = outcomes
+        self.claims = ClaimLoop(
+            configuration: configuration, queue: queue, workerID: heartbeat.identity.id,
+            readiness: { [sender] in sender.readiness() },
+            stats: heartbeat.stats, wake: wake, outcomes: outcomes, logger: logger
+        )
     }
 
     var stats: ProcessStats { heartbeat.stats }
@@ -115,24 +126,21 @@ public final class Worker: Service {
 
         await withGracefulShutdownHandler {
             await withDiscardingTaskGroup { background in
-                background.addTask { await self.writeOutcomes() }
-                await withDiscardingTaskGroup { timers in
-                    timers.addTask { await self.pollForWork() }
-                    await withDiscardingTaskGroup { sends in
-                        await self.claimLoop(sends: &sends)
-                        await self.drain(sends: &sends)
+                background.addTask { await self.outcomes.run() }
+                await withDiscardingTaskGroup { sends in
+                    await self.claims.run { message in
+                        sends.addTask { await self.process(message) }
                     }
-                    timers.cancelAll()
+                    await self.drain(sends: &sends)
                 }
                 // Every send has returned: write what is left, then let the writer end.
-                results.close()
+                outcomes.close()
                 wake.finish()
             }
             await releaseUnknownClaims()
         } onGracefulShutdown: {
-            self.stopping.store(true, ordering: .releasing)
             self.stats.set(.draining)
-            self.wake.signal()
+            self.claims.stop()
         }
         stats.set(.stopped)
         // Bounded: with Postgres away at shutdown, the heartbeat service's own last write (or
@@ -141,11 +149,9 @@ public final class Worker: Service {
         logger.info("worker stopped", metadata: ["worker.processed": .stringConvertible(stats.processed)])
     }
 
-    private var isStopping: Bool { stopping.load(ordering: .acquiring) }
-
     private func registerHeartbeat() async -> Bool {
         var attempt = 0
-        while !isStopping && !Task.isCancelled {
+        while !claims.isStopping && !Task.isCancelled {
             do {
                 try await heartbeat.beat(status: .running)
                 return true
@@ -160,104 +166,13 @@ public final class Worker: Service {
         return false
     }
 
-    // MARK: - Claiming
+    // MARK: - Sending
 
-    private func claimLoop(sends: inout DiscardingTaskGroup) async {
-        var waiter = wake.makeWaiter()
-        var mayHaveWork = true
-        var failures = 0
-        // Claiming one row at a time under load wastes round trips: wait for a useful batch.
-        let threshold = max(1, min(configuration.batchSize, configuration.concurrency) / 4)
-
-        var pausedSince: ContinuousClock.Instant?
-
-        while !isStopping {
-            if wake.takeWork() { mayHaveWork = true }
-            let room = configuration.concurrency - stats.inFlight
-            var senderLimit: Int?
-            switch sender.readiness() {
-            case .paused(let retryAfter, let reason):
-                // Claiming now would only defer every row: leave them for a worker (or a
-                // moment) that can send, and look again when the sender may be back.
-                stats.setPaused(reason)
-                if pausedSince == nil {
-                    pausedSince = .now
-                    logger.warning("not claiming: the sender cannot send now", metadata: ["worker.pause_reason": .string(reason)])
-                }
-                // One timer at a time, however many other wake-ups come meanwhile.
-                if !recheckArmed.exchange(true, ordering: .acquiringAndReleasing) {
-                    let recheck = min(max(retryAfter, .milliseconds(50)), configuration.pollInterval)
-                    sends.addTask {
-                        try? await Task.sleep(for: recheck)
-                        self.recheckArmed.store(false, ordering: .releasing)
-                        self.wake.signal()
-                    }
-                }
-                guard await waiter.next() != nil else { return }
-                continue
-            case .ready(let limit):
-                if let since = pausedSince {
-                    pausedSince = nil
-                    stats.setPaused(nil)
-                    mayHaveWork = true
-                    logger.notice("claiming again: the sender can send", metadata: ["worker.paused_seconds": .stringConvertible(Int((ContinuousClock.now - since).seconds))])
-                }
-                // Only probes are admitted: the messages already in flight hold some of them
-                // (a claimed message takes its probe only when its send begins).
-                senderLimit = limit.map { max(0, $0 - stats.inFlight) }
-            }
-            if mayHaveWork && room >= min(threshold, senderLimit ?? threshold) && (senderLimit ?? 1) > 0 {
-                let limit = min(room, configuration.batchSize, senderLimit ?? Int.max)
-                do {
-                    if failures > 0 {
-                        // The failed claim may have committed with its answer lost: those rows
-                        // would sit under this live worker until the 60-minute stuck reset.
-                        let known = held.snapshot()
-                        try await withDeadline(configuration.databaseDeadline, what: "releasing unconfirmed claims") { [queue, workerID, logger] in
-                            try await queue.releaseUnconfirmedClaims(workerID: workerID, known: known, logger: logger)
-                        }
-                    }
-                    let claimed = try await withDeadline(
-                        configuration.databaseDeadline,
-                        what: "claiming",
-                        // Committed after the worker stopped waiting (a claim stuck behind a
-                        // lock): nobody will send these rows, so hand them back at once.
-                        whenAbandoned: { late in await self.handBack(lateClaim: late) }
-                    ) { [queue, workerID, logger] in
-                        try await queue.claim(workerID: workerID, limit: limit, logger: logger)
-                    }
-                    if failures > 0 {
-                        logger.info("claiming again after a database error")
-                        failures = 0
-                    }
-                    mayHaveWork = claimed.count == limit
-                    hold(claimed)
-                    for message in claimed {
-                        sends.addTask { await self.process(message) }
-                    }
-                    if mayHaveWork { continue }
-                } catch {
-                    failures += 1
-                    if failures == 1 {
-                        logger.error("claiming failed; retrying with backoff", metadata: ["error": .string(String(reflecting: error))])
-                    }
-                    let delay = Backoff(base: .milliseconds(100), multiplier: 2, maximum: .seconds(5), jitter: .full).delay(forAttempt: failures)
-                    try? await Task.sleep(for: delay)
-                    continue
-                }
-            }
-            // Nothing to claim, or no room: wait for a notification, the poll tick, a freed
-            // slot or shutdown.
-            guard await waiter.next() != nil else { return }
-        }
-    }
-
+    /// After the claim loop stopped: waits for the held messages until `drainTimeout`
+    /// (their sends to return and their outcomes to be written), then cuts off any send
+    /// still running, whose message `process(_:)` then hands back.
     private func drain(sends: inout DiscardingTaskGroup) async {
-        guard stats.inFlight > 0 else {
-            // Only a pause's recheck timer may be left: end it now.
-            sends.cancelAll()
-            return
-        }
+        guard stats.inFlight > 0 else { return }
         logger.info("draining in-flight sends", metadata: ["worker.in_flight": .stringConvertible(stats.inFlight)])
         let deadline = ContinuousClock.now + configuration.drainTimeout
         let timeout = configuration.drainTimeout
@@ -279,27 +194,15 @@ public final class Worker: Service {
         sends.cancelAll()
     }
 
-    /// Signals work every poll interval until cancelled.
-    private func pollForWork() async {
-        while true {
-            do {
-                try await Task.sleep(for: configuration.pollInterval)
-            } catch {
-                return
-            }
-            wake.signalWork()
-        }
-    }
-
-    // MARK: - Sending
-
+    /// Sends one held message and submits how it went; the message stays held until the
+    /// outcome writer has written that.
     private func process(_ message: ClaimedMessage) async {
         var logger = self.logger
         logger[metadataKey: "fila.message_id"] = .stringConvertible(message.id)
         if let correlationID = message.correlationID { logger[metadataKey: "correlation_id"] = .string(correlationID) }
 
         let resolution: AttemptResolution
-        if isStopping {
+        if claims.isStopping {
             // Claimed but never started: hand it back untouched.
             resolution = .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:not_started", until: .zero)
         } else {
@@ -313,7 +216,7 @@ public final class Worker: Service {
             }
         }
         // Still held: the slot frees once the outcome is written.
-        results.append(AttemptResult(messageID: message.id, claim: message.claim, resolution: resolution))
+        outcomes.submit(AttemptResult(messageID: message.id, claim: message.claim, resolution: resolution))
     }
 
     func resolution(of result: SendResult, for message: ClaimedMessage) -> AttemptResolution {
@@ -330,170 +233,13 @@ public final class Worker: Service {
         }
     }
 
-    // MARK: - Held claims
-
-    /// Counts claims as held (in flight) until their outcome is written.
-    private func hold(_ claimed: [ClaimedMessage]) {
-        stats.addInFlight(held.insert(claimed.map(\.heldClaim)))
-    }
-
-    private func release(_ claims: [HeldClaim]) {
-        let freed = held.remove(claims)
-        guard freed > 0 else { return }
-        stats.addInFlight(-freed)
-        wake.signal()
-    }
-
-    /// A claim that committed after its deadline: its rows go back through the outcome
-    /// writer (fenced by their claims, retried like any outcome), never sent.
-    private func handBack(lateClaim claimed: [ClaimedMessage]) async {
-        guard !claimed.isEmpty else { return }
-        logger.warning(
-            "a claim committed after its deadline; handing its rows back",
-            metadata: ["fila.claimed": .stringConvertible(claimed.count)]
-        )
-        hold(claimed)
-        let returns = claimed.map {
-            AttemptResult(messageID: $0.id, claim: $0.claim, resolution: .deferred(outcome: .failedWorkerLost, reasonCode: "claim_late:\(workerID)", until: .zero))
-        }
-        guard !results.append(contentsOf: returns) else { return }
-        // The writer has ended (shutdown): one direct attempt; the rows are rescued otherwise.
-        _ = try? await withDeadline(configuration.databaseDeadline, what: "handing back a late claim") { [queue, logger] in
-            try await queue.finish(returns, logger: logger)
-        }
-        release(returns.map(\.heldClaim))
-    }
-
     /// At shutdown, once every outcome it could write is written: rows the database says this
     /// worker holds and it never received (a claim whose answer was lost) go back now rather
     /// than after the rescue's timeout.
     private func releaseUnknownClaims() async {
-        let known = held.snapshot()
+        let known = outcomes.heldClaims
         _ = try? await withDeadline(.seconds(2), what: "releasing unconfirmed claims") { [queue, workerID, logger] in
             try await queue.releaseUnconfirmedClaims(workerID: workerID, known: known, logger: logger)
-        }
-    }
-
-    // MARK: - Writing outcomes
-
-    private func writeOutcomes() async {
-        var failures = 0
-        while true {
-            let batch = await results.next()
-            guard !batch.isEmpty else { return }  // closed and empty
-            while true {
-                do {
-                    let report = try await withDeadline(configuration.databaseDeadline, what: "writing outcomes") { [queue, logger] in
-                        try await queue.finish(batch, logger: logger)
-                    }
-                    // Written or fenced, these claims are over: free their slots.
-                    release(batch.map(\.heldClaim))
-                    stats.addProcessed(report.written.count)
-                    if failures > 0 {
-                        logger.info("outcomes written again after a database error")
-                        failures = 0
-                    }
-                    break
-                } catch {
-                    failures += 1
-                    if Task.isCancelled {
-                        // Shutdown ran out of time with the database away: these rows stay
-                        // `processando` under this worker and come back through the rescue
-                        // of lost workers. Nothing is lost; retrying here would only hang.
-                        logger.error(
-                            "shutting down with outcomes unwritten; their messages will be rescued",
-                            metadata: ["worker.pending_outcomes": .stringConvertible(batch.count + results.drainCount())]
-                        )
-                        return
-                    }
-                    if failures == 1 {
-                        logger.error(
-                            "writing outcomes failed; keeping them and retrying",
-                            metadata: ["error": .string(String(reflecting: error)), "worker.pending_outcomes": .stringConvertible(batch.count)]
-                        )
-                    } else if failures % 20 == 0 {
-                        logger.error(
-                            "writing outcomes still failing",
-                            metadata: ["error": .string(String(reflecting: error)), "worker.attempts": .stringConvertible(failures)]
-                        )
-                    }
-                    try? await Task.sleep(for: Backoff(base: .milliseconds(100), multiplier: 2, maximum: .seconds(5), jitter: .full).delay(forAttempt: failures))
-                }
-            }
-        }
-    }
-}
-
-/// The claims a worker holds and knows of, each by row and claim: the late, fenced write
-/// of an earlier claim of a row must not release the row's current claim.
-final class HeldRows: Sendable {
-    private let claims = Mutex(Set<HeldClaim>())
-    /// Adds `new` and returns how many of them were not held yet.
-    @discardableResult
-    func insert(_ new: [HeldClaim]) -> Int {
-        claims.withLock { claims in new.reduce(0) { added, claim in added + (claims.insert(claim).inserted ? 1 : 0) } }
-    }
-    /// Removes `done` and returns how many of them were held.
-    @discardableResult
-    func remove(_ done: [HeldClaim]) -> Int {
-        claims.withLock { claims in done.reduce(0) { freed, claim in freed + (claims.remove(claim) == nil ? 0 : 1) } }
-    }
-    func snapshot() -> Set<HeldClaim> { claims.withLock { $0 } }
-}
-
-/// Finished attempts waiting to be written. `next()` returns everything accumulated
-/// since the last call, waiting while there is nothing; an empty array means closed (or
-/// the waiting task was cancelled).
-final class ResultBuffer: Sendable {
-    private struct State {
-        var items: [AttemptResult] = []
-        var closed = false
-    }
-
-    private let state = Mutex(State())
-    private let signal = WakeSignal()
-
-    func append(_ result: AttemptResult) {
-        state.withLock { $0.items.append(result) }
-        signal.signal()
-    }
-
-    /// Appends unless closed; returns whether it did.
-    func append(contentsOf results: [AttemptResult]) -> Bool {
-        let appended = state.withLock { state -> Bool in
-            guard !state.closed else { return false }
-            state.items.append(contentsOf: results)
-            return true
-        }
-        if appended { signal.signal() }
-        return appended
-    }
-
-    func close() {
-        state.withLock { $0.closed = true }
-        signal.signal()
-    }
-
-    var isClosed: Bool { state.withLock { $0.closed } }
-
-    func next() async -> [AttemptResult] {
-        var waiter = signal.makeWaiter()
-        while true {
-            let (items, closed) = state.withLock { state -> ([AttemptResult], Bool) in
-                defer { state.items.removeAll(keepingCapacity: true) }
-                return (state.items, state.closed)
-            }
-            if !items.isEmpty || closed { return items }
-            // Cancelled (shutdown out of time): stop waiting; the caller sees "closed".
-            guard await waiter.next() != nil else { return [] }
-        }
-    }
-
-    /// Empties the buffer and says how many results it held.
-    func drainCount() -> Int {
-        state.withLock { state in
-            defer { state.items.removeAll() }
-            return state.items.count
         }
     }
 }

@@ -58,15 +58,6 @@ public final class RateLimiter: Sendable {
         case down(since: Date, error: String)
     }
 
-    private struct RedisState {
-        var down = false
-        var since = Date()
-        var lastError = ""
-        var nextAttempt = ContinuousClock.now
-        var retryDelay: Duration = .zero
-        var probing = false
-    }
-
     public let postgres: PostgresRateLimitStore
     public let redis: RedisRateLimitStore?
     public let redisTimeout: Duration
@@ -78,7 +69,9 @@ public final class RateLimiter: Sendable {
     private let defaults: RateLimitPolicy
     private let settings: AppSettings?
     private let logger: Logger
-    private let redisState = Mutex(RedisState())
+    /// Whether to ask Redis now, and the outage if there is one; the decisions are the
+    /// state machine's, the calls and the logging this type's.
+    private let redisOutage: Mutex<RedisOutageStateMachine>
     private let reportedProblems = Mutex<Set<String>>([])
 
     public init(
@@ -99,6 +92,7 @@ public final class RateLimiter: Sendable {
         self.redisRetryInterval = redisRetryInterval
         self.postgresTimeout = postgresTimeout
         self.logger = logger
+        self.redisOutage = Mutex(RedisOutageStateMachine(retryInterval: redisRetryInterval))
     }
 
     /// The policy in force: the defaults with `app_settings` applied. Until `app_settings`
@@ -118,7 +112,7 @@ public final class RateLimiter: Sendable {
 
     public var redisHealth: RedisHealth {
         guard redis != nil else { return .notConfigured }
-        return redisState.withLock { $0.down ? .down(since: $0.since, error: $0.lastError) : .up }
+        return redisOutage.withLock { $0.health }
     }
 
     /// Spends `kind`'s weight from `key`'s budget for today, if it fits. Throws only when
@@ -187,7 +181,7 @@ public final class RateLimiter: Sendable {
     /// Copies Postgres's count to Redis, when Redis is configured and up. Best effort: a
     /// failure only marks Redis down (the copy is a shortcut, never the record).
     private func copyToRedis(key: String, day: String, used: Int, version: Int64) async {
-        guard let redis, redisState.withLock({ !$0.down }) else { return }
+        guard let redis, redisOutage.withLock({ !$0.isDown }) else { return }
         do {
             try await withRedisTimeLimit { try await redis.copy(key: key, day: day, used: used, version: version) }
         } catch is CancellationError {
@@ -222,57 +216,38 @@ public final class RateLimiter: Sendable {
     /// Up: always. Down: one caller at a time, when the retry delay has passed.
     private func shouldTryRedis() -> Bool {
         let now = ContinuousClock.now
-        return redisState.withLock { state in
-            guard state.down else { return true }
-            guard !state.probing, now >= state.nextAttempt else { return false }
-            state.probing = true
-            return true
-        }
+        return redisOutage.withLock { $0.admit(now: now) }.asksRedis
     }
 
     /// A probe that ended without an answer either way (cancelled).
     private func endRedisProbe() {
-        redisState.withLock { $0.probing = false }
+        redisOutage.withLock { $0.probeEnded() }
     }
 
     private func markRedisUp() {
-        let (wasDown, since) = redisState.withLock { state -> (Bool, Date) in
-            defer {
-                state.down = false
-                state.probing = false
-            }
-            return (state.down, state.since)
-        }
-        if wasDown {
+        let now = ContinuousClock.now
+        if case .recovered(let downFor) = redisOutage.withLock({ $0.recordSuccess(now: now) }) {
             logger.notice(
                 "Redis answers again; rate limits use it again",
-                metadata: ["redis.url": .string(redis?.url.description ?? ""), "redis.down_seconds": .stringConvertible(Int(-since.timeIntervalSinceNow))]
+                metadata: ["redis.url": .string(redis?.url.description ?? ""), "redis.down_seconds": .stringConvertible(Int(downFor.seconds))]
             )
         }
     }
 
     private func markRedisDown(_ error: any Error) {
-        let retry = Backoff(base: redisRetryInterval, multiplier: 2, maximum: redisRetryInterval * 10, jitter: .none)
         let description = String(describing: error)
-        let first = redisState.withLock { state -> Bool in
-            defer {
-                // Decorrelated jitter: workers that lost Redis together do not all come
-                // back to it in the same instant, and a long outage is probed less often.
-                state.retryDelay = retry.decorrelatedDelay(after: state.down ? state.retryDelay : nil)
-                state.down = true
-                state.probing = false
-                state.lastError = description
-                state.nextAttempt = .now + state.retryDelay
-            }
-            if !state.down { state.since = Date() }
-            return !state.down
+        let now = ContinuousClock.now
+        let date = Date()
+        let failure = redisOutage.withLock { outage in
+            var generator = SystemRandomNumberGenerator()
+            return outage.recordFailure(description, now: now, date: date, using: &generator)
         }
         // A connection that let a reply time out may be dead without knowing it (a peer
         // gone without a reset): the next try opens a new one.
         if let redis, let redisError = error as? RedisError, redisError.code == .timeout {
             Task { await redis.close() }
         }
-        if first {
+        if case .wentDown = failure {
             logger.error(
                 "Redis failed; rate limits fall back to Postgres until it answers again",
                 metadata: ["redis.url": .string(redis?.url.description ?? ""), "error": .string(description)]
