@@ -7,10 +7,11 @@ import Synchronization
 
 /// Runs `operation` but stops waiting for it after `limit`, throwing `onTimeout()`.
 ///
-/// The abandoned call is cancelled and left to end on its own: the caller gets its answer
-/// on time even from a call that ignores cancellation (a wedged connection). If it still
-/// succeeds after the caller stopped waiting, its result goes to `whenAbandoned`, so work it
-/// did (a row it wrote) can be undone.
+/// The caller gets its answer on time even from a call that ignores cancellation (a wedged
+/// connection). Without `whenAbandoned`, the abandoned call is cancelled and left to end on
+/// its own. With it, the call is left to run to its end, and if it still succeeds its result
+/// goes to `whenAbandoned`, so work it did (a row it wrote) can be undone. Cancelling the
+/// caller cancels the call in either case.
 public func withTimeLimit<Result: Sendable>(
     _ limit: Duration,
     onTimeout: @escaping @Sendable () -> any Error,
@@ -39,7 +40,10 @@ public func withTimeLimit<Result: Sendable>(
         race.offer(.failure(CancellationError()))
     }
     timer.cancel()
-    if case .failure = outcome { work.cancel() }
+    // A call that timed out is cancelled, unless its late result is wanted: then it runs on,
+    // so a success that arrives after the deadline (a claim that committed behind a lock)
+    // reaches `whenAbandoned` instead of being dropped half-read by the cancellation.
+    if case .failure = outcome, whenAbandoned == nil { work.cancel() }
     return try outcome.get()
 }
 

@@ -1,4 +1,6 @@
+import Database
 import Logging
+import Primitives
 import Synchronization
 
 /// The worker's producer: decides when to claim and how many, claims, and hands each

@@ -3,7 +3,9 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
+import Database
 import Logging
+import Primitives
 import Synchronization
 
 /// The worker's completer: writes the outcomes of its attempts to the database in batches,

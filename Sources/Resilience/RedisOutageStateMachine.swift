@@ -3,7 +3,7 @@ import FoundationEssentials
 #else
 import Foundation
 #endif
-import Queue
+import Primitives
 
 /// Whether the rate limiter should ask Redis, with no clock, no locks and no I/O: every
 /// method takes the current instant (and the randomness it needs) and says what to do, so

@@ -26,6 +26,35 @@ struct TimeLimitTests {
         #expect(await abandoned.value == 7)
     }
 
+    /// A late result that is wanted is not lost to cancellation: the call runs on (a claim
+    /// cancelled half-read would leave its committed rows with nobody to hand them back).
+    @Test func aCallWhoseLateResultIsWantedRunsToItsEnd() async throws {
+        let abandoned = FirstResult<Int>()
+        await #expect(throws: TookTooLong.self) {
+            try await withTimeLimit(.milliseconds(20), onTimeout: { TookTooLong() }, whenAbandoned: { abandoned.offer($0) }) {
+                try await Task.sleep(for: .milliseconds(300))  // throws if cancelled
+                return 9
+            }
+        }
+        #expect(await abandoned.value == 9)
+    }
+
+    @Test func aCallWhoseLateResultIsNotWantedIsCancelled() async throws {
+        let ended = FirstResult<Bool>()
+        await #expect(throws: TookTooLong.self) {
+            try await withTimeLimit(.milliseconds(20), onTimeout: { TookTooLong() }) { () async throws -> Int in
+                do {
+                    try await Task.sleep(for: .seconds(60))
+                    ended.offer(false)
+                } catch {
+                    ended.offer(Task.isCancelled)
+                }
+                return 1
+            }
+        }
+        #expect(await ended.value)
+    }
+
     @Test func errorsOfTheCallPassThrough() async throws {
         struct Broken: Error {}
         await #expect(throws: Broken.self) {

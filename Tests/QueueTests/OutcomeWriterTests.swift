@@ -3,6 +3,7 @@ import FilaTestSupport
 import Foundation
 import Logging
 import PostgresNIO
+import Primitives
 @testable import Queue
 import Testing
 
