@@ -12,7 +12,7 @@ import NIOCore
 ///
 /// A route handler returns what it answers (a `ResponseEncodable` value, or a
 /// ``JSONResponse`` for another status or content type) and throws an ``APIError`` for
-/// anything else; the middleware here turn every other failure into the same error body.
+/// anything else; the middleware below turns every other failure into the same error body.
 enum HTTPServer {
     static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
         Application(
