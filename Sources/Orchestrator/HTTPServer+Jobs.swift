@@ -16,12 +16,12 @@ struct JobsAPI: Sendable {
     let client: PostgresClient
     let catalog: JobCatalog
     let runner: JobRunner
-    let admin: AdminAuthorization
+    let admin: AdminAuthorization<APIRequestContext>
     let logger: Logger
     /// Whether this process has added its jobs to job_definitions (insert-only, once).
     private let synced = SyncedFlag()
 
-    init(client: PostgresClient, catalog: JobCatalog, runner: JobRunner, admin: AdminAuthorization, logger: Logger) {
+    init(client: PostgresClient, catalog: JobCatalog, runner: JobRunner, admin: AdminAuthorization<APIRequestContext>, logger: Logger) {
         self.client = client
         self.catalog = catalog
         self.runner = runner
@@ -29,99 +29,108 @@ struct JobsAPI: Sendable {
         self.logger = logger
     }
 
-    func register(on router: Router<BasicRequestContext>) {
-        router.get("/jobs") { request, _ in
-            try await admin.guarded(request) {
-                try await databaseCall {
-                    try HTTPServer.jsonResponse(["jobs": try await JobReport.list(client: client, logger: logger)])
-                }
-            }
+    func register(on router: Router<APIRequestContext>) {
+        let jobs = router.group("/jobs")
+            .add(middleware: admin)
+            .add(middleware: DatabaseFailureMiddleware(logger: logger))
+        jobs.get { _, _ in
+            try await syncCatalog()
+            return ["jobs": try await JobReport.list(client: client, logger: logger)]
         }
-        router.get("/jobs/:name/executions") { request, context in
-            try await admin.guarded(request) {
-                let name = context.parameters.get("name") ?? ""
-                var limit = 20
-                if let text = request.uri.queryParameters.get("limit") {
-                    guard let value = Int(text), (1...1000).contains(value) else {
-                        return try HTTPServer.errorResponse(.badRequest, code: "invalid_limit", message: "limit must be a whole number from 1 to 1000")
-                    }
-                    limit = value
-                }
-                return try await databaseCall {
-                    guard try await !JobReport.list(client: client, name: name, logger: logger).isEmpty else {
-                        return try HTTPServer.errorResponse(.notFound, code: "unknown_job", message: "no job named '\(name)'")
-                    }
-                    let executions = try await JobReport.history(client: client, name: name, limit: limit, logger: logger)
-                    return try HTTPServer.jsonResponse(["executions": executions])
-                }
+        jobs.get(":name/executions") { request, context in
+            let name = context.parameters.get("name") ?? ""
+            let limit = try Self.limit(request)
+            try await syncCatalog()
+            guard try await !JobReport.list(client: client, name: name, logger: logger).isEmpty else {
+                throw APIError(status: .notFound, code: "unknown_job", message: "no job named '\(name)'")
             }
+            return ["executions": try await JobReport.history(client: client, name: name, limit: limit, logger: logger)]
         }
-        router.post("/jobs/:name") { request, context in
-            try await admin.guarded(request) {
-                let name = context.parameters.get("name") ?? ""
-                guard let job = catalog[name] else {
-                    return try HTTPServer.errorResponse(
-                        .notFound, code: "unknown_job",
-                        message: "no job named '\(name)'; jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))"
-                    )
-                }
-                let correlationID = try CorrelationID.from(request)
-                return try await databaseCall {
-                    switch try await runner.runNow(job, trigger: .http, correlationID: correlationID, logger: logger) {
-                    case .alreadyRunning:
-                        return try HTTPServer.errorResponse(.conflict, code: "already_running", message: "a run of \(name) is still going; try again when it ends")
-                    case .abandoned:
-                        return try HTTPServer.errorResponse(.serviceUnavailable, code: "run_abandoned", message: "the run was failed by a scheduler before it started; try again")
-                    case .finished(let execution):
-                        return try HTTPServer.jsonResponse(execution)
-                    }
-                }
+        jobs.post(":name") { request, context in
+            let name = context.parameters.get("name") ?? ""
+            guard let job = catalog[name] else {
+                throw APIError(
+                    status: .notFound, code: "unknown_job",
+                    message: "no job named '\(name)'; jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))"
+                )
+            }
+            let correlationID = try CorrelationID.from(request)
+            try await syncCatalog()
+            switch try await runner.runNow(job, trigger: .http, correlationID: correlationID, logger: logger) {
+            case .alreadyRunning:
+                throw APIError(status: .conflict, code: "already_running", message: "a run of \(name) is still going; try again when it ends")
+            case .abandoned:
+                throw APIError(status: .serviceUnavailable, code: "run_abandoned", message: "the run was failed by a scheduler before it started; try again")
+            case .finished(let execution):
+                return JSONResponse(execution)
             }
         }
     }
 
-    /// A database failure is a 503 with a reason, never a dropped connection.
-    private func databaseCall(_ body: () async throws -> Response) async throws -> Response {
+    /// `?limit=N`, 1-1000, default 20.
+    private static func limit(_ request: Request) throws(APIError) -> Int {
+        guard let text = request.uri.queryParameters.get("limit") else { return 20 }
+        guard let value = Int(text), (1...1000).contains(value) else {
+            throw APIError(status: .badRequest, code: "invalid_limit", message: "limit must be a whole number from 1 to 1000")
+        }
+        return value
+    }
+
+    /// Adds this process's jobs to job_definitions before its first query needs them there.
+    private func syncCatalog() async throws {
+        guard !synced.value else { return }
+        try await catalog.sync(client: client, overwrite: false, logger: logger)
+        synced.set()
+    }
+}
+
+/// A failure of a `/jobs` handler that is not an HTTP answer is the database's: a 503 with
+/// a reason, never a dropped connection.
+struct DatabaseFailureMiddleware<Context: RequestContext>: RouterMiddleware {
+    let logger: Logger
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
-            if !synced.value {
-                try await catalog.sync(client: client, overwrite: false, logger: logger)
-                synced.set()
-            }
-            return try await body()
+            return try await next(request, context)
+        } catch let error as any HTTPResponseError {
+            throw error
         } catch {
             logger.error("jobs API: database call failed", metadata: ["error": .string(String(reflecting: error))])
-            return try HTTPServer.errorResponse(.serviceUnavailable, code: "database_unavailable", message: "the database did not answer; try again")
+            throw APIError(status: .serviceUnavailable, code: "database_unavailable", message: "the database did not answer; try again")
         }
     }
 }
 
-/// The admin API's bearer token (`ADMIN_TOKEN`). Without one configured, the admin routes
-/// are off: they answer 403 rather than run unauthenticated.
-struct AdminAuthorization: Sendable {
+/// The admin API's bearer token (`ADMIN_TOKEN`), checked before the routes it guards run.
+/// Without one configured, the admin routes are off: they answer 403 rather than run
+/// unauthenticated.
+struct AdminAuthorization<Context: RequestContext>: RouterMiddleware {
     let token: String?
 
-    func guarded(_ request: Request, _ body: () async throws -> Response) async throws -> Response {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let token else {
-            return try HTTPServer.errorResponse(.forbidden, code: "admin_disabled", message: "the admin API is off: set ADMIN_TOKEN to use it")
+            throw APIError(status: .forbidden, code: "admin_disabled", message: "the admin API is off: set ADMIN_TOKEN to use it")
         }
         let presented = request.headers[.authorization].flatMap { value -> Substring? in
             value.hasPrefix("Bearer ") ? value.dropFirst(7) : nil
         }
-        guard let presented, Self.constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
-            var response = try HTTPServer.errorResponse(.unauthorized, code: "unauthorized", message: "send the admin token as 'Authorization: Bearer TOKEN'")
-            response.headers[.wwwAuthenticate] = "Bearer"
-            return response
+        guard let presented, constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
+            throw APIError(
+                status: .unauthorized, code: "unauthorized",
+                message: "send the admin token as 'Authorization: Bearer TOKEN'", headers: [.wwwAuthenticate: "Bearer"]
+            )
         }
-        return try await body()
+        return try await next(request, context)
     }
+}
 
-    static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(a.count == b.count ? 0 : 1)
-        for index in 0..<max(a.count, b.count) {
-            difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
-        }
-        return difference == 0
+/// Compares two secrets in a time that does not depend on where they first differ.
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var difference = UInt8(a.count == b.count ? 0 : 1)
+    for index in 0..<max(a.count, b.count) {
+        difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
     }
+    return difference == 0
 }
 
 extension HTTPField.Name {

@@ -9,6 +9,10 @@ import Logging
 import NIOCore
 
 /// The HTTP API of a `fila serve` process.
+///
+/// A route handler returns what it answers (a `ResponseEncodable` value, or a
+/// ``JSONResponse`` for another status or content type) and throws an ``APIError`` for
+/// anything else; the middleware below turns every other failure into the same error body.
 enum HTTPServer {
     static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
         Application(
@@ -19,36 +23,75 @@ enum HTTPServer {
         )
     }
 
-    static func makeRouter(jobs: JobsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<BasicRequestContext> {
-        let router = Router()
-        // Before the routes: a router wraps each route in the middleware added so far.
+    static func makeRouter(jobs: JobsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
+        let router = Router(context: APIRequestContext.self)
+        // Before the routes: a router wraps each route, and its not-found answer, in the
+        // middleware added so far. The error body is outermost, so it sees every failure.
+        router.add(middleware: APIErrorMiddleware())
         router.add(middleware: RequestBodyLimitMiddleware(maximumBytes: maxRequestBodyBytes))
         router.get("/health") { _, _ in
-            try jsonResponse(HealthLiveness(status: "pass", version: FilaVersion.current), contentType: "application/health+json")
+            JSONResponse(HealthLiveness(status: "pass", version: FilaVersion.current), contentType: "application/health+json")
         }
         jobs?.register(on: router)
         return router
     }
+}
 
-    /// `{"error": {"code": "...", "message": "..."}}` with `status`.
-    static func errorResponse(_ status: HTTPResponse.Status, code: String, message: String) throws -> Response {
-        try jsonResponse(["error": ["code": code, "message": message]], status: status)
+/// The context of every request to the API: Hummingbird's own, with the API's one JSON
+/// encoder.
+struct APIRequestContext: RequestContext {
+    var coreContext: CoreRequestContextStorage
+
+    init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
     }
 
-    static func jsonResponse(_ value: some Encodable, status: HTTPResponse.Status = .ok, contentType: String = "application/json") throws -> Response {
+    var responseEncoder: APIResponseEncoder { APIResponseEncoder() }
+}
+
+/// Writes every JSON body the API sends: sorted keys and unescaped slashes, so bodies are
+/// stable and diffable, and ISO 8601 dates, as `application/json`.
+struct APIResponseEncoder: ResponseEncoder {
+    /// Shared: configuring an encoder per response would repeat these choices everywhere.
+    private static let json: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        let data = try encoder.encode(value)
-        return Response(
-            status: status,
-            headers: [.contentType: contentType],
-            body: ResponseBody(byteBuffer: ByteBuffer(bytes: data))
+        return encoder
+    }()
+
+    func encode(_ value: some Encodable, from request: Request, context: some RequestContext) throws -> Response {
+        Response(
+            status: .ok,
+            headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: try Self.json.encode(value)))
         )
     }
 }
 
-/// An API error, rendered as the project's error body with its status.
+/// `value` as the request's encoder writes it, with a status or content type other than
+/// 200 `application/json` (health answers are `application/health+json`).
+struct JSONResponse<Value: Encodable & Sendable>: ResponseGenerator {
+    let value: Value
+    var status: HTTPResponse.Status
+    var contentType: String?
+
+    init(_ value: Value, status: HTTPResponse.Status = .ok, contentType: String? = nil) {
+        self.value = value
+        self.status = status
+        self.contentType = contentType
+    }
+
+    func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = try context.responseEncoder.encode(value, from: request, context: context)
+        response.status = status
+        if let contentType { response.headers[.contentType] = contentType }
+        return response
+    }
+}
+
+/// An API error, rendered as the project's error body, `{"error": {"code", "message"}}`,
+/// with its status: the one shape every failure reaches a client in.
 struct APIError: HTTPResponseError, CustomStringConvertible {
     let status: HTTPResponse.Status
     /// The machine-readable `error.code`.
@@ -56,13 +99,49 @@ struct APIError: HTTPResponseError, CustomStringConvertible {
     let message: String
     var headers: HTTPFields = [:]
 
+    private struct Body: Encodable, Sendable {
+        struct Detail: Encodable, Sendable {
+            let code: String
+            let message: String
+        }
+
+        let error: Detail
+    }
+
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = try HTTPServer.errorResponse(status, code: code, message: message)
+        var response = try JSONResponse(Body(error: .init(code: code, message: message)), status: status).response(from: request, context: context)
         response.headers.append(contentsOf: headers)
         return response
     }
 
     var description: String { "\(status.code) \(code): \(message)" }
+}
+
+/// Turns every failure that is not already an ``APIError`` into one: Hummingbird's own
+/// errors (an unknown route is a 404) keep their status, and anything else is logged and
+/// answered 500 without its detail, which may hold what a client must not see.
+struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as APIError {
+            throw error
+        } catch let error as HTTPError {
+            throw APIError(status: error.status, code: Self.code(for: error.status), message: error.body ?? error.status.reasonPhrase.lowercased(), headers: error.headers)
+        } catch let error as any HTTPResponseError {
+            throw APIError(status: error.status, code: Self.code(for: error.status), message: error.status.reasonPhrase.lowercased())
+        } catch {
+            context.logger.error("HTTP request failed", metadata: ["error": .string(String(reflecting: error))])
+            throw APIError(status: .internalServerError, code: "internal_error", message: "the request failed; the server's log says why")
+        }
+    }
+
+    /// `error.code` for a status nothing more specific was given for: its reason phrase in
+    /// snake case (`not_found`, `method_not_allowed`).
+    static func code(for status: HTTPResponse.Status) -> String {
+        let words = status.reasonPhrase.lowercased().split { !$0.isLetter && !$0.isNumber }
+        return words.isEmpty ? "http_\(status.code)" : words.joined(separator: "_")
+    }
 }
 
 /// Refuses a request body over `maximumBytes` with 413 before any handler runs: at once

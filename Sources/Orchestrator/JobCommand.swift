@@ -71,21 +71,11 @@ struct JobCommand: AsyncParsableCommand {
                     let identity = ProcessIdentity(kind: .cli, version: FilaVersion.current)
                     let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger)
                     // This process is the run's owner while it works: it heart-beats, so a
-                    // scheduler can tell if it dies.
-                    let outcome = try await withThrowingTaskGroup(of: JobRunner.Outcome?.self) { group in
-                        try await heartbeat.beat()
-                        group.addTask {
-                            while !Task.isCancelled {
-                                try? await Task.sleep(for: heartbeat.interval)
-                                try? await heartbeat.beat()
-                            }
-                            return nil
-                        }
-                        let runner = JobRunner(client: client, lockURL: url, workerID: identity.id)
-                        let outcome = try await runner.runNow(job, trigger: .cli, logger: context.logger)
-                        group.cancelAll()
-                        try? await heartbeat.beat(status: .stopped)
-                        return outcome
+                    // scheduler can tell if it dies. The first beat comes before the run, so
+                    // the run's owner is never unknown to a scheduler.
+                    try await heartbeat.beat()
+                    let outcome = try await FilaServices.whileBeating(heartbeat, logger: context.logger) {
+                        try await JobRunner(client: client, lockURL: url, workerID: identity.id).runNow(job, trigger: .cli, logger: context.logger)
                     }
                     switch outcome {
                     case .abandoned:

@@ -1,9 +1,4 @@
 import ArgumentParser
-import Database
-import Jobs
-import Logging
-import PostgresNIO
-import Queue
 
 /// `fila scheduler`.
 struct SchedulerCommand: AsyncParsableCommand {
@@ -22,20 +17,6 @@ struct SchedulerCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        try await reportingErrors {
-            let context = try CommandContext(options: global)
-            let configuration = context.configuration
-            let (databaseURL, client) = try context.makeClient()
-            let identity = ProcessIdentity(kind: .scheduler, version: FilaVersion.current)
-            try await FilaServices.run(
-                [
-                    .init(service: client, serviceName: "postgres"),
-                    .init(service: HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger), serviceName: "heartbeat"),
-                    .init(service: JobsAssembly.scheduler(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: context.logger), serviceName: "scheduler"),
-                ],
-                configuration: configuration,
-                logger: context.logger
-            )
-        }
+        try await ProcessAssembly.run([.scheduler], global: global)
     }
 }

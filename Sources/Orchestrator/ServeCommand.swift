@@ -1,10 +1,4 @@
 import ArgumentParser
-import Database
-import Hummingbird
-import Logging
-import PostgresNIO
-import Queue
-import ServiceLifecycle
 
 /// `fila serve`.
 struct ServeCommand: AsyncParsableCommand {
@@ -26,51 +20,6 @@ struct ServeCommand: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        try await reportingErrors {
-            let context = try CommandContext(options: global)
-            let configuration = context.configuration
-            let (databaseURL, client) = try context.makeClient()
-            // Every process is visible in worker_heartbeats, the API included (it runs jobs
-            // on POST /jobs/NAME).
-            let identity = ProcessIdentity(kind: .api, version: FilaVersion.current)
-            let heartbeat = HeartbeatService(client: client, identity: identity, stats: ProcessStats(), logger: context.logger)
-            let application = HTTPServer.makeApplication(
-                configuration: configuration,
-                jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: context.logger),
-                logger: context.logger
-            )
-            try await FilaServices.run(
-                [
-                    .init(service: client, serviceName: "postgres"),
-                    .init(service: heartbeat, serviceName: "heartbeat"),
-                    .init(service: application, serviceName: "http"),
-                ],
-                configuration: configuration,
-                logger: context.logger
-            )
-        }
-    }
-}
-
-/// Runs a process's long-lived services in one group, started in order and stopped in
-/// reverse. SIGTERM and SIGINT start a graceful shutdown; whatever is still running after
-/// `shutdownTimeout` is cancelled.
-enum FilaServices {
-    static func run(
-        _ services: [ServiceGroupConfiguration.ServiceConfiguration],
-        configuration: FilaConfiguration,
-        logger: Logger
-    ) async throws {
-        var groupConfiguration = ServiceGroupConfiguration(
-            services: services,
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        )
-        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
-        // Headroom for a loaded machine; every service bounds its own last writes.
-        groupConfiguration.maximumCancellationDuration = .seconds(10)
-        logger.info("starting", metadata: ["fila.version": .string(FilaVersion.current), "fila.services": .string(services.map(\.serviceName).joined(separator: ","))])
-        try await ServiceGroup(configuration: groupConfiguration).run()
-        logger.info("stopped")
+        try await ProcessAssembly.run([.api], global: global)
     }
 }

@@ -1,10 +1,5 @@
 import ArgumentParser
-import Database
-import Logging
-import PostgresNIO
-import Primitives
 import Queue
-import ServiceLifecycle
 
 /// `fila worker`.
 struct WorkerCommand: AsyncParsableCommand {
@@ -31,17 +26,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var worker: WorkerOptions
 
     func run() async throws {
-        try await reportingErrors {
-            let context = try CommandContext(options: global)
-            let configuration = context.configuration
-            let (databaseURL, client) = try context.makeClient()
-            let parts = try worker.services(kind: .worker, client: client, databaseURL: databaseURL, configuration: configuration, logger: context.logger)
-            try await FilaServices.run(
-                [.init(service: client, serviceName: "postgres"), parts.heartbeat] + parts.services,
-                configuration: configuration,
-                logger: context.logger
-            )
-        }
+        try await ProcessAssembly.run([.worker], global: global, worker: worker)
     }
 }
 
@@ -65,42 +50,13 @@ struct WorkerOptions: ParsableArguments {
         guard (10...600_000).contains(pollIntervalMilliseconds) else { throw ValidationError("--poll-interval-ms must be 10-600000") }
     }
 
-    /// The heartbeat (to start right after `client`, so it stops last), the LISTEN
-    /// connection, the sender's own services and the worker loop, and the process identity
-    /// they use. Throws when the sender cannot be built from the configuration.
-    func services(
-        kind: ProcessIdentity.Kind,
-        client: PostgresClient,
-        databaseURL: DatabaseURL,
-        configuration: FilaConfiguration,
-        logger: Logger
-    ) throws -> (identity: ProcessIdentity, heartbeat: ServiceGroupConfiguration.ServiceConfiguration, services: [ServiceGroupConfiguration.ServiceConfiguration]) {
-        let identity = ProcessIdentity(kind: kind, version: FilaVersion.current)
-        let sender = try SenderAssembly.make(
-            name: sender ?? configuration.sender, configuration: configuration, client: client,
-            listenURL: configuration.databaseListenURL ?? databaseURL, identity: identity, logger: logger
+    /// The worker loop's configuration from these options.
+    func configuration(drainTimeout: Duration) -> Worker.Configuration {
+        .init(
+            concurrency: concurrency,
+            batchSize: batch,
+            pollInterval: .milliseconds(pollIntervalMilliseconds),
+            drainTimeout: drainTimeout
         )
-        let heartbeat = HeartbeatService(
-            client: client, identity: identity, stats: ProcessStats(),
-            details: { [sender = sender.sender] in sender.healthDetails() }, logger: logger
-        )
-        let wake = WakeSignal()
-        let worker = Worker(
-            configuration: .init(
-                concurrency: concurrency,
-                batchSize: batch,
-                pollInterval: .milliseconds(pollIntervalMilliseconds),
-                drainTimeout: configuration.drainTimeout
-            ),
-            queue: MessageQueue(client: client),
-            sender: sender.sender,
-            heartbeat: heartbeat,
-            wake: wake,
-            logger: logger
-        )
-        return (identity, .init(service: heartbeat, serviceName: "heartbeat"), sender.services + [
-            .init(service: QueueListener(url: configuration.databaseListenURL ?? databaseURL, wake: wake, logger: logger), serviceName: "listener"),
-            .init(service: worker, serviceName: "worker"),
-        ])
     }
 }

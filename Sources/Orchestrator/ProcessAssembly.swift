@@ -1,0 +1,170 @@
+import Database
+import Logging
+import PostgresNIO
+import Primitives
+import Queue
+import ServiceLifecycle
+
+/// What a long-running `fila` process does. `fila serve`, `fila worker` and
+/// `fila scheduler` each play one role; `fila all` is their union.
+struct ProcessRoles: OptionSet, Sendable {
+    let rawValue: Int
+
+    /// The HTTP API (health, jobs).
+    static let api = ProcessRoles(rawValue: 1 << 0)
+    /// The claim-and-send loop, with its LISTEN connection and its sender.
+    static let worker = ProcessRoles(rawValue: 1 << 1)
+    /// The periodic jobs on their schedules.
+    static let scheduler = ProcessRoles(rawValue: 1 << 2)
+
+    /// The process's `worker_heartbeats.kind`. A process of several roles is `all`, the kind
+    /// every liveness check counts as each of them.
+    var heartbeatKind: ProcessIdentity.Kind {
+        switch self {
+        case .api: .api
+        case .worker: .worker
+        case .scheduler: .scheduler
+        default: .all
+        }
+    }
+}
+
+/// One `fila` process built from its roles: the pool, one identity and heartbeat shared by
+/// every role, and each role's services, run in one group until SIGTERM or SIGINT.
+///
+/// ```swift
+/// try await ProcessAssembly.run([.api, .worker, .scheduler], global: global, worker: worker)
+/// ```
+struct ProcessAssembly {
+    /// In start order; the group stops them in reverse. The pool starts first and the
+    /// heartbeat second, so the heartbeat writes its `stopped` row after every role has
+    /// stopped; then HTTP, which stays answerable until the scheduler's runs and the
+    /// worker's drain, started after it, have ended; the worker is last, so it drains first
+    /// and with most of the shutdown time.
+    let services: [ServiceGroupConfiguration.ServiceConfiguration]
+
+    /// Builds the services of `roles`. `worker` is required with the worker role. Throws
+    /// when the worker's sender cannot be built from the configuration.
+    init(
+        roles: ProcessRoles,
+        worker: WorkerOptions?,
+        client: PostgresClient,
+        databaseURL: DatabaseURL,
+        configuration: FilaConfiguration,
+        logger: Logger
+    ) throws {
+        precondition(!roles.contains(.worker) || worker != nil, "the worker role needs the worker's options")
+        let identity = ProcessIdentity(kind: roles.heartbeatKind, version: FilaVersion.current)
+        let listenURL = configuration.databaseListenURL ?? databaseURL
+
+        // The sender first: its circuits and rate-limit store show in every heartbeat.
+        var sender: SenderAssembly.Assembled?
+        if roles.contains(.worker), let worker {
+            sender = try SenderAssembly.make(
+                name: worker.sender ?? configuration.sender, configuration: configuration, client: client,
+                listenURL: listenURL, identity: identity, logger: logger
+            )
+        }
+        let heartbeat = HeartbeatService(
+            client: client, identity: identity, stats: ProcessStats(),
+            details: { [sender = sender?.sender] in sender?.healthDetails() ?? [:] }, logger: logger
+        )
+
+        // Every process is visible in worker_heartbeats, the API included (it runs jobs on
+        // POST /jobs/NAME).
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: client, serviceName: "postgres"),
+            .init(service: heartbeat, serviceName: "heartbeat"),
+        ]
+        if roles.contains(.api) {
+            let application = HTTPServer.makeApplication(
+                configuration: configuration,
+                jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger),
+                logger: logger
+            )
+            services.append(.init(service: application, serviceName: "http"))
+        }
+        if roles.contains(.scheduler) {
+            let scheduler = JobsAssembly.scheduler(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger)
+            services.append(.init(service: scheduler, serviceName: "scheduler"))
+        }
+        if let worker, let sender {
+            let wake = WakeSignal()
+            let loop = Worker(
+                configuration: worker.configuration(drainTimeout: configuration.drainTimeout),
+                queue: MessageQueue(client: client),
+                sender: sender.sender,
+                heartbeat: heartbeat,
+                wake: wake,
+                logger: logger
+            )
+            // The sender's services (its HTTP client, the circuits' sync) stop after the worker.
+            services += sender.services
+            services.append(.init(service: QueueListener(url: listenURL, wake: wake, logger: logger), serviceName: "listener"))
+            services.append(.init(service: loop, serviceName: "worker"))
+        }
+        self.services = services
+    }
+
+    /// A long-running command's whole body: reads the configuration, builds the process for
+    /// `roles`, and runs it until SIGTERM or SIGINT, reporting errors as every command does.
+    static func run(_ roles: ProcessRoles, global: GlobalOptions, worker: WorkerOptions? = nil) async throws {
+        try await reportingErrors {
+            let context = try CommandContext(options: global)
+            let (databaseURL, client) = try context.makeClient()
+            let assembly = try ProcessAssembly(
+                roles: roles, worker: worker, client: client, databaseURL: databaseURL,
+                configuration: context.configuration, logger: context.logger
+            )
+            try await FilaServices.run(assembly.services, configuration: context.configuration, logger: context.logger)
+        }
+    }
+}
+
+/// Runs a process's long-lived services in one group, started in order and stopped in
+/// reverse. SIGTERM and SIGINT start a graceful shutdown; whatever is still running after
+/// `shutdownTimeout` is cancelled.
+enum FilaServices {
+    static func run(
+        _ services: [ServiceGroupConfiguration.ServiceConfiguration],
+        configuration: FilaConfiguration,
+        logger: Logger
+    ) async throws {
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services,
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        )
+        groupConfiguration.maximumGracefulShutdownDuration = configuration.shutdownTimeout
+        // Headroom for a loaded machine; every service bounds its own last writes.
+        groupConfiguration.maximumCancellationDuration = .seconds(10)
+        logger.info("starting", metadata: ["fila.version": .string(FilaVersion.current), "fila.services": .string(services.map(\.serviceName).joined(separator: ","))])
+        try await ServiceGroup(configuration: groupConfiguration).run()
+        logger.info("stopped")
+    }
+
+    /// Runs `body`, a one-shot command's work, while `heartbeat` beats beside it; then
+    /// shuts the heartbeat down gracefully, so its last row says `stopped` whether `body`
+    /// returned or threw. The caller beats once first if the row must exist before `body`
+    /// starts.
+    static func whileBeating<Value>(
+        _ heartbeat: HeartbeatService,
+        logger: Logger,
+        _ body: () async throws -> Value
+    ) async throws -> Value {
+        let group = ServiceGroup(configuration: .init(services: [.init(service: heartbeat, serviceName: "heartbeat")], logger: logger))
+        return try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let result: Result<Value, any Error>
+            do {
+                result = .success(try await body())
+            } catch {
+                result = .failure(error)
+            }
+            // Remembered by the group even if it has not started yet.
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return try result.get()
+        }
+    }
+}
