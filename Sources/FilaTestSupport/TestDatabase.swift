@@ -13,6 +13,17 @@ import PostgresNIO
 /// Every test gets a database of its own, created from a migrated template (fast: a file
 /// copy), so tests run in parallel and leave nothing behind.
 ///
+/// Most tests take theirs from a trait (`TestDatabaseTrait`):
+///
+/// ```swift
+/// @Test(.migratedDatabase) func aTest() async throws {
+///     let client = try TestDatabase.current.client
+///     …
+/// }
+/// ```
+///
+/// A test that needs a second database, or one on a server of its own, uses the closures:
+///
 /// ```swift
 /// try await TestDatabase.withMigrated { url in
 ///     try await TestDatabase.withClient(url) { client in … }

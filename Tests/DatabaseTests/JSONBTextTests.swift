@@ -33,21 +33,18 @@ struct JSONBTextTests {
         String(repeating: "{\"a\":", count: 2_000) + "1" + String(repeating: "}", count: 2_000),
     ]
 
-    @Test func agreesWithTheServer() async throws {
-        try await TestDatabase.withEmpty { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                for text in Self.candidates {
-                    let problem = JSONBText.problem(in: text, requireObject: true)
-                    let stored: Bool
-                    do {
-                        let rows = try await client.query("SELECT jsonb_typeof(\(text)::jsonb) = 'object'", logger: logger).collect()
-                        stored = try rows.first?.decode(Bool.self) ?? false
-                    } catch {
-                        stored = false
-                    }
-                    #expect((problem == nil) == stored, "\(text.prefix(80)): \(problem ?? "accepted"), the server \(stored ? "stores it" : "refuses it")")
-                }
+    @Test(.emptyDatabase) func agreesWithTheServer() async throws {
+        let client = try TestDatabase.current.client
+        for text in Self.candidates {
+            let problem = JSONBText.problem(in: text, requireObject: true)
+            let stored: Bool
+            do {
+                let rows = try await client.query("SELECT jsonb_typeof(\(text)::jsonb) = 'object'", logger: logger).collect()
+                stored = try rows.first?.decode(Bool.self) ?? false
+            } catch {
+                stored = false
             }
+            #expect((problem == nil) == stored, "\(text.prefix(80)): \(problem ?? "accepted"), the server \(stored ? "stores it" : "refuses it")")
         }
     }
 

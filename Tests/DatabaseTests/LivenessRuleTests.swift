@@ -8,25 +8,23 @@ private let logger = TestDatabase.logger
 
 /// The one liveness rule (`fila_process_alive`, `fila_process_witness`, migration 0007),
 /// judged against rows with past timestamps and the database's now().
-@Suite("The process-liveness rule", .timeLimit(.minutes(1)))
+@Suite("The process-liveness rule", .migratedDatabase, .timeLimit(.minutes(1)))
 struct LivenessRuleTests {
-    private func withHeartbeats(_ body: (PostgresClient) async throws -> Void) async throws {
-        try await TestDatabase.withMigrated { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                try await client.query(
-                    """
-                    INSERT INTO worker_heartbeats (id, kind, host, pid, version, status, last_seen_at, beating_since) VALUES
-                        ('fresh',    'worker',    'h', 1, 't', 'running',  now(),                        now() - interval '10 minutes'),
-                        ('three',    'worker',    'h', 2, 't', 'running',  now() - interval '3 minutes', now() - interval '10 minutes'),
-                        ('stopped',  'worker',    'h', 3, 't', 'stopped',  now(),                        now() - interval '10 minutes'),
-                        ('young',    'scheduler', 'h', 4, 't', 'running',  now(),                        now() - interval '1 minute'),
-                        ('gap',      'api',       'h', 5, 't', 'draining', now() - interval '20 seconds', now() - interval '10 minutes')
-                    """,
-                    logger: logger
-                )
-                try await body(client)
-            }
-        }
+    /// Writes the heartbeats every test judges into the test's database; its client.
+    private func insertHeartbeats() async throws -> PostgresClient {
+        let client = try TestDatabase.current.client
+        try await client.query(
+            """
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, status, last_seen_at, beating_since) VALUES
+                ('fresh',    'worker',    'h', 1, 't', 'running',  now(),                        now() - interval '10 minutes'),
+                ('three',    'worker',    'h', 2, 't', 'running',  now() - interval '3 minutes', now() - interval '10 minutes'),
+                ('stopped',  'worker',    'h', 3, 't', 'stopped',  now(),                        now() - interval '10 minutes'),
+                ('young',    'scheduler', 'h', 4, 't', 'running',  now(),                        now() - interval '1 minute'),
+                ('gap',      'api',       'h', 5, 't', 'draining', now() - interval '20 seconds', now() - interval '10 minutes')
+            """,
+            logger: logger
+        )
+        return client
     }
 
     private func alive(_ client: PostgresClient) async throws -> Set<String> {
@@ -52,34 +50,31 @@ struct LivenessRuleTests {
     }
 
     @Test func aProcessIsAliveWhileItBeatsWithinTwoMinutesAndHasNotStopped() async throws {
-        try await withHeartbeats { client in
-            #expect(try await alive(client) == ["fresh", "young", "gap"])
-            let timeout = try await client.query("SELECT extract(epoch FROM fila_heartbeat_timeout())::int", logger: logger)
-                .collect().first?.decode(Int.self)
-            #expect(timeout == 120)
-        }
+        let client = try await insertHeartbeats()
+        #expect(try await alive(client) == ["fresh", "young", "gap"])
+        let timeout = try await client.query("SELECT extract(epoch FROM fila_heartbeat_timeout())::int", logger: logger)
+            .collect().first?.decode(Int.self)
+        #expect(timeout == 120)
     }
 
     @Test func theTimeoutComesFromAppSettings() async throws {
-        try await withHeartbeats { client in
-            try await setTimeout("300", client)
-            #expect(try await alive(client) == ["fresh", "three", "young", "gap"])
-            try await setTimeout("30.5", client)
-            #expect(try await alive(client) == ["fresh", "young", "gap"])
-        }
+        let client = try await insertHeartbeats()
+        try await setTimeout("300", client)
+        #expect(try await alive(client) == ["fresh", "three", "young", "gap"])
+        try await setTimeout("30.5", client)
+        #expect(try await alive(client) == ["fresh", "young", "gap"])
     }
 
     /// A value that is not a number of seconds in range, or one below the heartbeat's own
     /// continuity gap, would make live processes look dead: the default applies instead.
     @Test func aTimeoutOutOfRangeFallsBackToTwoMinutes() async throws {
-        try await withHeartbeats { client in
-            for bad in [#""300""#, "5", "0", "-1", "1e400", "86401", "null", "[300]", "true"] {
-                try await setTimeout(bad, client)
-                let seconds = try await client.query("SELECT extract(epoch FROM fila_heartbeat_timeout())::int", logger: logger)
-                    .collect().first?.decode(Int.self)
-                #expect(seconds == 120, "value \(bad)")
-                #expect(try await alive(client) == ["fresh", "young", "gap"], "value \(bad)")
-            }
+        let client = try await insertHeartbeats()
+        for bad in [#""300""#, "5", "0", "-1", "1e400", "86401", "null", "[300]", "true"] {
+            try await setTimeout(bad, client)
+            let seconds = try await client.query("SELECT extract(epoch FROM fila_heartbeat_timeout())::int", logger: logger)
+                .collect().first?.decode(Int.self)
+            #expect(seconds == 120, "value \(bad)")
+            #expect(try await alive(client) == ["fresh", "young", "gap"], "value \(bad)")
         }
     }
 
@@ -87,26 +82,24 @@ struct LivenessRuleTests {
     /// database was reachable: not one whose run began a minute ago, not one silent for
     /// longer than the gap, not a stopped one.
     @Test func aWitnessHasBeatenWithoutAGapForTheWholeTimeout() async throws {
-        try await withHeartbeats { client in
-            #expect(try await ids("SELECT id FROM worker_heartbeats h WHERE fila_process_witness(h)", client) == ["fresh"])
-            try await setTimeout("45", client)  // now the young scheduler's minute is enough
-            #expect(try await ids("SELECT id FROM worker_heartbeats h WHERE fila_process_witness(h)", client) == ["fresh", "young"])
-            let gap = try await client.query("SELECT extract(epoch FROM fila_heartbeat_gap())::float8", logger: logger)
-                .collect().first?.decode(Double.self)
-            #expect(gap == Double(HeartbeatService.continuityGap.components.seconds))
-        }
+        let client = try await insertHeartbeats()
+        #expect(try await ids("SELECT id FROM worker_heartbeats h WHERE fila_process_witness(h)", client) == ["fresh"])
+        try await setTimeout("45", client)  // now the young scheduler's minute is enough
+        #expect(try await ids("SELECT id FROM worker_heartbeats h WHERE fila_process_witness(h)", client) == ["fresh", "young"])
+        let gap = try await client.query("SELECT extract(epoch FROM fila_heartbeat_gap())::float8", logger: logger)
+            .collect().first?.decode(Double.self)
+        #expect(gap == Double(HeartbeatService.continuityGap.components.seconds))
     }
 
     @Test func opsWorkersShowsEachProcessWithItsState() async throws {
-        try await withHeartbeats { client in
-            var states: [String: String] = [:]
-            for try await (id, state) in try await client.query("SELECT id, state FROM ops.workers", logger: logger).decode((String, String).self) {
-                states[id] = state
-            }
-            #expect(states == ["fresh": "alive", "three": "LOST", "stopped": "stopped", "young": "alive", "gap": "alive"])
-            // Lost ones first, stopped ones last.
-            let first = try await client.query("SELECT id FROM ops.workers LIMIT 1", logger: logger).collect().first?.decode(String.self)
-            #expect(first == "three")
+        let client = try await insertHeartbeats()
+        var states: [String: String] = [:]
+        for try await (id, state) in try await client.query("SELECT id, state FROM ops.workers", logger: logger).decode((String, String).self) {
+            states[id] = state
         }
+        #expect(states == ["fresh": "alive", "three": "LOST", "stopped": "stopped", "young": "alive", "gap": "alive"])
+        // Lost ones first, stopped ones last.
+        let first = try await client.query("SELECT id FROM ops.workers LIMIT 1", logger: logger).collect().first?.decode(String.self)
+        #expect(first == "three")
     }
 }

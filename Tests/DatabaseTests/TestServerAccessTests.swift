@@ -7,7 +7,7 @@ import Testing
 /// The Postgres servers of ops/test, ops/dev and the tests' own clusters trust whoever
 /// connects; that is only safe when nobody but their owner can connect. They listen on no
 /// TCP port, only on a Unix socket in a folder of mode 0700.
-@Suite("The throwaway Postgres servers are closed to other local accounts")
+@Suite("The throwaway Postgres servers are closed to other local accounts", .timeLimit(.minutes(2)))
 struct TestServerAccessTests {
     let logger = TestDatabase.logger
 

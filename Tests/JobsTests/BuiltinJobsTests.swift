@@ -9,27 +9,25 @@ import Testing
 private let logger = TestDatabase.logger
 
 /// Each maintenance job run for real (`runNow`) against rows set up with past timestamps.
-@Suite("Built-in maintenance jobs")
+@Suite("Built-in maintenance jobs", .migratedDatabase)
 struct BuiltinJobsTests {
     private let settings = BuiltinJobs.Settings(timeZone: TimeZone(identifier: "America/Sao_Paulo")!, archiveBatchSize: 3)
 
-    private func withJobs(_ body: @escaping @Sendable (PostgresClient, (String) async throws -> JobExecution) async throws -> Void) async throws {
-        let settings = settings
-        try await TestDatabase.withMigrated { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                let catalog = try JobCatalog(BuiltinJobs.all(settings: settings))
-                try await catalog.sync(client: client, logger: logger)
-                try await client.query("INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('cli-1', 'cli', 't', 1, 't')", logger: logger)
-                let runner = JobRunner(client: client, lockURL: url, workerID: "cli-1")
-                try await body(client) { name in
-                    guard case .finished(let execution) = try await runner.runNow(catalog[name]!, trigger: .cli, logger: logger) else {
-                        throw TestSetupError("\(name) did not run")
-                    }
-                    #expect(execution.status == .success, "\(execution.error ?? "")")
-                    return execution
-                }
+    /// The built-in jobs synced into the test's database, a live `cli` process to run them as,
+    /// and a function that runs one by name and expects it to succeed.
+    private func builtinJobs() async throws -> (PostgresClient, @Sendable (String) async throws -> JobExecution) {
+        let (url, client) = try (TestDatabase.current.url, TestDatabase.current.client)
+        let catalog = try JobCatalog(BuiltinJobs.all(settings: settings))
+        try await catalog.sync(client: client, logger: logger)
+        try await client.query("INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('cli-1', 'cli', 't', 1, 't')", logger: logger)
+        let runner = JobRunner(client: client, lockURL: url, workerID: "cli-1")
+        return (client, { name in
+            guard case .finished(let execution) = try await runner.runNow(catalog[name]!, trigger: .cli, logger: logger) else {
+                throw TestSetupError("\(name) did not run")
             }
-        }
+            #expect(execution.status == .success, "\(execution.error ?? "")")
+            return execution
+        })
     }
 
     private func execute(_ client: PostgresClient, _ sql: String) async throws {
@@ -52,153 +50,145 @@ struct BuiltinJobsTests {
     }
 
     @Test func theBacklogCheckCountsMessagesDueForOverHalfAnHour() async throws {
-        try await withJobs { client, run in
-            try await insertMessages(client, count: 51, set: "agendar_para = now() - interval '45 minutes'")
-            try await insertMessages(client, count: 10)  // due just now: not overdue
-            let backlog = try await run("verificar-fila-acumulada")
-            #expect(backlog.result == ["acumulada": true, "pendentes_atrasadas": 51, "mensagem_mais_antiga_minutos": 45, "limite": 50, "minutos": 30])
-            try await execute(client, "UPDATE fila_mensagens SET status = 'cancelada', outcome = 'CANCELLED_MANUAL', outcome_at = now() WHERE cliente_id = 'medico-1' AND agendar_para < now() - interval '1 minute'")
-            #expect(try await run("verificar-fila-acumulada").result?["acumulada"] == false)
-        }
+        let (client, run) = try await builtinJobs()
+        try await insertMessages(client, count: 51, set: "agendar_para = now() - interval '45 minutes'")
+        try await insertMessages(client, count: 10)  // due just now: not overdue
+        let backlog = try await run("verificar-fila-acumulada")
+        #expect(backlog.result == ["acumulada": true, "pendentes_atrasadas": 51, "mensagem_mais_antiga_minutos": 45, "limite": 50, "minutos": 30])
+        try await execute(client, "UPDATE fila_mensagens SET status = 'cancelada', outcome = 'CANCELLED_MANUAL', outcome_at = now() WHERE cliente_id = 'medico-1' AND agendar_para < now() - interval '1 minute'")
+        #expect(try await run("verificar-fila-acumulada").result?["acumulada"] == false)
     }
 
     @Test func theBacklogCheckAddsUpEveryPriorityAndIgnoresRowsDueLater() async throws {
-        try await withJobs { client, run in
-            try await execute(
-                client,
-                """
-                INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, tipo, prioridade, agendar_para)
-                SELECT 'medico-' || i, '5521' || lpad(i::text, 9, '0'), 'x', 'campanha', (ARRAY[10, 0, -5])[1 + i % 3],
-                       CASE WHEN i <= 60 THEN now() - interval '40 minutes' - i * interval '1 second'
-                            WHEN i <= 70 THEN now() - interval '10 minutes'
-                            ELSE now() + interval '10 hours' END
-                  FROM generate_series(1, 5070) i
-                """
-            )
-            // The most overdue row is at priority 0, below the rows of priority 10.
-            try await execute(client, "UPDATE fila_mensagens SET agendar_para = now() - interval '90 minutes' WHERE cliente_id = 'medico-1'")
-            let backlog = try await run("verificar-fila-acumulada")
-            #expect(backlog.result == ["acumulada": true, "pendentes_atrasadas": 60, "mensagem_mais_antiga_minutos": 90, "limite": 50, "minutos": 30])
-        }
+        let (client, run) = try await builtinJobs()
+        try await execute(
+            client,
+            """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, tipo, prioridade, agendar_para)
+            SELECT 'medico-' || i, '5521' || lpad(i::text, 9, '0'), 'x', 'campanha', (ARRAY[10, 0, -5])[1 + i % 3],
+                   CASE WHEN i <= 60 THEN now() - interval '40 minutes' - i * interval '1 second'
+                        WHEN i <= 70 THEN now() - interval '10 minutes'
+                        ELSE now() + interval '10 hours' END
+              FROM generate_series(1, 5070) i
+            """
+        )
+        // The most overdue row is at priority 0, below the rows of priority 10.
+        try await execute(client, "UPDATE fila_mensagens SET agendar_para = now() - interval '90 minutes' WHERE cliente_id = 'medico-1'")
+        let backlog = try await run("verificar-fila-acumulada")
+        #expect(backlog.result == ["acumulada": true, "pendentes_atrasadas": 60, "mensagem_mais_antiga_minutos": 90, "limite": 50, "minutos": 30])
     }
 
     @Test func stuckAndExpiredMessagesAreHandled() async throws {
-        try await withJobs { client, run in
-            try await insertMessages(client, count: 2, set: "created_at = now() - interval '25 hours', agendar_para = now() - interval '25 hours'")
-            try await insertMessages(client, count: 1)
-            try await execute(
-                client,
-                "UPDATE fila_mensagens SET status = 'processando', processando_desde = now() - interval '61 minutes', worker_id = 'cli-1' WHERE ctid = (SELECT ctid FROM fila_mensagens WHERE created_at > now() - interval '1 hour' LIMIT 1)"
-            )
-            #expect(try await run("resetar-fila-travada").result == ["rescued": 0, "judged": false, "reset": 1])
-            #expect(try await run("limpar-fila-antiga").result == ["expired": 2])
-            #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE outcome = 'FAILED_EXPIRED' AND status = 'cancelada'") == 2)
-        }
+        let (client, run) = try await builtinJobs()
+        try await insertMessages(client, count: 2, set: "created_at = now() - interval '25 hours', agendar_para = now() - interval '25 hours'")
+        try await insertMessages(client, count: 1)
+        try await execute(
+            client,
+            "UPDATE fila_mensagens SET status = 'processando', processando_desde = now() - interval '61 minutes', worker_id = 'cli-1' WHERE ctid = (SELECT ctid FROM fila_mensagens WHERE created_at > now() - interval '1 hour' LIMIT 1)"
+        )
+        #expect(try await run("resetar-fila-travada").result == ["rescued": 0, "judged": false, "reset": 1])
+        #expect(try await run("limpar-fila-antiga").result == ["expired": 2])
+        #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE outcome = 'FAILED_EXPIRED' AND status = 'cancelada'") == 2)
     }
 
     @Test func oldCircuitTransitionsAndRateLimitWindowsAreDeleted() async throws {
-        try await withJobs { client, run in
-            try await execute(client, """
-                INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, created_at) VALUES
-                    ('evolution', 'CLOSED', 'OPEN', 'old', now() - interval '91 days'),
-                    ('evolution', 'OPEN', 'HALF_OPEN', 'old', now() - interval '91 days'),
-                    ('evolution', 'HALF_OPEN', 'CLOSED', 'recent', now() - interval '89 days')
-                """)
-            try await execute(client, """
-                INSERT INTO rate_limit_counters (cliente_id, janela, usado) VALUES
-                    ('medico-1', current_date - 8, 3), ('medico-1', current_date - 7, 3), ('medico-1', current_date, 1)
-                """)
-            #expect(try await run("limpar-resiliencia-antiga").result == ["transicoes_removidas": 2, "janelas_removidas": 1])
-            #expect(try await int(client, "SELECT count(*) FROM circuit_transitions") == 1)
-            #expect(try await int(client, "SELECT count(*) FROM rate_limit_counters") == 2)
-        }
+        let (client, run) = try await builtinJobs()
+        try await execute(client, """
+            INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, created_at) VALUES
+                ('evolution', 'CLOSED', 'OPEN', 'old', now() - interval '91 days'),
+                ('evolution', 'OPEN', 'HALF_OPEN', 'old', now() - interval '91 days'),
+                ('evolution', 'HALF_OPEN', 'CLOSED', 'recent', now() - interval '89 days')
+            """)
+        try await execute(client, """
+            INSERT INTO rate_limit_counters (cliente_id, janela, usado) VALUES
+                ('medico-1', current_date - 8, 3), ('medico-1', current_date - 7, 3), ('medico-1', current_date, 1)
+            """)
+        #expect(try await run("limpar-resiliencia-antiga").result == ["transicoes_removidas": 2, "janelas_removidas": 1])
+        #expect(try await int(client, "SELECT count(*) FROM circuit_transitions") == 1)
+        #expect(try await int(client, "SELECT count(*) FROM rate_limit_counters") == 2)
     }
 
     @Test func snapshotsAreTakenAndOldOnesDeleted() async throws {
-        try await withJobs { client, run in
-            try await insertMessages(client, count: 4)
-            #expect(try await run("snapshot-metricas").result == ["snapshots": 6])  // no sends yet: no mean time
-            #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'fila_pendentes'") == 4)
-            #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'workers_vivos'") == 0)
-            try await execute(client, "UPDATE metrics_snapshots SET created_at = now() - interval '8 days' WHERE metric_name LIKE 'fila_%'")
-            #expect(try await run("limpar-metricas-antigas").result == ["removidas": 5])
-            #expect(try await int(client, "SELECT count(*) FROM metrics_snapshots") == 1)
-        }
+        let (client, run) = try await builtinJobs()
+        try await insertMessages(client, count: 4)
+        #expect(try await run("snapshot-metricas").result == ["snapshots": 6])  // no sends yet: no mean time
+        #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'fila_pendentes'") == 4)
+        #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'workers_vivos'") == 0)
+        try await execute(client, "UPDATE metrics_snapshots SET created_at = now() - interval '8 days' WHERE metric_name LIKE 'fila_%'")
+        #expect(try await run("limpar-metricas-antigas").result == ["removidas": 5])
+        #expect(try await int(client, "SELECT count(*) FROM metrics_snapshots") == 1)
     }
 
     @Test func heartbeatsAndANoWorkerQueueAreReported() async throws {
-        try await withJobs { client, run in
-            try await execute(
-                client,
-                """
-                INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at, status) VALUES
-                    ('w-silent', 'worker', 't', 2, 't', now() - interval '3 minutes', 'running'),
-                    ('w-stopped', 'worker', 't', 3, 't', now() - interval '3 hours', 'stopped')
-                """
-            )
-            let silent = try await run("verificar-heartbeats")
-            #expect(silent.result?["sem_worker"] == true)
-            #expect(silent.result?["workers_vivos"] == 0)
-            guard case .array(let silentOnes) = silent.result?["sem_heartbeat"], silentOnes.count == 1,
-                case .integer(let seconds) = silentOnes[0]["segundos_sem_heartbeat"]
-            else {
-                Issue.record("unexpected \(String(describing: silent.result))")
-                return
-            }
-            #expect(silentOnes[0]["id"] == "w-silent")
-            #expect(silentOnes[0]["kind"] == "worker")
-            #expect((180...240).contains(seconds))
-            try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('w-alive', 'all', 't', 4, 't')")
-            #expect(try await run("verificar-heartbeats").result?["sem_worker"] == false)
+        let (client, run) = try await builtinJobs()
+        try await execute(
+            client,
+            """
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at, status) VALUES
+                ('w-silent', 'worker', 't', 2, 't', now() - interval '3 minutes', 'running'),
+                ('w-stopped', 'worker', 't', 3, 't', now() - interval '3 hours', 'stopped')
+            """
+        )
+        let silent = try await run("verificar-heartbeats")
+        #expect(silent.result?["sem_worker"] == true)
+        #expect(silent.result?["workers_vivos"] == 0)
+        guard case .array(let silentOnes) = silent.result?["sem_heartbeat"], silentOnes.count == 1,
+            case .integer(let seconds) = silentOnes[0]["segundos_sem_heartbeat"]
+        else {
+            Issue.record("unexpected \(String(describing: silent.result))")
+            return
         }
+        #expect(silentOnes[0]["id"] == "w-silent")
+        #expect(silentOnes[0]["kind"] == "worker")
+        #expect((180...240).contains(seconds))
+        try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('w-alive', 'all', 't', 4, 't')")
+        #expect(try await run("verificar-heartbeats").result?["sem_worker"] == false)
     }
 
     @Test func lateJobsAndRunsOverTheirSLAAreReported() async throws {
-        try await withJobs { client, run in
-            // Every job was synced now, so none is late yet except those made to look old.
-            try await execute(client, "UPDATE job_definitions SET created_at = now() - interval '1 hour' WHERE name = 'snapshot-metricas'")
-            try await execute(
-                client,
-                """
-                INSERT INTO job_executions (job_name, scheduled_for, status, started_at, finished_at, triggered_by, worker_id)
-                VALUES ('verificar-heartbeats', now() - interval '10 minutes', 'success', now() - interval '10 minutes', now() - interval '10 minutes', 'scheduler', 'cli-1'),
-                       ('arquivar-fila', now() - interval '2 hours', 'running', now() - interval '2 hours', NULL, 'scheduler', 'cli-1')
-                """
-            )
-            let report = try await run("verificar-jobs-atrasados")
-            guard case .array(let late) = report.result?["atrasados"], case .array(let overSLA) = report.result?["acima_do_sla"] else {
-                Issue.record("unexpected result \(String(describing: report.result))")
-                return
-            }
-            #expect(late.map { $0["job"] } == ["snapshot-metricas", "verificar-heartbeats"])
-            #expect(late.first?["limite_segundos"] == 600)
-            #expect(late.first?["ultimo_sucesso"] == .null)
-            #expect(overSLA.map { $0["job"] } == ["arquivar-fila"])
+        let (client, run) = try await builtinJobs()
+        // Every job was synced now, so none is late yet except those made to look old.
+        try await execute(client, "UPDATE job_definitions SET created_at = now() - interval '1 hour' WHERE name = 'snapshot-metricas'")
+        try await execute(
+            client,
+            """
+            INSERT INTO job_executions (job_name, scheduled_for, status, started_at, finished_at, triggered_by, worker_id)
+            VALUES ('verificar-heartbeats', now() - interval '10 minutes', 'success', now() - interval '10 minutes', now() - interval '10 minutes', 'scheduler', 'cli-1'),
+                   ('arquivar-fila', now() - interval '2 hours', 'running', now() - interval '2 hours', NULL, 'scheduler', 'cli-1')
+            """
+        )
+        let report = try await run("verificar-jobs-atrasados")
+        guard case .array(let late) = report.result?["atrasados"], case .array(let overSLA) = report.result?["acima_do_sla"] else {
+            Issue.record("unexpected result \(String(describing: report.result))")
+            return
         }
+        #expect(late.map { $0["job"] } == ["snapshot-metricas", "verificar-heartbeats"])
+        #expect(late.first?["limite_segundos"] == 600)
+        #expect(late.first?["ultimo_sucesso"] == .null)
+        #expect(overSLA.map { $0["job"] } == ["arquivar-fila"])
     }
 
     @Test func endedMessagesPastRetentionAreArchivedInBatches() async throws {
-        try await withJobs { client, run in
-            try await insertMessages(client, count: 7, set: "status = 'enviada', outcome = 'SENT', enviada_em = now(), outcome_at = now() - interval '31 days'")
-            try await insertMessages(client, count: 2)  // pending: stays
-            try await execute(client, "UPDATE fila_mensagens SET outcome_at = now() - interval '29 days' WHERE cliente_id = 'medico-7'")
-            #expect(try await run("arquivar-fila").result == ["arquivadas": 6])
-            #expect(try await int(client, "SELECT count(*) FROM fila_mensagens") == 3)
-            #expect(try await int(client, "SELECT count(*) FROM fila_mensagens_arquivo WHERE status = 'enviada' AND arquivada_em IS NOT NULL") == 6)
-            #expect(try await run("arquivar-fila").result == ["arquivadas": 0])
-            // Every column of the queue is archived, by name.
-            let queueColumns = try await client.query(
-                "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'fila_mensagens'",
-                logger: logger
-            ).collect().map { try $0.decode(String.self) }
-            let archiveColumns = try await client.query(
-                "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'fila_mensagens_arquivo'",
-                logger: logger
-            ).collect().map { try $0.decode(String.self) }
-            let listed = BuiltinJobs.archivedColumns.split(whereSeparator: { $0 == "," || $0 == "\n" })
-                .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
-            #expect(Set(listed) == Set(queueColumns))
-            #expect(Set(archiveColumns) == Set(queueColumns).union(["arquivada_em"]))
-        }
+        let (client, run) = try await builtinJobs()
+        try await insertMessages(client, count: 7, set: "status = 'enviada', outcome = 'SENT', enviada_em = now(), outcome_at = now() - interval '31 days'")
+        try await insertMessages(client, count: 2)  // pending: stays
+        try await execute(client, "UPDATE fila_mensagens SET outcome_at = now() - interval '29 days' WHERE cliente_id = 'medico-7'")
+        #expect(try await run("arquivar-fila").result == ["arquivadas": 6])
+        #expect(try await int(client, "SELECT count(*) FROM fila_mensagens") == 3)
+        #expect(try await int(client, "SELECT count(*) FROM fila_mensagens_arquivo WHERE status = 'enviada' AND arquivada_em IS NOT NULL") == 6)
+        #expect(try await run("arquivar-fila").result == ["arquivadas": 0])
+        // Every column of the queue is archived, by name.
+        let queueColumns = try await client.query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'fila_mensagens'",
+            logger: logger
+        ).collect().map { try $0.decode(String.self) }
+        let archiveColumns = try await client.query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_name = 'fila_mensagens_arquivo'",
+            logger: logger
+        ).collect().map { try $0.decode(String.self) }
+        let listed = BuiltinJobs.archivedColumns.split(whereSeparator: { $0 == "," || $0 == "\n" })
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        #expect(Set(listed) == Set(queueColumns))
+        #expect(Set(archiveColumns) == Set(queueColumns).union(["arquivada_em"]))
     }
 }

@@ -13,12 +13,12 @@ import Testing
 @testable import Orchestrator
 
 /// `/jobs` over HTTP against a real database: statuses 200, 401, 403, 404, 409 and 400.
-@Suite("HTTP /jobs")
+@Suite("HTTP /jobs", .migratedDatabase)
 struct JobsAPITests {
     let logger = TestDatabase.logger
     let token = "test-admin-token-0123456789"
 
-    /// The API on a fresh database: through the router alone, or, given a `configuration`,
+    /// The API on the test's database: through the router alone, or, given a `configuration`,
     /// on a live server built as `fila serve` builds it.
     private func withAPI(
         jobs extra: [JobDefinition] = [],
@@ -26,27 +26,24 @@ struct JobsAPITests {
         live configuration: FilaConfiguration? = nil,
         _ body: @escaping @Sendable (any TestClientProtocol, PostgresClient) async throws -> Void
     ) async throws {
-        try await TestDatabase.withMigrated { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                let catalog = try JobCatalog(BuiltinJobs.all(settings: .init(timeZone: TimeZone(identifier: "America/Sao_Paulo")!)) + extra)
-                try await catalog.sync(client: client, logger: logger)
-                try await client.query(
-                    // Beating for an hour: the rescue has its witness.
-                    "INSERT INTO worker_heartbeats (id, kind, host, pid, version, beating_since) VALUES ('api-1', 'api', 'test', 1, 'test', now() - interval '1 hour')",
-                    logger: logger
-                )
-                let api = JobsAPI(
-                    client: client, catalog: catalog, runner: JobRunner(client: client, lockURL: url, workerID: "api-1"),
-                    admin: AdminAuthorization(token: adminToken), logger: logger
-                )
-                if let configuration {
-                    let app = HTTPServer.makeApplication(configuration: configuration, jobs: api, logger: logger)
-                    try await app.test(.live) { http in try await body(http, client) }
-                } else {
-                    let app = Application(router: HTTPServer.makeRouter(jobs: api))
-                    try await app.test(.router) { http in try await body(http, client) }
-                }
-            }
+        let (url, client) = try (TestDatabase.current.url, TestDatabase.current.client)
+        let catalog = try JobCatalog(BuiltinJobs.all(settings: .init(timeZone: TimeZone(identifier: "America/Sao_Paulo")!)) + extra)
+        try await catalog.sync(client: client, logger: logger)
+        try await client.query(
+            // Beating for an hour: the rescue has its witness.
+            "INSERT INTO worker_heartbeats (id, kind, host, pid, version, beating_since) VALUES ('api-1', 'api', 'test', 1, 'test', now() - interval '1 hour')",
+            logger: logger
+        )
+        let api = JobsAPI(
+            client: client, catalog: catalog, runner: JobRunner(client: client, lockURL: url, workerID: "api-1"),
+            admin: AdminAuthorization(token: adminToken), logger: logger
+        )
+        if let configuration {
+            let app = HTTPServer.makeApplication(configuration: configuration, jobs: api, logger: logger)
+            try await app.test(.live) { http in try await body(http, client) }
+        } else {
+            let app = Application(router: HTTPServer.makeRouter(jobs: api))
+            try await app.test(.router) { http in try await body(http, client) }
         }
     }
 
@@ -150,10 +147,13 @@ struct JobsAPITests {
             let runs = try await client.query("SELECT count(*) FROM job_executions", logger: logger).collect().first!.decode(Int.self)
             #expect(runs == 0)
         }
-        try await withAPI(adminToken: nil) { http, _ in
-            try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: auth) { response throws in
-                #expect(response.status == .forbidden)
-                #expect(try json(response)["error"]?["code"] == "admin_disabled")
+        // A second API needs a database of its own.
+        try await TestDatabaseTrait.migratedDatabase.withScope {
+            try await withAPI(adminToken: nil) { http, _ in
+                try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: auth) { response throws in
+                    #expect(response.status == .forbidden)
+                    #expect(try json(response)["error"]?["code"] == "admin_disabled")
+                }
             }
         }
     }
@@ -241,12 +241,15 @@ struct JobsAPITests {
         }
 
         let idle = FilaConfiguration(httpIdleTimeout: .seconds(1))
-        try await withAPI(adminToken: token, live: idle) { http, client in
-            let port = try #require(http.port)
-            // Nothing at all, then half a request head: the server closes both.
-            #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [], within: .seconds(30)))
-            #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [Array("POST /jobs/resetar-fila-travada HTTP/1.1\r\nHost:".utf8)], within: .seconds(30)))
-            #expect(try await executions(client) == 0)
+        // A second API needs a database of its own.
+        try await TestDatabaseTrait.migratedDatabase.withScope {
+            try await withAPI(adminToken: token, live: idle) { http, client in
+                let port = try #require(http.port)
+                // Nothing at all, then half a request head: the server closes both.
+                #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [], within: .seconds(30)))
+                #expect(try await RawHTTPConnection.isClosedByServer(port: port, send: [Array("POST /jobs/resetar-fila-travada HTTP/1.1\r\nHost:".utf8)], within: .seconds(30)))
+                #expect(try await executions(client) == 0)
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ import Testing
 
 /// `fila worker` processes, as operators run them: several at once, killed, and across a
 /// Postgres restart.
-@Suite("fila worker processes")
+@Suite("fila worker processes", .timeLimit(.minutes(6)))
 struct WorkerProcessTests {
     let logger = TestDatabase.logger
 
@@ -66,154 +66,148 @@ struct WorkerProcessTests {
         return Set(results.map { $0.id.uuidString.lowercased() })
     }
 
-    @Test func threeWorkersSendTenThousandMessagesExactlyOnce() async throws {
-        try await TestDatabase.withMigrated { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                let ids = try await enqueue(10_000, client: client)
-                let record = recordFile()
-                defer { try? FileManager.default.removeItem(atPath: record) }
-                let workers = try (0..<3).map { _ in
-                    try FilaProcess.start(["worker", "--concurrency", "40", "--batch", "50"], environment: environment(url, record: record))
-                }
-                let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 10_000 }
-                for worker in workers { worker.signal(SIGTERM) }
-                var outputs: [FilaProcess.Output] = []
-                for worker in workers { outputs.append(await worker.waitForExit()) }
-
-                #expect(drained)
-                #expect(outputs.map(\.status) == [0, 0, 0], "\(outputs.map(\.standardError))")
-                let sent = recordedIDs(record)
-                #expect(sent.count == 10_000)
-                #expect(Set(sent) == ids)
-                #expect(try await count(client, where: "status <> 'enviada'") == 0)
-                // All three took part.
-                let busy = try await client.query("SELECT count(DISTINCT worker_id) FROM fila_mensagens", logger: logger).collect().first!.decode(Int.self)
-                #expect(busy == 3)
-            }
+    @Test(.migratedDatabase) func threeWorkersSendTenThousandMessagesExactlyOnce() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
+        let ids = try await enqueue(10_000, client: client)
+        let record = recordFile()
+        defer { try? FileManager.default.removeItem(atPath: record) }
+        let workers = try (0..<3).map { _ in
+            try FilaProcess.start(["worker", "--concurrency", "40", "--batch", "50"], environment: environment(url, record: record))
         }
+        let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 10_000 }
+        for worker in workers { worker.signal(SIGTERM) }
+        var outputs: [FilaProcess.Output] = []
+        for worker in workers { outputs.append(await worker.waitForExit()) }
+
+        #expect(drained)
+        #expect(outputs.map(\.status) == [0, 0, 0], "\(outputs.map(\.standardError))")
+        let sent = recordedIDs(record)
+        #expect(sent.count == 10_000)
+        #expect(Set(sent) == ids)
+        #expect(try await count(client, where: "status <> 'enviada'") == 0)
+        // All three took part.
+        let busy = try await client.query("SELECT count(DISTINCT worker_id) FROM fila_mensagens", logger: logger).collect().first!.decode(Int.self)
+        #expect(busy == 3)
     }
 
     /// SIGKILL gives the worker no chance to clean up: its rows stay `processando` until the
     /// rescue finds its heartbeat stale, and are then delivered by another worker.
-    @Test func aKilledWorkersRowsAreRescuedAndDelivered() async throws {
-        try await TestDatabase.withMigrated { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                // Far more than the doomed worker can send before it is killed, however slowly
-                // the test itself gets scheduled on a loaded machine.
-                let total = 3_000
-                let ids = try await enqueue(total, client: client)
-                let record = recordFile()
-                defer { try? FileManager.default.removeItem(atPath: record) }
-                let doomed = try FilaProcess.start(
-                    ["worker", "--concurrency", "30", "--batch", "30"],
-                    environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "400"])
-                )
-                let midBatch = try await waitUntil(seconds: 60) {
-                    let sent = try await count(client, where: "status = 'enviada'")
-                    let held = try await count(client, where: "status = 'processando'")
-                    return sent > 0 && held > 0
-                }
-                #expect(midBatch)
-                // Killed at a moment it holds rows (it may be between a write and its next claim).
-                for _ in 0..<300 {
-                    doomed.signal(SIGSTOP)
-                    if try await count(client, where: "status = 'processando'") > 0 { break }
-                    doomed.signal(SIGCONT)
-                    try await Task.sleep(for: .milliseconds(50))
-                }
-                doomed.signal(SIGKILL)
-                let killed = await doomed.waitForExit()
-                #expect(killed.status != 0)
-                let stranded = try await count(client, where: "status = 'processando'")
-                #expect(stranded > 0)
-
-                // Time is a parameter: age the dead worker's heartbeat instead of waiting 2 minutes.
-                try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
-                try await addWitness(client)
-                let rescued = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
-                #expect(rescued.rescued == stranded)
-
-                let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))
-                let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == total }
-                survivor.signal(SIGTERM)
-                let output = await survivor.waitForExit()
-                #expect(drained)
-                #expect(output.status == 0, "\(output.standardError)")
-                // Nothing lost; a message whose send finished just as the worker died may go twice.
-                #expect(Set(recordedIDs(record)) == ids)
-                #expect(try await count(client, where: "outcome_reason_code LIKE 'worker_lost:%' OR status <> 'enviada'") == 0)
-                let redelivered = try await count(client, where: "tentativas = 0 AND status = 'enviada'")
-                #expect(redelivered == total)
-            }
+    @Test(.migratedDatabase) func aKilledWorkersRowsAreRescuedAndDelivered() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
+        // Far more than the doomed worker can send before it is killed, however slowly
+        // the test itself gets scheduled on a loaded machine.
+        let total = 3_000
+        let ids = try await enqueue(total, client: client)
+        let record = recordFile()
+        defer { try? FileManager.default.removeItem(atPath: record) }
+        let doomed = try FilaProcess.start(
+            ["worker", "--concurrency", "30", "--batch", "30"],
+            environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "400"])
+        )
+        let midBatch = try await waitUntil(seconds: 60) {
+            let sent = try await count(client, where: "status = 'enviada'")
+            let held = try await count(client, where: "status = 'processando'")
+            return sent > 0 && held > 0
         }
+        #expect(midBatch)
+        // Killed at a moment it holds rows (it may be between a write and its next claim).
+        for _ in 0..<300 {
+            doomed.signal(SIGSTOP)
+            if try await count(client, where: "status = 'processando'") > 0 { break }
+            doomed.signal(SIGCONT)
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        doomed.signal(SIGKILL)
+        let killed = await doomed.waitForExit()
+        #expect(killed.status != 0)
+        let stranded = try await count(client, where: "status = 'processando'")
+        #expect(stranded > 0)
+
+        // Time is a parameter: age the dead worker's heartbeat instead of waiting 2 minutes.
+        try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
+        try await addWitness(client)
+        let rescued = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
+        #expect(rescued.rescued == stranded)
+
+        let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))
+        let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == total }
+        survivor.signal(SIGTERM)
+        let output = await survivor.waitForExit()
+        #expect(drained)
+        #expect(output.status == 0, "\(output.standardError)")
+        // Nothing lost; a message whose send finished just as the worker died may go twice.
+        #expect(Set(recordedIDs(record)) == ids)
+        #expect(try await count(client, where: "outcome_reason_code LIKE 'worker_lost:%' OR status <> 'enviada'") == 0)
+        let redelivered = try await count(client, where: "tentativas = 0 AND status = 'enviada'")
+        #expect(redelivered == total)
     }
 
     /// The duplicate window after a crash: a killed worker has sent at most `--concurrency`
     /// messages whose outcomes it did not write, however far its outcome writes lag (here
     /// each costs 20 ms a row, while a send costs 2 ms), so a rescue sends at most that many
     /// twice.
-    @Test(.timeLimit(.minutes(4))) func workersKilledMidDrainLeaveAtMostTheirConcurrencySentAndUnwritten() async throws {
-        try await TestDatabase.withMigrated { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                let ids = try await enqueue(1_500, client: client)
-                try await client.query(
-                    """
-                    CREATE FUNCTION slow_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
-                    BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$
-                    """,
-                    logger: logger
-                )
-                try await client.query(
-                    """
-                    CREATE TRIGGER slow_outcome BEFORE UPDATE ON fila_mensagens FOR EACH ROW
-                    WHEN (OLD.status = 'processando' AND NEW.status = 'enviada') EXECUTE FUNCTION slow_outcome()
-                    """,
-                    logger: logger
-                )
-                let concurrency = 16
-                var records: [String] = []
-                defer { for record in records { try? FileManager.default.removeItem(atPath: record) } }
-                var unwrittenPerKill: [Int] = []
-                for _ in 0..<3 {
-                    let record = recordFile()
-                    records.append(record)
-                    let worker = try FilaProcess.start(
-                        ["worker", "--concurrency", "\(concurrency)", "--batch", "\(concurrency)"],
-                        environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "2"])
-                    )
-                    let busy = try await waitUntil(seconds: 60) { recordedIDs(record).count >= 80 }
-                    #expect(busy)
-                    worker.signal(SIGKILL)
-                    _ = await worker.waitForExit()
-                    // Sent (recorded) and still `processando`: what a rescue will send again.
-                    let sent = recordedIDs(record).compactMap(UUID.init(uuidString:))
-                    let unwritten = try await client.query(
-                        "SELECT count(*) FROM fila_mensagens WHERE status = 'processando' AND id = ANY(\(sent))",
-                        logger: logger
-                    ).collect().first!.decode(Int.self)
-                    unwrittenPerKill.append(unwritten)
-                }
-                #expect(unwrittenPerKill.allSatisfy { $0 <= concurrency }, "sent but unwritten at each kill: \(unwrittenPerKill)")
-
-                try await client.query("DROP TRIGGER slow_outcome ON fila_mensagens", logger: logger)
-                try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
-                try await addWitness(client)
-                _ = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
-                let record = recordFile()
-                records.append(record)
-                let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))
-                let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 1_500 }
-                survivor.signal(SIGTERM)
-                let output = await survivor.waitForExit()
-                #expect(drained)
-                #expect(output.status == 0, "\(output.standardError)")
-
-                let sent = records.flatMap(recordedIDs)
-                #expect(Set(sent) == ids)
-                let duplicates = sent.count - Set(sent).count
-                #expect(duplicates <= unwrittenPerKill.reduce(0, +), "sent twice: \(duplicates); unwritten at the kills: \(unwrittenPerKill)")
-            }
+    @Test(.migratedDatabase, .timeLimit(.minutes(4))) func workersKilledMidDrainLeaveAtMostTheirConcurrencySentAndUnwritten() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
+        let ids = try await enqueue(1_500, client: client)
+        try await client.query(
+            """
+            CREATE FUNCTION slow_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$
+            """,
+            logger: logger
+        )
+        try await client.query(
+            """
+            CREATE TRIGGER slow_outcome BEFORE UPDATE ON fila_mensagens FOR EACH ROW
+            WHEN (OLD.status = 'processando' AND NEW.status = 'enviada') EXECUTE FUNCTION slow_outcome()
+            """,
+            logger: logger
+        )
+        let concurrency = 16
+        var records: [String] = []
+        defer { for record in records { try? FileManager.default.removeItem(atPath: record) } }
+        var unwrittenPerKill: [Int] = []
+        for _ in 0..<3 {
+            let record = recordFile()
+            records.append(record)
+            let worker = try FilaProcess.start(
+                ["worker", "--concurrency", "\(concurrency)", "--batch", "\(concurrency)"],
+                environment: environment(url, record: record, extra: ["FILA_SANDBOX_DELAY_MS": "2"])
+            )
+            let busy = try await waitUntil(seconds: 60) { recordedIDs(record).count >= 80 }
+            #expect(busy)
+            worker.signal(SIGKILL)
+            _ = await worker.waitForExit()
+            // Sent (recorded) and still `processando`: what a rescue will send again.
+            let sent = recordedIDs(record).compactMap(UUID.init(uuidString:))
+            let unwritten = try await client.query(
+                "SELECT count(*) FROM fila_mensagens WHERE status = 'processando' AND id = ANY(\(sent))",
+                logger: logger
+            ).collect().first!.decode(Int.self)
+            unwrittenPerKill.append(unwritten)
         }
+        #expect(unwrittenPerKill.allSatisfy { $0 <= concurrency }, "sent but unwritten at each kill: \(unwrittenPerKill)")
+
+        try await client.query("DROP TRIGGER slow_outcome ON fila_mensagens", logger: logger)
+        try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '3 minutes'", logger: logger)
+        try await addWitness(client)
+        _ = try await MessageQueue(client: client).rescueLostWorkers(logger: logger)
+        let record = recordFile()
+        records.append(record)
+        let survivor = try FilaProcess.start(["worker"], environment: environment(url, record: record))
+        let drained = try await waitUntil { try await count(client, where: "status = 'enviada'") == 1_500 }
+        survivor.signal(SIGTERM)
+        let output = await survivor.waitForExit()
+        #expect(drained)
+        #expect(output.status == 0, "\(output.standardError)")
+
+        let sent = records.flatMap(recordedIDs)
+        #expect(Set(sent) == ids)
+        let duplicates = sent.count - Set(sent).count
+        #expect(duplicates <= unwrittenPerKill.reduce(0, +), "sent twice: \(duplicates); unwritten at the kills: \(unwrittenPerKill)")
     }
 
     /// Postgres away for longer than the heartbeat timeout: when it is back, every heartbeat
@@ -267,6 +261,7 @@ struct WorkerProcessTests {
         environment extra: [String: String],
         _ body: (TestCluster, RunningFila, _ ids: Set<String>, _ record: String) async throws -> Void
     ) async throws {
+        // Not `.migratedDatabase`: the tests stop and restart this server, so it is one of their own.
         try await TestCluster.with { cluster throws in
             let url = cluster.url
             try await url.withConnection(logger: logger) { connection in

@@ -16,7 +16,7 @@ private let zapiClientToken = "zapi-client-token-5d2e"
 private let telefone = "5511999990001"
 private let texto = "Olá, sua consulta é amanhã às 9h"
 
-@Suite("Evolution provider against the fake Evolution API")
+@Suite("Evolution provider against the fake Evolution API", .timeLimit(.minutes(2)))
 struct EvolutionProviderTests {
     @Test func aSendReturnsTheKeyIDAndTheFakeGetsNumberTextAndKey() async throws {
         try await withFakeEvolution { fake, client in
@@ -171,7 +171,7 @@ struct EvolutionProviderTests {
     }
 }
 
-@Suite("Z-API provider against the fake Z-API")
+@Suite("Z-API provider against the fake Z-API", .timeLimit(.minutes(2)))
 struct ZAPIProviderTests {
     @Test func aSendReturnsTheMessageID() async throws {
         try await withFakeZAPI { fake, client in

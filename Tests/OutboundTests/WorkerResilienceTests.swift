@@ -14,7 +14,7 @@ import Testing
 /// The worker with the WhatsApp pipeline against fake Evolution and Z-API servers and a
 /// real Postgres (seed T01.3, T02.3, T02.4, T04.1–T04.3): what the providers receive and what
 /// the rows say.
-@Suite struct WorkerResilienceTests {
+@Suite(.migratedDatabase(maximumConnections: 12), .timeLimit(.minutes(3))) struct WorkerResilienceTests {
     let logger = TestDatabase.logger
 
     struct Setup {
@@ -27,30 +27,27 @@ import Testing
         let http: HTTPClient
     }
 
-    /// A migrated database, both fakes, and an HTTP client; everything torn down after.
+    /// The test's database, both fakes, and an HTTP client; the fakes and client torn down after.
     func withSetup(_ body: (Setup) async throws -> Void) async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url, maximumConnections: 12) { client in
-                let evolution = try await FakeEvolution.start()
-                let zapi = try await FakeZAPI.start()
-                let http = HTTPClient(eventLoopGroupProvider: .singleton)
-                let registry = CircuitBreakerRegistry(
-                    defaultPolicy: .init(consecutiveFailures: 5, initialResetWait: .milliseconds(300), maximumResetWait: .seconds(2)),
-                    logger: logger
-                )
-                do {
-                    try await body(Setup(url: url, client: client, queue: MessageQueue(client: client), registry: registry, evolution: evolution, zapi: zapi, http: http))
-                } catch {
-                    try? await http.shutdown()
-                    await evolution.shutdown()
-                    await zapi.shutdown()
-                    throw error
-                }
-                try await http.shutdown()
-                await evolution.shutdown()
-                await zapi.shutdown()
-            }
+        let (url, client) = try (TestDatabase.current.url, TestDatabase.current.client)
+        let evolution = try await FakeEvolution.start()
+        let zapi = try await FakeZAPI.start()
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let registry = CircuitBreakerRegistry(
+            defaultPolicy: .init(consecutiveFailures: 5, initialResetWait: .milliseconds(300), maximumResetWait: .seconds(2)),
+            logger: logger
+        )
+        do {
+            try await body(Setup(url: url, client: client, queue: MessageQueue(client: client), registry: registry, evolution: evolution, zapi: zapi, http: http))
+        } catch {
+            try? await http.shutdown()
+            await evolution.shutdown()
+            await zapi.shutdown()
+            throw error
         }
+        try await http.shutdown()
+        await evolution.shutdown()
+        await zapi.shutdown()
     }
 
     func evolutionProvider(_ setup: Setup, timeout: Duration = .seconds(5)) -> EvolutionProvider {

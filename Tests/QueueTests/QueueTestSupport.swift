@@ -7,15 +7,6 @@ import Queue
 
 let logger = TestDatabase.logger
 
-/// A queue on a fresh migrated database.
-func withQueue<Result: Sendable>(_ body: (MessageQueue) async throws -> Result) async throws -> Result {
-    try await TestDatabase.withMigrated { url throws in
-        try await TestDatabase.withClient(url) { client throws in
-            try await body(MessageQueue(client: client))
-        }
-    }
-}
-
 func message(_ number: Int, tipo: MessageKind = .resposta, prioridade: Int = 0, key: String? = nil) -> NewMessage {
     NewMessage(
         clienteID: "medico-\(number)",

@@ -79,95 +79,87 @@ func eventually(within seconds: Double = 60, _ condition: () async throws -> Boo
     return try await condition()
 }
 
-@Suite("The worker loop")
+@Suite("The worker loop", .migratedDatabase, .timeLimit(.minutes(3)))
 struct WorkerTests {
-    private func withWorkerDatabase(_ body: (DatabaseURL, MessageQueue) async throws -> Void) async throws {
-        try await TestDatabase.withMigrated { url throws in
-            try await TestDatabase.withClient(url) { client throws in
-                try await body(url, MessageQueue(client: client))
-            }
-        }
-    }
-
     @Test func drainsTheQueueAndStopsClean() async throws {
-        try await withWorkerDatabase { url, queue in
-            _ = try await queue.enqueue((0..<500).map { message($0) }, logger: logger)
-            let sender = CountingSender()
-            let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(concurrency: 20, batchSize: 50))
-            #expect(try await eventually { try await queue.count(where: "status = 'enviada'") == 500 })
-            try await worker.stop()
-            #expect(sender.sent == 500)
-            let heartbeat = try await queue.client.query(
-                "SELECT status, processed_total, in_flight FROM worker_heartbeats WHERE id = \(worker.identity.id)",
-                logger: logger
-            ).collect().first!.decode((String, Int64, Int32).self)
-            #expect(heartbeat.0 == "stopped")
-            #expect(heartbeat.1 == 500)
-            #expect(heartbeat.2 == 0)
-        }
+        let url = try TestDatabase.current.url
+        let queue = try MessageQueue(client: TestDatabase.current.client)
+        _ = try await queue.enqueue((0..<500).map { message($0) }, logger: logger)
+        let sender = CountingSender()
+        let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(concurrency: 20, batchSize: 50))
+        #expect(try await eventually { try await queue.count(where: "status = 'enviada'") == 500 })
+        try await worker.stop()
+        #expect(sender.sent == 500)
+        let heartbeat = try await queue.client.query(
+            "SELECT status, processed_total, in_flight FROM worker_heartbeats WHERE id = \(worker.identity.id)",
+            logger: logger
+        ).collect().first!.decode((String, Int64, Int32).self)
+        #expect(heartbeat.0 == "stopped")
+        #expect(heartbeat.1 == 500)
+        #expect(heartbeat.2 == 0)
     }
 
     /// An idle worker with a one-minute poll interval starts a new message on NOTIFY.
     @Test func anIdleWorkerWakesOnNotify() async throws {
-        try await withWorkerDatabase { url, queue in
-            let sender = CountingSender()
-            let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(pollInterval: .seconds(60)))
-            // Wait until the worker listens and has found the queue empty.
-            let listening = try await eventually {
-                try await queue.client.query(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-                    logger: logger
-                ).collect().first!.decode(Int.self) == 1
-            }
-            #expect(listening)
-            try await Task.sleep(for: .milliseconds(300))
-
-            let id = try await queue.enqueue(message(1), logger: logger).id
-            // Far sooner than the 60 s poll: only the notification can have woken it.
-            #expect(try await eventually(within: 30) { try await queue.row(id).status == "enviada" })
-            try await worker.stop()
+        let url = try TestDatabase.current.url
+        let queue = try MessageQueue(client: TestDatabase.current.client)
+        let sender = CountingSender()
+        let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(pollInterval: .seconds(60)))
+        // Wait until the worker listens and has found the queue empty.
+        let listening = try await eventually {
+            try await queue.client.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+                logger: logger
+            ).collect().first!.decode(Int.self) == 1
         }
+        #expect(listening)
+        try await Task.sleep(for: .milliseconds(300))
+
+        let id = try await queue.enqueue(message(1), logger: logger).id
+        // Far sooner than the 60 s poll: only the notification can have woken it.
+        #expect(try await eventually(within: 30) { try await queue.row(id).status == "enviada" })
+        try await worker.stop()
     }
 
     @Test func shutdownWaitsForInFlightSends() async throws {
-        try await withWorkerDatabase { url, queue in
-            _ = try await queue.enqueue((0..<10).map { message($0) }, logger: logger)
-            // Stop only once every send has really begun: those are in flight, and a
-            // graceful stop lets them finish.
-            let sender = CountingSender(delay: .milliseconds(700))
-            let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(concurrency: 10, batchSize: 10))
-            #expect(try await eventually { sender.started == 10 })
-            try await worker.stop()
-            #expect(try await queue.count(where: "status = 'enviada'") == 10)
-        }
+        let url = try TestDatabase.current.url
+        let queue = try MessageQueue(client: TestDatabase.current.client)
+        _ = try await queue.enqueue((0..<10).map { message($0) }, logger: logger)
+        // Stop only once every send has really begun: those are in flight, and a
+        // graceful stop lets them finish.
+        let sender = CountingSender(delay: .milliseconds(700))
+        let worker = RunningWorker.start(url: url, client: queue.client, sender: sender, configuration: .init(concurrency: 10, batchSize: 10))
+        #expect(try await eventually { sender.started == 10 })
+        try await worker.stop()
+        #expect(try await queue.count(where: "status = 'enviada'") == 10)
     }
 
     /// Sends cut off by the drain deadline go back to pendente without an attempt burned.
     @Test func theDrainDeadlineHandsBackWhatIsStillInFlight() async throws {
-        try await withWorkerDatabase { url, queue in
-            _ = try await queue.enqueue((0..<5).map { message($0) }, logger: logger)
-            let sender = CountingSender(delay: .seconds(60))
-            let worker = RunningWorker.start(
-                url: url, client: queue.client, sender: sender,
-                configuration: .init(concurrency: 5, batchSize: 5, pollInterval: .milliseconds(100), drainTimeout: .milliseconds(300))
-            )
-            #expect(try await eventually { sender.started == 5 })
-            try await worker.stop()
-            #expect(try await queue.count(where: "status = 'pendente' AND tentativas = 0 AND outcome = 'FAILED_WORKER_LOST' AND outcome_reason_code = 'shutdown:drain_deadline' AND worker_id IS NULL") == 5)
-        }
+        let url = try TestDatabase.current.url
+        let queue = try MessageQueue(client: TestDatabase.current.client)
+        _ = try await queue.enqueue((0..<5).map { message($0) }, logger: logger)
+        let sender = CountingSender(delay: .seconds(60))
+        let worker = RunningWorker.start(
+            url: url, client: queue.client, sender: sender,
+            configuration: .init(concurrency: 5, batchSize: 5, pollInterval: .milliseconds(100), drainTimeout: .milliseconds(300))
+        )
+        #expect(try await eventually { sender.started == 5 })
+        try await worker.stop()
+        #expect(try await queue.count(where: "status = 'pendente' AND tentativas = 0 AND outcome = 'FAILED_WORKER_LOST' AND outcome_reason_code = 'shutdown:drain_deadline' AND worker_id IS NULL") == 5)
     }
 
     @Test func retryableFailuresAreRescheduledWithBackoff() async throws {
-        try await withWorkerDatabase { url, queue in
-            _ = try await queue.enqueue((0..<20).map { message($0) }, logger: logger)
-            let sender = CountingSender(failing: true)
-            let worker = RunningWorker.start(
-                url: url, client: queue.client, sender: sender,
-                configuration: .init(retryBackoff: Backoff(base: .seconds(300), multiplier: 2, maximum: .seconds(900), jitter: .none))
-            )
-            #expect(try await eventually { try await queue.count(where: "tentativas = 1") == 20 })
-            try await worker.stop()
-            #expect(try await queue.count(where: "status = 'pendente' AND outcome = 'FAILED_PROVIDER' AND agendar_para > now() + interval '290 seconds'") == 20)
-        }
+        let url = try TestDatabase.current.url
+        let queue = try MessageQueue(client: TestDatabase.current.client)
+        _ = try await queue.enqueue((0..<20).map { message($0) }, logger: logger)
+        let sender = CountingSender(failing: true)
+        let worker = RunningWorker.start(
+            url: url, client: queue.client, sender: sender,
+            configuration: .init(retryBackoff: Backoff(base: .seconds(300), multiplier: 2, maximum: .seconds(900), jitter: .none))
+        )
+        #expect(try await eventually { try await queue.count(where: "tentativas = 1") == 20 })
+        try await worker.stop()
+        #expect(try await queue.count(where: "status = 'pendente' AND outcome = 'FAILED_PROVIDER' AND agendar_para > now() + interval '290 seconds'") == 20)
     }
 }

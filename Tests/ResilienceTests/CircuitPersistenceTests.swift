@@ -57,9 +57,9 @@ import Testing
         return result
     }
 
-    @Test func everyTransitionIsARow() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func everyTransitionIsARow() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 let registry = CircuitBreakerRegistry(
                     defaultPolicy: .init(initialResetWait: .milliseconds(100)), logger: TestDatabase.logger
                 )
@@ -85,12 +85,10 @@ import Testing
                 #expect(written[0].3.contains("5 consecutive failures; last: HTTP 500: Connection Closed"))
                 #expect(written[2].3 == "probe succeeded")
             }
-        }
-    }
 
-    @Test func aFailedWriteNeverReachesTheCaller() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func aFailedWriteNeverReachesTheCaller() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
                 let breaker = registry.breaker(named: "evolution")
                 // The table is gone: every write fails.
@@ -113,12 +111,10 @@ import Testing
                     try await eventually("the failed transition is queued again") { registry.transitions.pendingCount == 1 }
                 }
             }
-        }
-    }
 
-    @Test func anOpenInOneProcessOpensTheOthers() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func anOpenInOneProcessOpensTheOthers() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 let first = CircuitBreakerRegistry(logger: TestDatabase.logger)
                 let second = CircuitBreakerRegistry(logger: TestDatabase.logger)
                 let third = CircuitBreakerRegistry(logger: TestDatabase.logger)
@@ -159,13 +155,11 @@ import Testing
                 #expect((40...60).contains(written[1].5 ?? 0), "\(String(describing: written[1].5))")
                 #expect(mine.state == .open)
             }
-        }
-    }
 
     /// A process that starts during an outage opens at once, for what is left of the wait.
-    @Test func aLateStarterFollowsCircuitsAlreadyOpen() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func aLateStarterFollowsCircuitsAlreadyOpen() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 try await client.query(
                     """
                     INSERT INTO worker_heartbeats (id, kind, host, pid, version)
@@ -212,12 +206,10 @@ import Testing
                 await CircuitBreakerSync(registry: newcomer, client: client, listenURL: url, processID: "host:4:d", logger: TestDatabase.logger).followOpenCircuits()
                 #expect(theirs.state == .closed)
             }
-        }
-    }
 
-    @Test func overridesReachEveryReplicaAndCanBeLifted() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func overridesReachEveryReplicaAndCanBeLifted() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 let first = CircuitBreakerRegistry(logger: TestDatabase.logger)
                 let second = CircuitBreakerRegistry(logger: TestDatabase.logger)
                 let breakers = [first.breaker(named: "evolution"), second.breaker(named: "evolution")]
@@ -261,12 +253,10 @@ import Testing
                 #expect(Set(replicas.compactMap(\.workerID)) == ["host:1:a", "host:2:b"])
                 #expect(try await CircuitReport.transitions(circuit: "zapi", hours: 24, client: client, logger: TestDatabase.logger).isEmpty)
             }
-        }
-    }
 
-    @Test func anExpiredOverrideIsLiftedByThePoll() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func anExpiredOverrideIsLiftedByThePoll() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
                 let breaker = registry.breaker(named: "evolution")
                 // Already expired (created in the past): not in force.
@@ -286,8 +276,6 @@ import Testing
                 await CircuitBreakerSync(registry: registry, client: client, listenURL: url, processID: "p", logger: TestDatabase.logger).reloadOverrides()
                 #expect(breaker.state == .forcedOpen)
             }
-        }
-    }
 
     /// Waits until `count` sessions of this database are listening for circuit broadcasts,
     /// so that a NOTIFY sent next reaches them.
@@ -308,9 +296,9 @@ import Testing
     /// Anyone who can connect may NOTIFY (no privilege needed): a forged broadcast that would
     /// stop all sending for a day opens nothing, since no transition row backs it, while a
     /// real opening by another live worker, broadcast after it, is still followed.
-    @Test(.timeLimit(.minutes(1))) func aForgedBroadcastOpensNothing() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase, .timeLimit(.minutes(1))) func aForgedBroadcastOpensNothing() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 try await client.query(
                     "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('host:1:a', 'worker', 'host', 1, 'test')",
                     logger: TestDatabase.logger
@@ -349,14 +337,12 @@ import Testing
                 #expect(followed.map(\.0) == ["zapi"])
                 #expect(followed.first.map { $0.3.hasPrefix("opened by host:1:a: 5 consecutive failures") } == true)
             }
-        }
-    }
 
     /// A transitions row may ask for any wait (a process configured otherwise, a row written
     /// by hand): a follower waits no longer than its own policy's maximum.
-    @Test func aFollowedOpeningLastsNoLongerThanThePolicysMaximumWait() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func aFollowedOpeningLastsNoLongerThanThePolicysMaximumWait() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 try await client.query(
                     """
                     INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('host:1:a', 'worker', 'host', 1, 'test');
@@ -383,13 +369,11 @@ import Testing
                 #expect(remaining <= .seconds(120), "\(remaining)")
                 #expect(remaining > .seconds(60), "\(remaining)")
             }
-        }
-    }
 
     /// A broadcast's payload is never believed, however it is made; malformed ones are ignored.
-    @Test func aBroadcastPayloadIsNeverBelieved() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func aBroadcastPayloadIsNeverBelieved() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
                 let registry = CircuitBreakerRegistry(logger: TestDatabase.logger)
                 let breaker = registry.breaker(named: "evolution")
                 let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: url, processID: "me", logger: TestDatabase.logger)
@@ -403,12 +387,9 @@ import Testing
                     openFor: .seconds(86_400 * 1000), isLocal: false, at: .now
                 )])
             }
-        }
-    }
 
-    @Test func forceCircuitRefusesBadInput() async throws {
-        try await TestDatabase.withMigrated { url in
-            try await TestDatabase.withClient(url) { client in
+    @Test(.migratedDatabase) func forceCircuitRefusesBadInput() async throws {
+        let client = try TestDatabase.current.client
                 for sql: PostgresQuery in [
                     "SELECT ops.force_circuit('evolution', 'OPEN', 'x')",
                     "SELECT ops.force_circuit('evolution', 'FORCED_OPEN', '   ')",
@@ -430,8 +411,6 @@ import Testing
                 }
                 #expect(released == false)
             }
-        }
-    }
 
     @Test func timeoutsAndRecipientRejectionsDoNotOpen() async throws {
         struct Classified: ClassifiedError {

@@ -223,7 +223,7 @@ struct RedisURLTests {
     }
 }
 
-@Suite("RedisConnection against a redis-server of the test's own")
+@Suite("RedisConnection against a redis-server of the test's own", .timeLimit(.minutes(2)))
 struct RedisConnectionTests {
     private static func connect(_ redis: TestRedis, path: String = "") async throws -> RedisConnection {
         try await RedisConnection.connect(to: RedisURL(redis.url + path), connectTimeout: .seconds(2))
