@@ -151,7 +151,7 @@ public final class Worker: Service {
 
     private func registerHeartbeat() async -> Bool {
         var attempt = 0
-        while !claims.isStopping && !Task.isCancelled {
+        while !claims.isStopping && !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 try await heartbeat.beat(status: .running)
                 return true

@@ -146,7 +146,7 @@ public final class RateLimiter: Sendable {
                 endRedisProbe()
                 throw CancellationError()
             } catch {
-                markRedisDown(error)
+                await markRedisDown(error)
             }
         }
         let timeout = postgresTimeout
@@ -187,7 +187,7 @@ public final class RateLimiter: Sendable {
         } catch is CancellationError {
             return
         } catch {
-            markRedisDown(error)
+            await markRedisDown(error)
         }
     }
 
@@ -234,7 +234,7 @@ public final class RateLimiter: Sendable {
         }
     }
 
-    private func markRedisDown(_ error: any Error) {
+    private func markRedisDown(_ error: any Error) async {
         let description = String(describing: error)
         let now = ContinuousClock.now
         let date = Date()
@@ -245,7 +245,7 @@ public final class RateLimiter: Sendable {
         // A connection that let a reply time out may be dead without knowing it (a peer
         // gone without a reset): the next try opens a new one.
         if let redis, let redisError = error as? RedisError, redisError.code == .timeout {
-            Task { await redis.close() }
+            await redis.close()
         }
         if case .wentDown = failure {
             logger.error(
