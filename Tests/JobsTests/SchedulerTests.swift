@@ -408,10 +408,11 @@ struct SchedulerTests {
     /// A handler that ignores cancellation does not hold its row past the timeout: the row
     /// says `timeout` while the handler is still stuck, and the lock stays held until the
     /// handler really ends.
-    @Test func aTimeoutIsRecordedEvenWhenTheHandlerIgnoresCancellation() async throws {
+    @Test(.timeLimit(.minutes(2))) func aTimeoutIsRecordedEvenWhenTheHandlerIgnoresCancellation() async throws {
         let harness = try Harness()
-        // The handler blocks in a statement (not cancellable) on a lock the test holds.
-        let stubborn = job("teimoso", timeout: .milliseconds(300)) { _ in
+        // The handler blocks in a statement (not cancellable) on a lock the test holds. Its
+        // timeout leaves a loaded machine time to send that statement before it passes.
+        let stubborn = job("teimoso", timeout: .seconds(3)) { _ in
             try await harness.execute("SELECT pg_advisory_xact_lock(4242)")
             return [:]
         }
@@ -427,11 +428,13 @@ struct SchedulerTests {
             #expect(status == "timeout")
             // The handler is still blocked, and the job still locked.
             #expect(try await harness.int("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())") == 1)
-            guard case .alreadyRunning = try await runner.runNow(stubborn, trigger: .cli, logger: logger) else {
+            let second = try await runner.runNow(stubborn, trigger: .cli, logger: logger)
+            // Unlocked before anything else: the pending run below waits for the handler.
+            try await blocker.query("SELECT pg_advisory_unlock(4242)", logger: logger)
+            guard case .alreadyRunning = second else {
                 Issue.record("expected the lock to be held")
                 return
             }
-            try await blocker.query("SELECT pg_advisory_unlock(4242)", logger: logger)
             guard case .finished(let row) = try await run else { Issue.record("no row"); return }
             #expect(row.status == .timeout)
         }
