@@ -59,3 +59,59 @@ enum NoWorkerAlert {
         seconds < 60 ? "\(seconds) s" : "\(seconds / 60) min \(seconds % 60) s"
     }
 }
+
+/// T03.3, alert `erros_acumulados`: more than `alert.erros_acumulados.limit` (10) send
+/// errors whose attempt ended in the last `alert.erros_acumulados.window_seconds` (300),
+/// with the breakdown by outcome and reason; re-notified at most every
+/// `alert.erros_acumulados.cooldown_seconds` (1800). Errors are the outcomes
+/// `ops.fila_metricas.erros_ultima_hora` counts: deferrals that burn no attempt (circuit
+/// open, rate limit, no chip) are not errors.
+enum ErrorsAlert {
+    static let rule = "erros_acumulados"
+    static let cooldown = Duration.seconds(1800)
+    static let limit = 10
+    static let windowSeconds = 300
+    static let outcomes = ["FAILED_PROVIDER", "FAILED_TIMEOUT", "FAILED_VALIDATION", "FAILED_STUCK", "FAILED_EXPIRED"]
+
+    static func alert(total: Int, breakdown: [(outcome: String, reason: String, count: Int)], limit: Int, windowSeconds: Int) -> Alert {
+        Alert(
+            rule: rule,
+            title: "Erros acumulados: \(total) erros em \(windowSeconds / 60) min",
+            text: "\(total) envios falharam nos últimos \(windowSeconds / 60) min (limite \(limit)). Por tipo:\n"
+                + breakdown.prefix(8).map { "• `\($0.outcome)` \($0.reason.isEmpty ? "" : "(\($0.reason)) ")— \($0.count)" }.joined(separator: "\n"),
+            fields: breakdown.prefix(8).map { .init($0.reason.isEmpty ? $0.outcome : "\($0.outcome) · \($0.reason)", String($0.count)) },
+            details: [
+                "erros": .integer(total),
+                "limite": .integer(limit),
+                "janela_segundos": .integer(windowSeconds),
+                "por_tipo": .array(breakdown.map { ["outcome": .string($0.outcome), "reason": .string($0.reason), "count": .integer($0.count)] }),
+            ]
+        )
+    }
+}
+
+/// Alert `mensagens_nao_enviadas`: any message that ended for good without being sent
+/// (`erro`, or `cancelada` by expiry) in the last `alert.mensagens_nao_enviadas.window_seconds`
+/// (1200), with counts by outcome and reason, so no message fails silently. Re-notified
+/// every `alert.mensagens_nao_enviadas.cooldown_seconds` (900) while new ones keep ending so:
+/// the window is longer than the cooldown plus the check's interval, so every such message is
+/// counted in some notification.
+enum UnsentAlert {
+    static let rule = "mensagens_nao_enviadas"
+    static let cooldown = Duration.seconds(900)
+    static let windowSeconds = 1200
+
+    static func alert(total: Int, breakdown: [(outcome: String, reason: String, count: Int)], windowSeconds: Int) -> Alert {
+        Alert(
+            rule: rule,
+            title: "\(total) mensagens não enviadas nos últimos \(windowSeconds / 60) min",
+            text: "\(total) mensagens terminaram sem envio (status `erro`, ou `cancelada` por expiração). Veja `SELECT id, cliente_id, outcome, outcome_reason_code, ultimo_erro FROM fila_mensagens WHERE status IN ('erro', 'cancelada') AND outcome_at > now() - interval '\(windowSeconds / 60) minutes';` e a seção 4.2 do runbook para reenviar.",
+            fields: breakdown.prefix(8).map { .init($0.reason.isEmpty ? $0.outcome : "\($0.outcome) · \($0.reason)", String($0.count)) },
+            details: [
+                "nao_enviadas": .integer(total),
+                "janela_segundos": .integer(windowSeconds),
+                "por_tipo": .array(breakdown.map { ["outcome": .string($0.outcome), "reason": .string($0.reason), "count": .integer($0.count)] }),
+            ]
+        )
+    }
+}

@@ -92,6 +92,14 @@ public enum BuiltinJobs {
                 try await checkBacklog(context, settings: settings)
             },
             JobDefinition(
+                name: "verificar-erros-acumulados",
+                schedule: .every(seconds: 60),
+                description: "Reports recent send errors by outcome and reason (alert erros_acumulados: more than 10 in 5 minutes, T03.3) and every message that ended unsent (alert mensagens_nao_enviadas)",
+                sla: .seconds(30)
+            ) { context in
+                try await checkErrors(context)
+            },
+            JobDefinition(
                 name: "snapshot-metricas",
                 schedule: .every(seconds: 300),
                 description: "Samples the queue metrics into metrics_snapshots (T03.2)",

@@ -161,4 +161,51 @@ struct AlertRulesTests {
             #expect(try await events(client) == ["fila_acumulada firing", "fila_acumulada firing", "fila_acumulada resolved"])
         }
     }
+
+    @Test func accumulatedErrorsFireWithTheirBreakdownAndUnsentMessagesAreNeverSilent() async throws {
+        let client = try await prepare()
+        // 11 provider errors in the last 5 minutes (retries waiting), a deferral that is not an
+        // error, one error too old to count, and two messages that ended unsent.
+        try await execute(client, """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, status, tentativas, outcome, outcome_reason_code, outcome_at, agendar_para)
+            SELECT 'medico-' || i, '5521' || lpad(i::text, 9, '0'), 'x', 'pendente', 1,
+                   CASE WHEN i <= 8 THEN 'FAILED_PROVIDER' ELSE 'FAILED_TIMEOUT' END,
+                   CASE WHEN i <= 8 THEN 'http_500' END,
+                   now() - interval '1 minute', now() + interval '5 minutes'
+              FROM generate_series(1, 11) i
+            """)
+        try await execute(client, """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, status, outcome, outcome_at, agendar_para) VALUES
+                ('medico-20', '5521000000020', 'x', 'pendente', 'FAILED_CIRCUIT_OPEN', now(), now() + interval '1 minute'),
+                ('medico-21', '5521000000021', 'x', 'pendente', 'FAILED_PROVIDER', now() - interval '10 minutes', now())
+            """)
+        try await execute(client, """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, status, tentativas, outcome, outcome_reason_code, outcome_at, ultimo_erro) VALUES
+                ('medico-30', '5521000000030', 'x', 'erro', 3, 'FAILED_VALIDATION', 'number_not_on_whatsapp', now() - interval '2 minutes', 'exists:false'),
+                ('medico-31', '5521000000031', 'x', 'cancelada', 0, 'FAILED_EXPIRED', NULL, now() - interval '3 minutes', NULL),
+                ('medico-32', '5521000000032', 'x', 'cancelada', 0, 'CANCELLED_MANUAL', NULL, now() - interval '3 minutes', NULL)
+            """)
+        try await withSlack { slack, delivery in
+            // 11 retried errors, a validation error and an expiry (as ops.fila_metricas counts
+            // errors): above the default of "more than 10".
+            let check = try await run("verificar-erros-acumulados")
+            #expect(check.result == ["erros": 13, "erros_limite": 10, "erros_acumulados": true, "nao_enviadas": 2])
+            #expect(try await delivery.deliverDue().sent == 2)
+            let errors = try #require(slack.messages.first { $0.contains("erros_acumulados") })
+            #expect(errors.contains("FAILED_PROVIDER · http_500: 8"))
+            #expect(errors.contains("FAILED_TIMEOUT: 3"))
+            #expect(errors.contains("FAILED_VALIDATION · number_not_on_whatsapp: 1"))
+            #expect(errors.contains("FAILED_EXPIRED: 1"))
+            #expect(!errors.contains("FAILED_CIRCUIT_OPEN"))
+            let unsent = try #require(slack.messages.first { $0.contains("mensagens_nao_enviadas") })
+            #expect(unsent.contains("2 mensagens não enviadas"))
+            #expect(unsent.contains("FAILED_EXPIRED: 1"))
+            #expect(!unsent.contains("CANCELLED_MANUAL"))
+
+            // A looser limit set with psql applies at the next check: the condition resolves.
+            try await execute(client, "INSERT INTO app_settings (key, value) VALUES ('alert.erros_acumulados.limit', '20')")
+            #expect(try await run("verificar-erros-acumulados").result?["erros_acumulados"] == false)
+            #expect(try await events(client) == ["erros_acumulados firing", "mensagens_nao_enviadas firing", "erros_acumulados resolved"])
+        }
+    }
 }

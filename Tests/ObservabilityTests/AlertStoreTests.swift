@@ -118,4 +118,26 @@ struct AlertStoreTests {
         }
         #expect(try await events(client).isEmpty)
     }
+
+    @Test func opsMarkAFalseAlertWithOneUpdateAndTheRateIsOneQuery() async throws {
+        let client = try TestDatabase.current.client
+        let store = AlertStore(client: client)
+        for _ in 0..<4 {
+            try await store.report(rule: "fila_acumulada", firing: [alert()], cooldown: hour, logger: logger)
+            try await store.report(rule: "fila_acumulada", firing: [], cooldown: hour, logger: logger)
+        }
+        try await store.report(rule: "worker_sem_heartbeat", firing: [alert("worker_sem_heartbeat")], cooldown: hour, logger: logger)
+        try await client.query(
+            "UPDATE alert_events SET false_positive = true WHERE id = (SELECT min(id) FROM alert_events WHERE rule = 'fila_acumulada' AND kind = 'firing')",
+            logger: logger
+        )
+        var rates: [String] = []
+        let rows = try await client.query("SELECT coalesce(rule, 'total'), alertas_30d, falsos_30d, taxa_falsos_30d_pct::text FROM ops.alertas_falsos_positivos", logger: logger)
+        for try await (rule, total, false_, rate) in rows.decode((String, Int, Int, String).self) {
+            rates.append("\(rule) \(total) \(false_) \(rate)")
+        }
+        #expect(rates == ["fila_acumulada 4 1 25.0", "worker_sem_heartbeat 1 0 0.0", "total 5 1 20.0"])
+        let open = try await client.query("SELECT rule, alertas_30d, falsos_30d FROM ops.alertas", logger: logger).collect()
+        #expect(try open.map { try $0.decode((String, Int, Int).self) }.map { "\($0.0) \($0.1) \($0.2)" } == ["worker_sem_heartbeat 1 0"])
+    }
 }
