@@ -82,9 +82,12 @@ public struct AlertStore: Sendable {
                 for try await (key, isFiring, lastNotified, since, title, text, payload) in rows.decode((String, Bool, Date?, Date?, String, String, String).self) {
                     stored.append((key, .init(firing: isFiring, lastNotifiedAt: lastNotified), since, title, text, payload))
                 }
-                var now = Date()
+                var clock: Date?
                 for try await value in try await connection.query("SELECT clock_timestamp()", logger: logger).decode(Date.self) {
-                    now = value
+                    clock = value
+                }
+                guard let now = clock else {
+                    throw DatabaseError(.queryFailed, "recording alert \(rule): the database returned no time")
                 }
 
                 var changes = (keys: [String](), actions: [String](), titles: [String](), texts: [String](), payloads: [String]())
