@@ -52,6 +52,7 @@ let package = Package(
                 "Primitives",
                 "Database",
                 "Queue",
+                "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -87,10 +88,20 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The mechanisms of observability, knowing nothing of messages or WhatsApp: JSON logs,
+        // the alert store (state, dedup and cooldown in Postgres), the Slack notifier and the
+        // outbox service that delivers alerts.
         .target(
             name: "Observability",
             dependencies: [
+                "Primitives",
+                "Database",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -147,7 +158,11 @@ let package = Package(
         ),
         .testTarget(
             name: "JobsTests",
-            dependencies: ["Primitives", "Jobs", "FilaTestSupport"]
+            dependencies: ["Primitives", "Jobs", "Observability", "FilaTestSupport"]
+        ),
+        .testTarget(
+            name: "ObservabilityTests",
+            dependencies: ["Primitives", "Observability", "FilaTestSupport"]
         ),
         .testTarget(
             name: "ResilienceTests",

@@ -41,11 +41,14 @@ public struct FakeResponse: Sendable {
     public var status: Int
     public var contentType: String
     public var body: String
+    /// Headers beyond Content-Type and Content-Length.
+    public var headers: [(name: String, value: String)]
 
-    public init(status: Int, contentType: String = "application/json; charset=utf-8", body: String) {
+    public init(status: Int, contentType: String = "application/json; charset=utf-8", body: String, headers: [(name: String, value: String)] = []) {
         self.status = status
         self.contentType = contentType
         self.body = body
+        self.headers = headers
     }
 
     public static func json(_ status: Int, _ body: String) -> FakeResponse {
@@ -82,16 +85,19 @@ public final class FakeHTTPServer: Sendable {
     /// `http://127.0.0.1:<port>`, no trailing slash.
     public var baseURL: String { "http://127.0.0.1:\(port)" }
 
-    public static func start(handler: @escaping Handler) async throws -> FakeHTTPServer {
+    /// - Parameter port: 0 for any free port; a fake restarted after a simulated outage
+    ///   passes the port it had, so its clients' URLs stay valid.
+    public static func start(port: Int = 0, handler: @escaping Handler) async throws -> FakeHTTPServer {
         let connections = FakeConnections(handler: handler)
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { child in
                 child.eventLoop.makeCompletedFuture {
                     try child.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
                     try child.pipeline.syncOperations.addHandler(FakeHTTPHandler(connections: connections))
                 }
             }
-            .bind(host: "127.0.0.1", port: 0)
+            .bind(host: "127.0.0.1", port: port)
             .get()
         guard let port = channel.localAddress?.port else {
             channel.close(promise: nil)
@@ -244,6 +250,7 @@ final class FakeHTTPHandler: ChannelInboundHandler {
         var headers = HTTPHeaders()
         headers.add(name: "Content-Type", value: response.contentType)
         headers.add(name: "Content-Length", value: String(buffer.readableBytes))
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
         context.write(wrapOutboundOut(.head(head)), promise: nil)

@@ -5,13 +5,14 @@ import Foundation
 #endif
 import Database
 import Logging
+import Observability
 import PostgresNIO
 import Primitives
 import Queue
 
 /// The maintenance jobs every Fila installation runs. Their results are JSON objects in
-/// `job_executions.result`; the checks report what they found there (and, once alerting is
-/// wired, to Slack).
+/// `job_executions.result`; the checks also report their conditions to the `AlertStore`
+/// (rules `fila_acumulada` and `worker_sem_heartbeat`), which notifies Slack.
 public enum BuiltinJobs {
     public struct Settings: Sendable {
         /// Cron schedules are evaluated here (the TZ setting).
@@ -85,10 +86,18 @@ public enum BuiltinJobs {
             JobDefinition(
                 name: "verificar-fila-acumulada",
                 schedule: .every(seconds: 600),
-                description: "Reports a backlog: more than 50 messages due for over 30 minutes (T01.5)",
+                description: "Reports a backlog (alert fila_acumulada): more than 50 messages due for over 30 minutes, unless app_settings alert.fila_acumulada.* says otherwise (T01.5)",
                 sla: .seconds(30)
             ) { context in
                 try await checkBacklog(context, settings: settings)
+            },
+            JobDefinition(
+                name: "verificar-erros-acumulados",
+                schedule: .every(seconds: 60),
+                description: "Reports recent send errors by outcome and reason (alert erros_acumulados: more than 10 in 5 minutes, T03.3) and every message that ended unsent (alert mensagens_nao_enviadas)",
+                sla: .seconds(30)
+            ) { context in
+                try await checkErrors(context)
             },
             JobDefinition(
                 name: "snapshot-metricas",
@@ -125,7 +134,7 @@ public enum BuiltinJobs {
             JobDefinition(
                 name: "verificar-heartbeats",
                 schedule: .every(seconds: 60),
-                description: "Reports processes silent for over the heartbeat timeout (2 minutes unless app_settings says otherwise), and a queue with no live worker (T01.6)",
+                description: "Reports processes silent for over the heartbeat timeout (2 minutes unless app_settings says otherwise), and a queue with no live worker while messages are due (alert worker_sem_heartbeat, T01.6)",
                 sla: .seconds(30)
             ) { context in
                 try await checkHeartbeats(context, settings: settings)
@@ -143,6 +152,10 @@ public enum BuiltinJobs {
     }
 
     static func checkBacklog(_ context: JobContext, settings: Settings) async throws -> JSONValue {
+        let alerts = AlertStore(client: context.client)
+        let rule = try await alerts.settings(for: BacklogAlert.rule, logger: context.logger)
+        let limit = rule.integer("limit", default: settings.backlogLimit, in: 0...10_000_000)
+        let age = Duration.seconds(60 * rule.integer("minutes", default: Int(settings.backlogAge.seconds / 60), in: 0...10_080))
         let (count, oldest) = try await context.client.withTransaction(logger: context.logger) { connection in
             // The planner cannot know how few priorities wait nor how few of their rows are
             // overdue, so it prices this at hundreds of thousands and compiles it with JIT:
@@ -159,21 +172,28 @@ public enum BuiltinJobs {
                        SELECT count(*) AS count, min(f.agendar_para) AS oldest
                          FROM fila_mensagens f
                         WHERE f.status = 'pendente' AND f.prioridade = p.prioridade
-                          AND f.agendar_para < now() - make_interval(secs => \(settings.backlogAge.seconds))) overdue
+                          AND f.agendar_para < now() - make_interval(secs => \(age.seconds))) overdue
                 """,
                 logger: context.logger
             ).collect().first!.decode((Int, Int).self)
         }
-        let backlog = count > settings.backlogLimit
+        let backlog = count > limit
+        let minutes = Int(age.seconds / 60)
         if backlog {
             context.logger.warning("queue backlog", metadata: ["fila.overdue": .stringConvertible(count), "fila.oldest_minutes": .stringConvertible(oldest)])
         }
+        try await alerts.report(
+            rule: BacklogAlert.rule,
+            firing: backlog ? [BacklogAlert.alert(overdue: count, oldestMinutes: oldest, limit: limit, minutes: minutes)] : [],
+            cooldown: rule.cooldown(default: BacklogAlert.cooldown),
+            logger: context.logger
+        )
         return [
             "acumulada": .bool(backlog),
             "pendentes_atrasadas": .integer(count),
             "mensagem_mais_antiga_minutos": .integer(oldest),
-            "limite": .integer(settings.backlogLimit),
-            "minutos": .integer(Int(settings.backlogAge.seconds / 60)),
+            "limite": .integer(limit),
+            "minutos": .integer(minutes),
         ]
     }
 
@@ -330,7 +350,44 @@ public enum BuiltinJobs {
         if liveWorkers == 0 {
             context.logger.warning("no worker is running: nothing is sending messages")
         }
-        return ["sem_heartbeat": .array(silent), "workers_vivos": .integer(liveWorkers), "sem_worker": .bool(liveWorkers == 0)]
+        var result: [String: JSONValue] = ["sem_heartbeat": .array(silent), "workers_vivos": .integer(liveWorkers), "sem_worker": .bool(liveWorkers == 0)]
+
+        // The January incident: no live worker while messages are due. Only then is the queue
+        // read, so a healthy installation pays nothing for this rule.
+        let alerts = AlertStore(client: context.client)
+        let rule = try await alerts.settings(for: NoWorkerAlert.rule, logger: context.logger)
+        var firing: [Alert] = []
+        if liveWorkers == 0 {
+            let due = rule.integer("due_seconds", default: NoWorkerAlert.dueSeconds, in: 0...86_400)
+            let (count, oldest, lastBeat) = try await context.client.withTransaction(logger: context.logger) { connection in
+                try await connection.query("SET LOCAL jit = off", logger: context.logger)
+                var found: (Int, Int?, Int?) = (0, nil, nil)
+                let rows = try await connection.query(
+                    """
+                    SELECT coalesce(sum(d.count), 0)::bigint,
+                           floor(extract(epoch FROM now() - min(d.oldest)))::bigint,
+                           (SELECT floor(extract(epoch FROM now() - max(h.last_seen_at)))::bigint
+                              FROM worker_heartbeats h WHERE h.kind IN ('worker', 'all'))
+                      FROM fila_mensagens_pending_priorities() p
+                     CROSS JOIN LATERAL (
+                           SELECT count(*) AS count, min(f.agendar_para) AS oldest
+                             FROM fila_mensagens f
+                            WHERE f.status = 'pendente' AND f.prioridade = p.prioridade
+                              AND f.agendar_para <= now() - make_interval(secs => \(due))) d
+                    """,
+                    logger: context.logger
+                )
+                for try await row in rows.decode((Int, Int?, Int?).self) { found = row }
+                return found
+            }
+            result["pendentes_vencidas"] = .integer(count)
+            if count > 0 {
+                firing.append(NoWorkerAlert.alert(due: count, oldestSeconds: oldest ?? 0, lastWorkerBeatSeconds: lastBeat, silent: silent))
+            }
+        }
+        try await alerts.report(rule: NoWorkerAlert.rule, firing: firing, cooldown: rule.cooldown(default: NoWorkerAlert.cooldown), logger: context.logger)
+        result["alerta"] = .bool(!firing.isEmpty)
+        return .object(result)
     }
 
     /// The columns moved to fila_mensagens_arquivo, by name, so values never shift between

@@ -154,6 +154,13 @@ extension FilaConfiguration {
             }
         }
         if let milliseconds = try count("FILA_REDIS_TIMEOUT_MS", 1...10_000) { redisTimeout = .milliseconds(milliseconds) }
+        if let text = value("SLACK_WEBHOOK_URL") {
+            // The reason never repeats the value: the URL is the credential.
+            guard let url = SlackWebhookURL(text) else {
+                throw ConfigurationError(variable: "SLACK_WEBHOOK_URL", reason: "is not an http:// or https:// URL with a path (https://hooks.slack.com/services/…)")
+            }
+            slackWebhookURL = url
+        }
     }
 
     /// Applies the command line's global options over the environment's values.

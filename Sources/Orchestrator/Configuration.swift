@@ -73,6 +73,9 @@ struct FilaConfiguration: Sendable {
     /// `FILA_REDIS_TIMEOUT_MS`: how long a Redis rate-limit check may take before the
     /// check falls back to Postgres.
     var redisTimeout: Duration
+    /// `SLACK_WEBHOOK_URL`: the Slack incoming webhook alerts are posted to. Unset, alerts are
+    /// still recorded in `alert_events` and logged. A secret: it prints as its host only.
+    var slackWebhookURL: SlackWebhookURL?
 
     /// How long a worker lets in-flight sends run after SIGTERM: three quarters of the
     /// shutdown timeout, leaving the rest for writing outcomes.
@@ -99,7 +102,8 @@ struct FilaConfiguration: Sendable {
         providerTimeout: Duration = .seconds(30),
         circuitPolicy: CircuitBreakerPolicy = .init(),
         rateLimitEnabled: Bool = true,
-        redisTimeout: Duration = .milliseconds(50)
+        redisTimeout: Duration = .milliseconds(50),
+        slackWebhookURL: SlackWebhookURL? = nil
     ) {
         self.databaseURL = databaseURL
         self.databaseListenURL = databaseListenURL
@@ -122,6 +126,7 @@ struct FilaConfiguration: Sendable {
         self.circuitPolicy = circuitPolicy
         self.rateLimitEnabled = rateLimitEnabled
         self.redisTimeout = redisTimeout
+        self.slackWebhookURL = slackWebhookURL
     }
 
     /// The database URL, or the error that names the missing variable.

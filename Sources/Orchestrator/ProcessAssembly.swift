@@ -1,5 +1,6 @@
 import Database
 import Logging
+import Observability
 import PostgresNIO
 import Primitives
 import Queue
@@ -86,6 +87,10 @@ struct ProcessAssembly {
         }
         if roles.contains(.scheduler) {
             let scheduler = JobsAssembly.scheduler(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger)
+            // The checks the scheduler runs queue alerts; this sends them (or logs them when
+            // SLACK_WEBHOOK_URL is unset). Started first, it stops after the scheduler's runs.
+            let notifier = configuration.slackWebhookURL.map { SlackNotifier(url: $0) }
+            services.append(.init(service: AlertDeliveryService(client: client, notifier: notifier, logger: logger), serviceName: "alerts"))
             services.append(.init(service: scheduler, serviceName: "scheduler"))
         }
         if let worker, let sender {

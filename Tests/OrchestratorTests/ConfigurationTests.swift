@@ -49,6 +49,14 @@ struct ConfigurationTests {
         #expect(configuration.databasePoolSize == 4)
     }
 
+    @Test func theSlackWebhookIsReadAndPrintsWithoutItsSecretPath() throws {
+        #expect(try FilaConfiguration(environment: [:]).slackWebhookURL == nil)
+        let configuration = try FilaConfiguration(environment: ["SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/hunter2secret"])
+        let url = try #require(configuration.slackWebhookURL)
+        #expect("\(url)" == "https://hooks.slack.com/…")
+        #expect(!String(reflecting: configuration).contains("hunter2secret"))
+    }
+
     @Test func emptyVariablesCountAsUnset() throws {
         let configuration = try FilaConfiguration(environment: ["DATABASE_URL": "", "PORT": ""])
         #expect(configuration.databaseURL == nil)
@@ -89,6 +97,7 @@ struct ConfigurationTests {
             ("DATABASE_URL", "postgres://fila:hunter2secret@db/fila?sslmode=maybe"),
             ("REDIS_URL", "redis://:hunter2secret@/0"),
             ("ADMIN_TOKEN", "hunter2secret"),
+            ("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/hunter2secret"),
         ] {
             do {
                 _ = try FilaConfiguration(environment: [variable: value])

@@ -24,9 +24,9 @@ struct ProcessAssemblyTests {
     /// drains first.
     @Test func eachCommandRunsItsRolesServicesInOrder() throws {
         #expect(try serviceNames([.api]) == ["postgres", "heartbeat", "http"])
-        #expect(try serviceNames([.scheduler]) == ["postgres", "heartbeat", "scheduler"])
+        #expect(try serviceNames([.scheduler]) == ["postgres", "heartbeat", "alerts", "scheduler"])
         #expect(try serviceNames([.worker]) == ["postgres", "heartbeat", "listener", "worker"])
-        #expect(try serviceNames([.api, .worker, .scheduler]) == ["postgres", "heartbeat", "http", "scheduler", "listener", "worker"])
+        #expect(try serviceNames([.api, .worker, .scheduler]) == ["postgres", "heartbeat", "http", "alerts", "scheduler", "listener", "worker"])
     }
 
     @Test func aWorkerWithoutASenderIsAConfigurationError() throws {
