@@ -6,7 +6,7 @@ import Testing
 
 private let logger = TestDatabase.logger
 
-@Suite("Heartbeats do not bloat their table", .migratedDatabase(maximumConnections: 1), .timeLimit(.minutes(1)))
+@Suite("Heartbeats do not bloat their table", .migratedDatabase(maximumConnections: 1), .timeLimit(.minutes(3)))
 struct HeartbeatStorageTests {
     /// A beat changes no indexed column, so Postgres updates the row in place (HOT): no new
     /// index entries, no dead ones for vacuum, the table stays on one page.

@@ -8,7 +8,7 @@ private let logger = TestDatabase.logger
 
 /// The one liveness rule (`fila_process_alive`, `fila_process_witness`, migration 0007),
 /// judged against rows with past timestamps and the database's now().
-@Suite("The process-liveness rule", .migratedDatabase, .timeLimit(.minutes(1)))
+@Suite("The process-liveness rule", .migratedDatabase, .timeLimit(.minutes(3)))
 struct LivenessRuleTests {
     /// Writes the heartbeats every test judges into the test's database; its client.
     private func insertHeartbeats() async throws -> PostgresClient {

@@ -173,7 +173,7 @@ struct MigratorTests {
     /// for a session there stays behind on one of them, and the next deploy waits forever.
     /// After a run through one, no lock is left, the next run does not wait, and two runs
     /// at once through it still apply each migration once.
-    @Test(.emptyDatabase, .timeLimit(.minutes(1))) func throughATransactionPoolerNoLockIsLeftBehind() async throws {
+    @Test(.emptyDatabase, .timeLimit(.minutes(3))) func throughATransactionPoolerNoLockIsLeftBehind() async throws {
         let url = try TestDatabase.current.url
         try await TransactionPooler.with(upstream: url) { pooler throws in
             let first = try await pooler.url.withConnection(logger: logger) { try await Migrator().migrate(on: $0, logger: logger) }

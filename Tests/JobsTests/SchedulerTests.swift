@@ -274,7 +274,7 @@ struct SchedulerTests {
     /// cannot open, so it never starts. The next tick records the slot as failed with the
     /// reason (through the pool's open connections), and once connections are allowed again
     /// the next slot runs.
-    @Test(.timeLimit(.minutes(1))) func aClaimedRunWhoseLockConnectionCannotOpenIsFailed() async throws {
+    @Test(.timeLimit(.minutes(3))) func aClaimedRunWhoseLockConnectionCannotOpenIsFailed() async throws {
         let harness = try Harness()
         let catalog = try JobCatalog([job("diario")])
         try await catalog.sync(client: harness.client, logger: logger)
@@ -308,7 +308,7 @@ struct SchedulerTests {
     /// row in an open transaction, and the database has a lock_timeout): the row is failed
     /// with the reason as soon as the database lets a tick write it, not left pending
     /// under a live owner forever.
-    @Test(.timeLimit(.minutes(1))) func aClaimedRunWhoseStartCannotBeWrittenIsFailed() async throws {
+    @Test(.timeLimit(.minutes(3))) func aClaimedRunWhoseStartCannotBeWrittenIsFailed() async throws {
         let harness = try Harness()
         let ran = Mutex(false)
         let catalog = try JobCatalog([job("manual") { _ in ran.withLock { $0 = true }; return [:] }])

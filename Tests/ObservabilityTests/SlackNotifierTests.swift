@@ -8,7 +8,7 @@ import Testing
 private let logger = TestDatabase.logger
 
 /// The notifier against a fake Slack speaking CONTRACTS.md §3.
-@Suite("Slack notifier", .timeLimit(.minutes(1)))
+@Suite("Slack notifier", .timeLimit(.minutes(3)))
 struct SlackNotifierTests {
     private func withNotifier(_ body: (FakeSlack, SlackNotifier) async throws -> Void) async throws {
         let slack = try await FakeSlack.start()

@@ -50,7 +50,7 @@ struct CommandLineTests {
     /// `DATABASE_URL` through a transaction pooler (PgBouncer-like: each transaction on a
     /// server connection of its own, those kept open): `fila migrate` leaves no lock on any
     /// of them, so the next deploy's `fila migrate` does not wait for one.
-    @Test(.emptyDatabase, .timeLimit(.minutes(1))) func migrateThroughATransactionPoolerLeavesNothingToWaitFor() async throws {
+    @Test(.emptyDatabase, .timeLimit(.minutes(3))) func migrateThroughATransactionPoolerLeavesNothingToWaitFor() async throws {
         let url = try TestDatabase.current.url
         try await TransactionPooler.with(upstream: url) { pooler throws in
             let first = try await FilaProcess.run(["migrate"], environment: environment(pooler.url))

@@ -115,7 +115,7 @@ struct JobProcessTests {
     /// it) but the running `fila scheduler` does not know: failed with the reason once it has
     /// waited 2 minutes while the scheduler was up. (Time as a parameter: the request and the
     /// scheduler's start are dated back, nobody sleeps for minutes.)
-    @Test(.timeLimit(.minutes(1))) func aRequestForAJobNoRunningSchedulerKnowsFails() async throws {
+    @Test(.timeLimit(.minutes(3))) func aRequestForAJobNoRunningSchedulerKnowsFails() async throws {
         let url = try TestDatabase.current.url
         try await url.withConnection(logger: logger) { connection in
             _ = try await connection.query(

@@ -129,7 +129,7 @@ import Testing
         try await setup.client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect().first!.decode(T.self)
     }
 
-    func eventually(_ what: String, within seconds: Double = 20, _ condition: () async throws -> Bool) async throws {
+    func eventually(_ what: String, within seconds: Double = 60, _ condition: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try await condition() { return }

@@ -269,7 +269,7 @@ struct OutcomeWriterTests {
 
     /// Shutdown out of time with the database away: a cancelled writer stops retrying and
     /// returns; the rows stay `processando` for the rescue of lost workers.
-    @Test(.timeLimit(.minutes(1))) func aCancelledWriterGivesUpOnAnUnreachableDatabase() async throws {
+    @Test(.timeLimit(.minutes(3))) func aCancelledWriterGivesUpOnAnUnreachableDatabase() async throws {
         let queue = try MessageQueue(client: TestDatabase.current.client)
         let claimed = try await claimMessages(2, in: queue)
         try await queue.execute("CREATE SEQUENCE refused_writes")

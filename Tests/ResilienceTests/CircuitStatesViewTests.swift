@@ -6,7 +6,7 @@ import Testing
 
 /// `ops.circuit_states` over a long history: each live process's latest transition per
 /// circuit, read without going through the history.
-@Suite("ops.circuit_states with a long transitions history", .migratedDatabase, .timeLimit(.minutes(1)))
+@Suite("ops.circuit_states with a long transitions history", .migratedDatabase, .timeLimit(.minutes(3)))
 struct CircuitStatesViewTests {
     let logger = TestDatabase.logger
 
