@@ -160,6 +160,6 @@ struct WorkerTests {
         )
         #expect(try await eventually { try await queue.count(where: "tentativas = 1") == 20 })
         try await worker.stop()
-        #expect(try await queue.count(where: "status = 'pendente' AND outcome = 'FAILED_PROVIDER' AND agendar_para > now() + interval '290 seconds'") == 20)
+        #expect(try await queue.count(where: "status = 'pendente' AND outcome = 'FAILED_PROVIDER' AND agendar_para > outcome_at + interval '290 seconds'") == 20)
     }
 }
