@@ -36,7 +36,7 @@ struct AlertDeliveryTests {
         let client = try TestDatabase.current.client
         let slack = try await FakeSlack.start()
         let url = try #require(SlackWebhookURL(slack.webhookURL))
-        let notifier = SlackNotifier(url: url, timeout: .seconds(5))
+        let notifier = SlackNotifier(url: url, timeout: .seconds(30))
         let service = AlertDeliveryService(client: client, notifier: notifier, configuration: configuration, logger: logger)
         do {
             try await body(client, slack, service)

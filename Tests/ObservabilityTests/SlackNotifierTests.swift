@@ -13,7 +13,7 @@ struct SlackNotifierTests {
     private func withNotifier(_ body: (FakeSlack, SlackNotifier) async throws -> Void) async throws {
         let slack = try await FakeSlack.start()
         let url = try #require(SlackWebhookURL(slack.webhookURL))
-        let notifier = SlackNotifier(url: url, timeout: .seconds(5))
+        let notifier = SlackNotifier(url: url, timeout: .seconds(30))
         do {
             try await body(slack, notifier)
         } catch {
