@@ -41,6 +41,7 @@ let package = Package(
             dependencies: [
                 "Primitives",
                 "Database",
+                "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -51,6 +52,7 @@ let package = Package(
             dependencies: [
                 "Primitives",
                 "Database",
+                "Observability",
                 "Queue",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -64,6 +66,7 @@ let package = Package(
             dependencies: [
                 "Primitives",
                 "Database",
+                "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -87,9 +90,12 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The health-check types and runner (and, later, alerting and metrics), knowing nothing
+        // of messages: each module builds its own checks from them.
         .target(
             name: "Observability",
             dependencies: [
+                "Primitives",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -136,6 +142,10 @@ let package = Package(
         .testTarget(
             name: "PrimitivesTests",
             dependencies: ["Primitives"]
+        ),
+        .testTarget(
+            name: "ObservabilityTests",
+            dependencies: ["Observability", "Primitives"]
         ),
         .testTarget(
             name: "DatabaseTests",
