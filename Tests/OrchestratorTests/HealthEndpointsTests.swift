@@ -301,9 +301,9 @@ struct HealthEndpointsTests {
             try await self.sql(
                 """
                 INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, falhas_consecutivas, worker_id, created_at) VALUES
+                    ('evolution', 'OPEN', 'CLOSED', 'too old', 0, 'w1', now() - interval '30 hours'),
                     ('evolution', 'CLOSED', 'OPEN', 'opened', 5, 'w1', now() - interval '3 hours'),
-                    ('evolution', 'OPEN', 'CLOSED', 'closed', 0, 'w1', now() - interval '2 hours'),
-                    ('evolution', 'CLOSED', 'OPEN', 'too old', 5, 'w1', now() - interval '30 hours')
+                    ('evolution', 'OPEN', 'CLOSED', 'closed', 0, 'w1', now() - interval '2 hours')
                 """, client)
             try await http.execute(uri: "/circuits/dashboard", method: .get) { response in
                 #expect(response.status == .ok)
