@@ -89,8 +89,8 @@ final class ClaimLoop: Sendable {
         var recheckDue: ContinuousClock.Instant?
 
         while !isStopping {
-            // Every path through the loop ends in a wait of at most a poll interval (the poll
-            // tick wakes an idle, a full or a paused loop alike), a claim bounded by
+            // Every path through the loop ends in a wait of at most a poll interval or 5 s (the
+            // poll tick wakes an idle, a full or a paused loop alike), a claim bounded by
             // databaseDeadline, or a backoff of at most 5 s: a turn older than the heartbeat
             // timeout means the loop is stuck.
             stats.markClaimLoopTurn()
@@ -177,15 +177,28 @@ final class ClaimLoop: Sendable {
         }
     }
 
-    /// Signals work every poll interval until cancelled.
+    /// The longest the loop stays still, however long the poll interval: the heartbeat
+    /// reports its last turn, and a quiet loop must not look stuck to the liveness rule.
+    static let maximumQuietTurn: Duration = .seconds(5)
+
+    /// Signals work every poll interval until cancelled, and wakes the loop in between at
+    /// least every `maximumQuietTurn` without signalling work, so it turns without claiming.
     private func pollForWork() async {
+        let tick = min(configuration.pollInterval, Self.maximumQuietTurn)
+        var sincePoll: Duration = .zero
         while true {
             do {
-                try await Task.sleep(for: configuration.pollInterval)
+                try await Task.sleep(for: tick)
             } catch {
                 return
             }
-            wake.signalWork()
+            sincePoll += tick
+            if sincePoll >= configuration.pollInterval {
+                sincePoll = .zero
+                wake.signalWork()
+            } else {
+                wake.signal()
+            }
         }
     }
 
