@@ -5,8 +5,9 @@
 --
 -- claim_loop_at is written by the heartbeat as now() minus the age the process measured on
 -- its own monotonic clock, so the instant is the database's time, like every other one.
--- An idle worker's loop still goes round once per poll interval (1 s by default), so a
--- fresh claim_loop_at means "ready to claim", not "claimed something".
+-- An idle or full worker's loop still goes round every poll interval (1 s by default) or 5 s,
+-- whichever is shorter, so a fresh claim_loop_at means "ready to claim", not "claimed
+-- something".
 --
 -- A draining worker has stopped claiming on purpose (shutdown), so only its heartbeat counts.
 -- It is NULL for processes with no claim loop (api, scheduler, cli), and for workers of a
