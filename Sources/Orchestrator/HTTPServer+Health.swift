@@ -27,6 +27,8 @@ struct HealthAPI: Sendable {
     let thresholds: QueueHealth.Thresholds
     /// How long `SELECT 1` may take before Postgres counts as unreachable (T03.1).
     let postgresTimeLimit: Duration
+    /// How long any other check may take; nil keeps each check's own (1.5 s).
+    let checkTimeLimit: Duration?
     let logger: Logger
 
     init(
@@ -34,12 +36,14 @@ struct HealthAPI: Sendable {
         redisURL: RedisURL? = nil,
         thresholds: QueueHealth.Thresholds = .init(),
         postgresTimeLimit: Duration = .seconds(1),
+        checkTimeLimit: Duration? = nil,
         logger: Logger
     ) {
         self.client = client
         self.redisURL = redisURL
         self.thresholds = thresholds
         self.postgresTimeLimit = postgresTimeLimit
+        self.checkTimeLimit = checkTimeLimit
         self.logger = logger
     }
 
@@ -57,13 +61,13 @@ struct HealthAPI: Sendable {
             return Self.text(report.kubernetesText(endpoint: "readyz", verbose: request.isVerbose), status: report.status == .fail ? .internalServerError : .ok)
         }
         router.get("/health/fila") { _, _ in
-            Self.health(await HealthRunner.run([QueueHealth.backlog(queue: MessageQueue(client: client), thresholds: thresholds, logger: logger)], logger: logger))
+            Self.health(await HealthRunner.run(filaChecks, logger: logger))
         }
         router.get("/health/worker") { _, _ in
             Self.health(await HealthRunner.run(workerChecks, logger: logger))
         }
         router.get("/health/circuits") { _, _ in
-            Self.health(await HealthRunner.run([CircuitHealth.states(client: client, logger: logger)], logger: logger))
+            Self.health(await HealthRunner.run(circuitChecks, logger: logger))
         }
         router.get("/health/circuits/history") { request, _ in
             let (circuit, hours) = try Self.historyQuery(request)
@@ -103,20 +107,31 @@ struct HealthAPI: Sendable {
     }
 
     var readiness: [HealthCheck] {
-        [postgres] + (redisURL.map { [RedisHealth.ping(url: $0)] } ?? [])
+        [postgres] + limited(redisURL.map { [RedisHealth.ping(url: $0)] } ?? [])
+    }
+
+    var filaChecks: [HealthCheck] {
+        limited([QueueHealth.backlog(queue: MessageQueue(client: client), thresholds: thresholds, logger: logger)])
     }
 
     var workerChecks: [HealthCheck] {
-        [QueueHealth.liveWorkers(client: client, logger: logger), QueueHealth.processes(client: client, logger: logger)]
+        limited([QueueHealth.liveWorkers(client: client, logger: logger), QueueHealth.processes(client: client, logger: logger)])
+    }
+
+    var circuitChecks: [HealthCheck] {
+        limited([CircuitHealth.states(client: client, logger: logger)])
     }
 
     var allChecks: [HealthCheck] {
-        readiness + workerChecks + [
-            QueueHealth.backlog(queue: MessageQueue(client: client), thresholds: thresholds, logger: logger),
-            CircuitHealth.states(client: client, logger: logger),
+        readiness + workerChecks + filaChecks + circuitChecks + limited([
             SchedulerHealth.liveSchedulers(client: client, logger: logger),
             SchedulerHealth.lateJobs(client: client, logger: logger),
-        ]
+        ])
+    }
+
+    private func limited(_ checks: [HealthCheck]) -> [HealthCheck] {
+        guard let checkTimeLimit else { return checks }
+        return checks.map { $0.limited(to: checkTimeLimit) }
     }
 
     /// Postgres internals (design rule 6): `warn` early enough to act, `fail` when the queue
@@ -125,7 +140,7 @@ struct HealthAPI: Sendable {
         let read: @Sendable () async throws -> PostgresProbe.Internals = { [client, logger] in
             try await PostgresProbe.internals(client: client, logger: logger)
         }
-        return [
+        return limited([
             HealthCheck(component: "postgres", measurement: "deadTuples", componentType: .datastore) {
                 let internals = try await read()
                 // Autovacuum keeps dead tuples near 20% of the live ones by default; well past
@@ -154,7 +169,7 @@ struct HealthAPI: Sendable {
                     output: status == .pass ? nil : "the NOTIFY queue is \(Int(usage * 100))% full: a listener is not reading"
                 )
             },
-        ]
+        ])
     }
 
     /// The seed's dashboard (T02.5): the current state of each circuit, its last 24 hours of

@@ -109,4 +109,9 @@ public struct HealthCheck: Sendable {
         self.timeLimit = timeLimit
         self.observe = observe
     }
+
+    /// The same check under another time limit.
+    public func limited(to timeLimit: Duration) -> HealthCheck {
+        HealthCheck(component: component, measurement: measurement, componentType: componentType, timeLimit: timeLimit, nodes: observe)
+    }
 }
