@@ -42,7 +42,9 @@ struct HealthRunnerTests {
         let start = ContinuousClock.now
         let report = await HealthRunner.run([hung, check("fine", .pass)], logger: logger)
         let elapsed = ContinuousClock.now - start
-        #expect(elapsed < .seconds(2))
+        // The hung call never returns, so any answer proves it was abandoned; 0.3 s alone,
+        // and the margin is for a machine loaded by the whole suite.
+        #expect(elapsed < .seconds(5))
         #expect(report.status == .fail)
         #expect(report.checks["hung:probe"]?.first?.status == .fail)
         #expect(report.checks["hung:probe"]?.first?.observation.output == "timed out after 300 ms")

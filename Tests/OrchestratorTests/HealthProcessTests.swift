@@ -8,7 +8,7 @@ import Testing
 
 /// The health endpoints as `fila all` and `fila serve` serve them: the wiring, and a real
 /// worker's heartbeat proving its claim loop turns.
-@Suite("Health endpoints of a running fila", .migratedDatabase, .timeLimit(.minutes(2)))
+@Suite("Health endpoints of a running fila", .migratedDatabase, .serialized, .timeLimit(.minutes(2)))
 struct HealthProcessTests {
     private func start(_ command: String, _ url: DatabaseURL) async throws -> (RunningFila, Int) {
         let fila = try FilaProcess.start([command], environment: [
