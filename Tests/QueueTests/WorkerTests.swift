@@ -171,7 +171,9 @@ struct WorkerTests {
         let queue = MessageQueue(client: client)
         let identity = ProcessIdentity(kind: .worker, version: "test")
         let stats = ProcessStats()
-        let heartbeat = HeartbeatService(client: client, identity: identity, stats: stats, interval: .milliseconds(300), logger: logger)
+        // Each beat's deadline is its interval: a second, so a loaded machine does not time
+        // the beats out and leave the row stale.
+        let heartbeat = HeartbeatService(client: client, identity: identity, stats: stats, interval: .seconds(1), logger: logger)
         // One slot, held by a send that outlasts the test's observations.
         let sender = CountingSender(delay: .seconds(30))
         let worker = Worker(
@@ -203,14 +205,15 @@ struct WorkerTests {
         // time, hence the margin, still well below the six seconds a stopped loop would show.
         #expect(try await sampleLoopAges(for: .seconds(6)) < .seconds(4))
         let idleAge = try #require(try await loopAgeInDatabase())
-        #expect(idleAge < 5)
+        #expect(idleAge < 6)
 
         // Full: the one slot is busy and a second message waits for room.
         _ = try await queue.enqueue([message(1), message(2)], logger: logger)
         #expect(try await eventually { sender.started == 1 && stats.inFlight == 1 })
         #expect(try await sampleLoopAges(for: .seconds(6)) < .seconds(4))
         let fullAge = try #require(try await loopAgeInDatabase())
-        #expect(fullAge < 5)
+        // A loop that stopped at the start would be twelve seconds old by now.
+        #expect(fullAge < 6)
 
         await group.triggerGracefulShutdown()
         try await task.value
