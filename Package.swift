@@ -41,6 +41,7 @@ let package = Package(
             dependencies: [
                 "Primitives",
                 "Database",
+                "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -51,6 +52,7 @@ let package = Package(
             dependencies: [
                 "Primitives",
                 "Database",
+                "Observability",
                 "Queue",
                 "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
@@ -65,6 +67,7 @@ let package = Package(
             dependencies: [
                 "Primitives",
                 "Database",
+                "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -89,8 +92,9 @@ let package = Package(
             ]
         ),
         // The mechanisms of observability, knowing nothing of messages or WhatsApp: JSON logs,
-        // the alert store (state, dedup and cooldown in Postgres), the Slack notifier and the
-        // outbox service that delivers alerts.
+        // health-check types and their runner, the alert store (state, dedup and cooldown in
+        // Postgres), the Slack notifier and the outbox service that delivers alerts. Each
+        // module builds its own checks and rules from them.
         .target(
             name: "Observability",
             dependencies: [

@@ -68,12 +68,15 @@ public struct HeartbeatService: Service {
         var metadata = details()
         if let paused = stats.paused { metadata["paused"] = .string(paused) }
         let metadataText = JSONValue.object(metadata).text
+        // The age on this process's monotonic clock, the instant from the database's: no
+        // comparison between the two machines' clocks.
+        let claimLoopAge = stats.claimLoopAge.map { max(0, $0.seconds) }
         try await client.query(
             """
-            INSERT INTO worker_heartbeats (id, kind, host, pid, version, in_flight, processed_total, status, metadata)
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, in_flight, processed_total, status, metadata, claim_loop_at)
             VALUES (\(identity.id), \(identity.kind.rawValue), \(identity.host), \(identity.pid), \(identity.version),
                     \(Int32(stats.inFlight)), \(Int64(stats.processed)), \(status.rawValue),
-                    \(metadataText)::jsonb)
+                    \(metadataText)::jsonb, now() - make_interval(secs => \(claimLoopAge)::float8))
             ON CONFLICT (id) DO UPDATE
                SET last_seen_at = now(),
                    beating_since = CASE
@@ -82,7 +85,7 @@ public struct HeartbeatService: Service {
                        THEN now() ELSE worker_heartbeats.beating_since END,
                    in_flight = excluded.in_flight,
                    processed_total = excluded.processed_total, status = excluded.status,
-                   metadata = excluded.metadata
+                   metadata = excluded.metadata, claim_loop_at = excluded.claim_loop_at
             """,
             logger: logger
         )

@@ -10,6 +10,7 @@ public final class ProcessStats: Sendable {
     private let processedCount = Atomic<Int>(0)
     private let currentStatus = Mutex(Status.running)
     private let pauseReason = Mutex<String?>(nil)
+    private let lastClaimLoopTurn = Mutex<ContinuousClock.Instant?>(nil)
 
     public init() {}
 
@@ -25,4 +26,19 @@ public final class ProcessStats: Sendable {
     /// heartbeat row's `metadata.paused`.
     public var paused: String? { pauseReason.withLock { $0 } }
     public func setPaused(_ reason: String?) { pauseReason.withLock { $0 = reason } }
+
+    /// When the worker's claim loop last went round, on this process's monotonic clock; nil
+    /// in a process without one. The heartbeat reports its age, so a worker that beats while
+    /// its loop is stuck stops counting as alive.
+    public var claimLoopTurn: ContinuousClock.Instant? { lastClaimLoopTurn.withLock { $0 } }
+
+    /// How long ago the claim loop last went round; nil without a claim loop.
+    public var claimLoopAge: Duration? { claimLoopTurn.map { ContinuousClock.now - $0 } }
+
+    /// Records a turn of the claim loop now. The loop also calls it when it is built, so a
+    /// loop that never starts ages from there rather than looking like no loop at all.
+    public func markClaimLoopTurn() {
+        let now = ContinuousClock.now
+        lastClaimLoopTurn.withLock { $0 = now }
+    }
 }

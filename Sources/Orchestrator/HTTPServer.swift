@@ -14,16 +14,16 @@ import NIOCore
 /// ``JSONResponse`` for another status or content type) and throws an ``APIError`` for
 /// anything else; the middleware below turns every other failure into the same error body.
 enum HTTPServer {
-    static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
+    static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, logger: Logger) -> some ApplicationProtocol {
         Application(
-            router: makeRouter(jobs: jobs, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
+            router: makeRouter(jobs: jobs, health: health, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpIdleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "fila"),
             logger: logger
         )
     }
 
-    static func makeRouter(jobs: JobsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
+    static func makeRouter(jobs: JobsAPI? = nil, health: HealthAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
         // Before the routes: a router wraps each route, and its not-found answer, in the
         // middleware added so far. The error body is outermost, so it sees every failure.
@@ -32,6 +32,7 @@ enum HTTPServer {
         router.get("/health") { _, _ in
             JSONResponse(HealthLiveness(status: "pass", version: FilaVersion.current), contentType: "application/health+json")
         }
+        health?.register(on: router)
         jobs?.register(on: router)
         return router
     }

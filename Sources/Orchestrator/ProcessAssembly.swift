@@ -11,7 +11,7 @@ import ServiceLifecycle
 struct ProcessRoles: OptionSet, Sendable {
     let rawValue: Int
 
-    /// The HTTP API (health, jobs).
+    /// The HTTP API (health endpoints, jobs).
     static let api = ProcessRoles(rawValue: 1 << 0)
     /// The claim-and-send loop, with its LISTEN connection and its sender.
     static let worker = ProcessRoles(rawValue: 1 << 1)
@@ -81,6 +81,7 @@ struct ProcessAssembly {
             let application = HTTPServer.makeApplication(
                 configuration: configuration,
                 jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger),
+                health: HealthAPI(client: client, redisURL: configuration.redisURL, logger: logger),
                 logger: logger
             )
             services.append(.init(service: application, serviceName: "http"))

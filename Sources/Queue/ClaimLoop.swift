@@ -15,6 +15,8 @@ import Synchronization
 /// - While the sender is paused (every circuit open) it claims nothing, since every row would
 ///   only be deferred, and looks again when the sender may be back: one timer at a time,
 ///   however many other wake-ups come meanwhile.
+/// - Every turn is recorded in `stats` (`claimLoopTurn`), and the heartbeat reports it: a
+///   worker whose loop stops turning stops counting as alive, however well its timer beats.
 /// - A claim waits at most `databaseDeadline`. One that commits later is handed back at
 ///   once through the outcome writer (`claim_late:<worker>`), and after a failed claim the
 ///   rows the database says this worker holds but it never received are released before
@@ -51,6 +53,7 @@ final class ClaimLoop: Sendable {
         self.wake = wake
         self.outcomes = outcomes
         self.logger = logger
+        stats.markClaimLoopTurn()
     }
 
     /// Whether `stop()` was called: nothing more is claimed, and a message claimed but not
@@ -86,6 +89,11 @@ final class ClaimLoop: Sendable {
         var recheckDue: ContinuousClock.Instant?
 
         while !isStopping {
+            // Every path through the loop ends in a wait of at most a poll interval or 5 s (the
+            // poll tick wakes an idle, a full or a paused loop alike), a claim bounded by
+            // databaseDeadline, or a backoff of at most 5 s: a turn older than the heartbeat
+            // timeout means the loop is stuck.
+            stats.markClaimLoopTurn()
             if wake.takeWork() { mayHaveWork = true }
             let room = configuration.concurrency - stats.inFlight
             var senderLimit: Int?
@@ -169,15 +177,28 @@ final class ClaimLoop: Sendable {
         }
     }
 
-    /// Signals work every poll interval until cancelled.
+    /// The longest the loop stays still, however long the poll interval: the heartbeat
+    /// reports its last turn, and a quiet loop must not look stuck to the liveness rule.
+    static let maximumQuietTurn: Duration = .seconds(5)
+
+    /// Signals work every poll interval until cancelled, and wakes the loop in between at
+    /// least every `maximumQuietTurn` without signalling work, so it turns without claiming.
     private func pollForWork() async {
+        let tick = min(configuration.pollInterval, Self.maximumQuietTurn)
+        var sincePoll: Duration = .zero
         while true {
             do {
-                try await Task.sleep(for: configuration.pollInterval)
+                try await Task.sleep(for: tick)
             } catch {
                 return
             }
-            wake.signalWork()
+            sincePoll += tick
+            if sincePoll >= configuration.pollInterval {
+                sincePoll = .zero
+                wake.signalWork()
+            } else {
+                wake.signal()
+            }
         }
     }
 

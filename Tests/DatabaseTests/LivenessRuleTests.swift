@@ -102,4 +102,33 @@ struct LivenessRuleTests {
         let first = try await client.query("SELECT id FROM ops.workers LIMIT 1", logger: logger).collect().first?.decode(String.self)
         #expect(first == "three")
     }
+
+    /// Migration 0009: a worker that beats while its claim loop stands still is not alive
+    /// (and shows as STALLED), whatever its heartbeat says; a process without a claim loop
+    /// (NULL) is judged by its heartbeat alone, as before.
+    @Test func aWorkerWhoseClaimLoopStalledIsNotAlive() async throws {
+        let client = try TestDatabase.current.client
+        try await client.query(
+            """
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, status, last_seen_at, beating_since, claim_loop_at) VALUES
+                ('turning',  'worker', 'h', 1, 't', 'running', now(), now() - interval '10 minutes', now() - interval '1 second'),
+                ('stalled',  'worker', 'h', 2, 't', 'running', now(), now() - interval '10 minutes', now() - interval '3 minutes'),
+                ('all-stuck', 'all',   'h', 3, 't', 'running', now(), now() - interval '10 minutes', now() - interval '130 seconds'),
+                ('api',      'api',    'h', 4, 't', 'running', now(), now() - interval '10 minutes', NULL),
+                ('old-build', 'worker', 'h', 5, 't', 'running', now(), now() - interval '10 minutes', NULL),
+                ('draining', 'worker', 'h', 6, 't', 'draining', now(), now() - interval '10 minutes', now() - interval '3 minutes')
+            """,
+            logger: logger
+        )
+        // A draining worker stopped claiming on purpose: its heartbeat alone decides.
+        #expect(try await alive(client) == ["turning", "api", "old-build", "draining"])
+        var states: [String: String] = [:]
+        for try await (id, state) in try await client.query("SELECT id, state FROM ops.workers", logger: logger).decode((String, String).self) {
+            states[id] = state
+        }
+        #expect(states == ["turning": "alive", "stalled": "STALLED", "all-stuck": "STALLED", "api": "alive", "old-build": "alive", "draining": "alive"])
+        // The same timeout as the heartbeat's: five minutes forgive the three-minute stall.
+        try await setTimeout("300", client)
+        #expect(try await alive(client) == ["turning", "stalled", "all-stuck", "api", "old-build", "draining"])
+    }
 }

@@ -162,4 +162,85 @@ struct WorkerTests {
         try await worker.stop()
         #expect(try await queue.count(where: "status = 'pendente' AND outcome = 'FAILED_PROVIDER' AND agendar_para > outcome_at + interval '290 seconds'") == 20)
     }
+
+    /// The claim loop turns at least once per poll interval when idle and when every slot is
+    /// taken, and the heartbeat carries its age into `claim_loop_at`: the row stays fresh and
+    /// the worker alive.
+    @Test func theClaimLoopKeepsTurningIdleAndFullAndTheHeartbeatSaysSo() async throws {
+        let client = try TestDatabase.current.client
+        let queue = MessageQueue(client: client)
+        let identity = ProcessIdentity(kind: .worker, version: "test")
+        let stats = ProcessStats()
+        // Each beat's deadline is its interval: a second, so a loaded machine does not time
+        // the beats out and leave the row stale.
+        let heartbeat = HeartbeatService(client: client, identity: identity, stats: stats, interval: .seconds(1), logger: logger)
+        // One slot, held by a send that outlasts the test's observations.
+        let sender = CountingSender(delay: .seconds(30))
+        let worker = Worker(
+            configuration: .init(concurrency: 1, batchSize: 1, pollInterval: .milliseconds(200), drainTimeout: .milliseconds(100)),
+            queue: queue, sender: sender, heartbeat: heartbeat, wake: WakeSignal(), logger: logger
+        )
+        let group = ServiceGroup(services: [heartbeat, worker], logger: logger)
+        let task = Task { try await group.run() }
+
+        func loopAgeInDatabase() async throws -> Double? {
+            try await client.query(
+                "SELECT extract(epoch FROM now() - claim_loop_at)::float8 FROM worker_heartbeats WHERE id = \(identity.id) AND fila_process_alive(worker_heartbeats)",
+                logger: logger
+            ).collect().first?.decode(Double?.self)
+        }
+        func sampleLoopAges(for duration: Duration) async throws -> Duration {
+            var oldest: Duration = .zero
+            let end = ContinuousClock.now + duration
+            while ContinuousClock.now < end {
+                oldest = max(oldest, try #require(stats.claimLoopAge))
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return oldest
+        }
+
+        // Idle: nothing to claim.
+        #expect(try await eventually { try await loopAgeInDatabase() != nil })
+        // Polled every 200 ms. The whole suite on two cores stalls every task for seconds at a
+        // time, hence the margin, still well below the six seconds a stopped loop would show.
+        #expect(try await sampleLoopAges(for: .seconds(6)) < .seconds(4))
+        let idleAge = try #require(try await loopAgeInDatabase())
+        #expect(idleAge < 6)
+
+        // Full: the one slot is busy and a second message waits for room.
+        _ = try await queue.enqueue([message(1), message(2)], logger: logger)
+        #expect(try await eventually { sender.started == 1 && stats.inFlight == 1 })
+        #expect(try await sampleLoopAges(for: .seconds(6)) < .seconds(4))
+        let fullAge = try #require(try await loopAgeInDatabase())
+        // A loop that stopped at the start would be twelve seconds old by now.
+        #expect(fullAge < 6)
+
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
+
+    /// A long poll interval does not make an idle loop look stuck: it still turns at least
+    /// every five seconds, without claiming.
+    @Test func aLongPollIntervalStillTurnsTheLoopEveryFewSeconds() async throws {
+        let client = try TestDatabase.current.client
+        let stats = ProcessStats()
+        let heartbeat = HeartbeatService(client: client, identity: ProcessIdentity(kind: .worker, version: "test"), stats: stats, logger: logger)
+        let worker = Worker(
+            configuration: .init(pollInterval: .seconds(120)),
+            queue: MessageQueue(client: client), sender: CountingSender(), heartbeat: heartbeat, wake: WakeSignal(), logger: logger
+        )
+        let group = ServiceGroup(services: [worker], logger: logger)
+        let task = Task { try await group.run() }
+        var oldest: Duration = .zero
+        // Fifteen seconds: a loop turning only on the poll would reach that age; one turning
+        // every 5 s stays below 11 s even with the multi-second stalls of the whole suite.
+        let end = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < end {
+            oldest = max(oldest, try #require(stats.claimLoopAge))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(oldest < .seconds(11))
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
 }

@@ -1,0 +1,74 @@
+import AsyncHTTPClient
+import Database
+import FilaTestSupport
+import Foundation
+import Logging
+import PostgresNIO
+import Testing
+
+/// The health endpoints as `fila all` and `fila serve` serve them: the wiring, and a real
+/// worker's heartbeat proving its claim loop turns.
+@Suite("Health endpoints of a running fila", .migratedDatabase, .serialized, .timeLimit(.minutes(2)))
+struct HealthProcessTests {
+    private func start(_ command: String, _ url: DatabaseURL) async throws -> (RunningFila, Int) {
+        let fila = try FilaProcess.start([command], environment: [
+            "DATABASE_URL": url.connectionString, "FILA_SENDER": "sandbox", "HOST": "127.0.0.1", "PORT": "0",
+        ])
+        for _ in 0..<400 {
+            let log = fila.standardErrorSoFar
+            if let range = log.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression),
+               let port = log[range].split(separator: ":").last.flatMap({ Int($0) }) {
+                return (fila, port)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        fila.signal(SIGKILL)
+        throw FilaDidNotListen(log: await fila.waitForExit().standardError)
+    }
+
+    private func get(_ port: Int, _ path: String) async throws -> (Int, [String: Any]) {
+        let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)"), timeout: .seconds(5))
+        let body = try await response.body.collect(upTo: 1 << 20)
+        let json = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any] ?? [:]
+        return (Int(response.status.code), json)
+    }
+
+    private func processes(_ body: [String: Any]) -> [[String: Any]] {
+        (body["checks"] as? [String: Any])?["worker:processes"] as? [[String: Any]] ?? []
+    }
+
+    @Test func allServesAHealthyWorkerWhoseClaimLoopTurns() async throws {
+        let (fila, port) = try await start("all", try TestDatabase.current.url)
+        var answer: (Int, [String: Any]) = (0, [:])
+        // The first beat may come just after the listener is up.
+        for _ in 0..<200 {
+            answer = try await get(port, "/health/worker")
+            if answer.0 == 200 { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(answer.0 == 200)
+        let process = try #require(processes(answer.1).first)
+        #expect(process["kind"] as? String == "all")
+        #expect(process["observedValue"] as? String == "alive")
+        // Beats every 5 s, the loop turns every second: never older than that plus a margin.
+        #expect((process["claim_loop_age_seconds"] as? Int).map { $0 <= 7 } == true)
+        #expect(try await get(port, "/health/ready").0 == 200)
+        #expect(try await get(port, "/health/deep").1["status"] as? String != nil)
+        fila.signal(SIGTERM)
+        #expect(await fila.waitForExit().status == 0)
+    }
+
+    @Test func serveAloneHasNoWorkerToShow() async throws {
+        let (fila, port) = try await start("serve", try TestDatabase.current.url)
+        let (status, body) = try await get(port, "/health/worker")
+        #expect(status == 503)
+        #expect(body["status"] as? String == "fail")
+        fila.signal(SIGTERM)
+        #expect(await fila.waitForExit().status == 0)
+    }
+}
+
+private struct FilaDidNotListen: Error, CustomStringConvertible {
+    let log: String
+    var description: String { "fila never said where it listens: \(log)" }
+}
