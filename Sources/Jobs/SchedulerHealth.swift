@@ -9,10 +9,7 @@ public enum SchedulerHealth {
     /// since then no check, cleanup or rescue runs at all.
     public static func liveSchedulers(client: PostgresClient, logger: Logger) -> HealthCheck {
         HealthCheck(component: "scheduler", measurement: "alive", componentType: .component) {
-            let count = try await client.query(
-                "SELECT count(*)::int8 FROM ops.workers WHERE alive AND kind IN ('scheduler', 'all')",
-                logger: logger
-            ).collect().first?.decode(Int.self) ?? 0
+            let count = try await LiveProcesses.count(kinds: [.scheduler, .all], client: client, logger: logger)
             return HealthObservation(
                 status: count > 0 ? .pass : .fail,
                 observedValue: .integer(count),

@@ -48,10 +48,7 @@ public enum QueueHealth {
     /// rule (heartbeat and claim loop both fresh); `fail` at zero, since then nothing sends.
     public static func liveWorkers(client: PostgresClient, logger: Logger) -> HealthCheck {
         HealthCheck(component: "worker", measurement: "alive", componentType: .component) {
-            let count = try await client.query(
-                "SELECT count(*)::int8 FROM ops.workers WHERE alive AND kind IN ('worker', 'all')",
-                logger: logger
-            ).collect().first?.decode(Int.self) ?? 0
+            let count = try await LiveProcesses.count(kinds: [.worker, .all], client: client, logger: logger)
             return HealthObservation(
                 status: count > 0 ? .pass : .fail,
                 observedValue: .integer(count),

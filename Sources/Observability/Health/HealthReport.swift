@@ -14,14 +14,6 @@ public struct HealthEntry: Sendable, Hashable, Encodable {
 
     public var status: HealthStatus { observation.status }
 
-    private struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ string: String) { stringValue = string }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
     /// The draft's fields, then the custom ones; a custom key never replaces a draft field.
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
@@ -94,14 +86,6 @@ public struct HealthReport: Sendable, Encodable {
         return lines.joined(separator: "\n") + "\n"
     }
 
-    private struct Key: CodingKey {
-        var stringValue: String
-        var intValue: Int? { nil }
-        init(_ string: String) { stringValue = string }
-        init?(stringValue: String) { self.stringValue = stringValue }
-        init?(intValue: Int) { nil }
-    }
-
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: Key.self)
         for (key, value) in extra where !["status", "checks", "output"].contains(key) {
@@ -111,4 +95,13 @@ public struct HealthReport: Sendable, Encodable {
         try container.encode(checks, forKey: Key("checks"))
         try container.encodeIfPresent(output, forKey: Key("output"))
     }
+}
+
+/// A JSON object key chosen at run time (a check's custom fields, a report's extras).
+private struct Key: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(_ string: String) { stringValue = string }
+    init?(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
 }
