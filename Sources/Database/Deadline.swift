@@ -4,12 +4,13 @@ import Primitives
 ///
 /// A database call that never answers (a connection wedged by a server restart, a lease
 /// that is never granted) must not stall a worker forever: past the deadline the caller
-/// moves on and retries, and the abandoned call is cancelled and left to end on its own.
-/// Whatever it may have committed is reconciled by the caller (unconfirmed claims are
-/// handed back; outcomes are fenced).
+/// moves on and retries. Whatever the abandoned call may have committed is reconciled by
+/// the caller (unconfirmed claims are handed back; outcomes are fenced).
 ///
-/// `whenAbandoned` receives the result of a call that succeeded after the caller stopped
-/// waiting (a claim that committed late), so its work can be handed back.
+/// Without `whenAbandoned` the abandoned call is cancelled and left to end on its own. With
+/// it, the call runs to its end (cancelling it could drop rows it already committed) and a
+/// late success goes to `whenAbandoned` (a claim that committed late), so its work can be
+/// handed back.
 public func withDeadline<Result: Sendable>(
     _ limit: Duration,
     what: String,
