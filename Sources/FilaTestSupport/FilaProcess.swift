@@ -98,6 +98,9 @@ public final class RunningFila: @unchecked Sendable {
 
     public var processIdentifier: Int32 { process.processIdentifier }
 
+    /// Whether it has not exited yet.
+    public var isRunning: Bool { process.isRunning }
+
     /// Sends a signal (SIGTERM by default) to the process.
     public func signal(_ signal: Int32 = SIGTERM) {
         kill(process.processIdentifier, signal)

@@ -63,6 +63,7 @@ public final class AlertEvaluator: Service, Sendable {
             while !Task.isCancelled {
                 // The first round waits one interval too: a process that has just started,
                 // and its peers, get time to write their first heartbeats.
+                await self.readInterval()
                 try? await Task.sleep(for: self.interval.withLock { $0 })
                 guard !Task.isCancelled else { break }
                 _ = await self.evaluate()
@@ -71,13 +72,10 @@ public final class AlertEvaluator: Service, Sendable {
         try? await deadman?.shutdown()
     }
 
-    /// One round: reads the interval, evaluates every rule with its settings read now, and
+    /// One round: evaluates every rule with its settings read now, and
     /// reports each to the store. A rule that fails is logged and the others still run.
     public func evaluate() async -> Round {
         var round = Round()
-        if let seconds = try? await store.evaluationIntervalSeconds(logger: logger) {
-            interval.withLock { $0 = .seconds(seconds) }
-        }
         for rule in rules {
             do {
                 let settings = try await store.settings(for: rule.name, logger: logger)
@@ -97,6 +95,15 @@ public final class AlertEvaluator: Service, Sendable {
             round.deadmanPinged = await deadman.ping(logger: logger)
         }
         return round
+    }
+}
+
+extension AlertEvaluator {
+    /// The interval from app_settings; the last one known when the database does not answer.
+    private func readInterval() async {
+        if let seconds = try? await store.evaluationIntervalSeconds(logger: logger) {
+            interval.withLock { $0 = .seconds(seconds) }
+        }
     }
 }
 
