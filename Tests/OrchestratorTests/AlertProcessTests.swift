@@ -152,4 +152,52 @@ struct AlertProcessTests {
         await stop(worker)
         #expect(!scheduler.standardErrorSoFar.contains("0b1c2d3e"), "the URL is a secret")
     }
+
+    /// Every rule from a running `fila scheduler` to Slack, each condition made true at one
+    /// instant through the rows; prints how long each took (the note's detection times under
+    /// shortened thresholds). The checks that run as jobs are asked for at once with psql, as
+    /// their next slot would; the rules every process evaluates run each second.
+    @Test func everyRuleReachesSlackAndItsDetectionTimeIsMeasured() async throws {
+        let (url, client) = try (TestDatabase.current.url, TestDatabase.current.client)
+        try await shortenThresholds(client, ", ('alert.worker_sem_heartbeat.due_seconds', '0')")
+        let slack = try await FakeSlack.start()
+        defer { Task { await slack.shutdown() } }
+        let scheduler = try FilaProcess.start(["scheduler"], environment: environment(url, ["SLACK_WEBHOOK_URL": slack.webhookURL]))
+        try await waitUntil("the jobs synced") {
+            try await count(client, "SELECT (SELECT count(*) FROM job_definitions) * (SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler')") > 0
+        }
+        let since = try #require(try await client.query("SELECT clock_timestamp()", logger: logger).collect().first?.decode(Date.self))
+        // No worker runs, and: 60 messages due for 40 minutes (fila_acumulada, and
+        // worker_sem_heartbeat); 11 provider errors just now (erros_acumulados, and
+        // mensagens_nao_enviadas); a daily job that never succeeded in two days
+        // (job_atrasado); a circuit forced open 20 minutes ago and forgotten (circuito_aberto).
+        try await execute(client, """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, agendar_para)
+            SELECT 'medico-' || i, '5521' || lpad(i::text, 9, '0'), 'Campanha', now() - interval '40 minutes' FROM generate_series(1, 60) i
+            """)
+        try await execute(client, """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, status, tentativas, outcome, outcome_reason_code, outcome_at, ultimo_erro)
+            SELECT 'medico-e' || i, '5531' || lpad(i::text, 9, '0'), 'x', 'erro', 3, 'FAILED_PROVIDER', 'http_500', now(), 'HTTP 500' FROM generate_series(1, 11) i
+            """)
+        try await execute(client, "UPDATE job_definitions SET created_at = now() - interval '3 days' WHERE name = 'limpar-fila-antiga'")
+        try await execute(client, "INSERT INTO circuit_overrides (circuit_name, state, reason, created_at) VALUES ('evolution', 'FORCED_OPEN', 'manutenção', now() - interval '20 minutes')")
+        try await execute(client, "INSERT INTO job_executions (job_name) VALUES ('verificar-fila-acumulada'), ('verificar-heartbeats'), ('verificar-erros-acumulados')")
+
+        let rules = ["fila_acumulada", "worker_sem_heartbeat", "erros_acumulados", "mensagens_nao_enviadas", "job_atrasado", "circuito_aberto"]
+        try await waitUntil("every rule posted", seconds: 90) {
+            try await count(client, "SELECT count(DISTINCT rule)::int8 FROM alert_events WHERE status = 'sent' AND kind = 'firing'") == rules.count
+        }
+        var detected: [String: Double] = [:]
+        for try await (rule, sentAt) in try await client.query("SELECT rule, min(sent_at) FROM alert_events WHERE status = 'sent' GROUP BY rule", logger: logger).decode((String, Date).self) {
+            detected[rule] = sentAt.timeIntervalSince(since)
+        }
+        #expect(Set(detected.keys) == Set(rules))
+        for rule in rules {
+            print("detection time of \(rule) (condition true to Slack ok, shortened thresholds): \(String(format: "%.2f", detected[rule] ?? -1)) s")
+            #expect(slack.messages.filter { $0.contains("`\(rule)`") || $0.contains(rule) }.count >= 1, "no post names \(rule)")
+        }
+        // One notification per rule and key: nothing was sent twice.
+        #expect(try await count(client, "SELECT count(*)::int8 - count(DISTINCT (rule, key))::int8 FROM alert_events WHERE kind = 'firing'") == 0)
+        await stop(scheduler)
+    }
 }
