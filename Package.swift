@@ -187,6 +187,7 @@ let package = Package(
                 "Outbound",
                 "Queue",
                 "Resilience",
+                "Observability",
                 "FilaTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
