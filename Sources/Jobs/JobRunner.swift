@@ -165,8 +165,17 @@ public struct JobRunner: Sendable {
                 logger.warning("job run abandoned: its execution row is no longer pending")
                 return .abandoned
             }
-            // A psql-inserted row's own id is kept when it is usable in logs and headers.
-            if let stored = CorrelationID(validating: try row.decode(String.self)) { correlationID = stored }
+            // A psql-inserted row keeps its own id; one unfit for logs and headers is not
+            // bound, and the run is followed by the new id instead.
+            let stored = try row.decode(String.self)
+            if let valid = CorrelationID(validating: stored) {
+                correlationID = valid
+            } else if stored != proposed.value {
+                logger.warning(
+                    "job run: the row's correlation_id is not \(CorrelationID.rule); its log lines carry a new one",
+                    metadata: [Correlation.metadataKey: .string(proposed.value)]
+                )
+            }
         }
         logger = Correlation.logger(logger, with: correlationID)
         return try await Correlation.withID(correlationID) {
