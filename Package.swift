@@ -95,8 +95,9 @@ let package = Package(
         ),
         // The mechanisms of observability, knowing nothing of messages or WhatsApp: JSON logs,
         // health-check types and their runner, the alert store (state, dedup and cooldown in
-        // Postgres), the Slack notifier and the outbox service that delivers alerts. Each
-        // module builds its own checks and rules from them.
+        // Postgres), the Slack notifier and the outbox service that delivers alerts, the
+        // correlation id and its task-local carrier. Each module builds its own checks and
+        // rules from them.
         .target(
             name: "Observability",
             dependencies: [
