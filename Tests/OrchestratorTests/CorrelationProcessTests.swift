@@ -10,7 +10,9 @@ import Testing
 /// job_executions row, the response and the run's log lines; from `fila enqueue` to the
 /// fila_mensagens rows, the worker's log lines and the header of the request the fake
 /// Evolution API received.
-@Suite("Correlation ids through fila processes", .migratedDatabase, .timeLimit(.minutes(3)))
+///
+/// Serialized, and with small pools: the suite shares one Postgres server with every other.
+@Suite("Correlation ids through fila processes", .migratedDatabase(maximumConnections: 4), .serialized, .timeLimit(.minutes(3)))
 struct CorrelationProcessTests {
     let logger = TestDatabase.logger
     let adminToken = "correlation-test-token-0123456789"
@@ -20,7 +22,7 @@ struct CorrelationProcessTests {
         let client = try TestDatabase.current.client
         let fila = try FilaProcess.start(["serve"], environment: [
             "DATABASE_URL": url.connectionString, "FILA_SENDER": "sandbox", "HOST": "127.0.0.1", "PORT": "0",
-            "ADMIN_TOKEN": adminToken, "LOG_FORMAT": "json", "LOG_LEVEL": "info",
+            "ADMIN_TOKEN": adminToken, "LOG_FORMAT": "json", "LOG_LEVEL": "info", "DATABASE_POOL_SIZE": "4",
         ])
         let port = try await listeningPort(fila)
 
@@ -100,6 +102,7 @@ struct CorrelationProcessTests {
             "EVOLUTION_INSTANCE": evolution.instance,
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "debug",
+            "DATABASE_POOL_SIZE": "4",
         ])
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
