@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-service-context.git", from: "1.5.1"),
     ],
     targets: [
         // Small shared primitives with no domain and no dependency: Duration helpers, backoff
@@ -84,6 +85,7 @@ let package = Package(
                 "Database",
                 "Queue",
                 "Resilience",
+                "Observability",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -93,8 +95,9 @@ let package = Package(
         ),
         // The mechanisms of observability, knowing nothing of messages or WhatsApp: JSON logs,
         // health-check types and their runner, the alert store (state, dedup and cooldown in
-        // Postgres), the Slack notifier and the outbox service that delivers alerts. Each
-        // module builds its own checks and rules from them.
+        // Postgres), the Slack notifier and the outbox service that delivers alerts, the
+        // correlation id and its task-local carrier. Each module builds its own checks and
+        // rules from them.
         .target(
             name: "Observability",
             dependencies: [
@@ -106,6 +109,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceContextModule", package: "swift-service-context"),
             ]
         ),
         .executableTarget(
@@ -185,6 +189,7 @@ let package = Package(
                 "Outbound",
                 "Queue",
                 "Resilience",
+                "Observability",
                 "FilaTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -5,6 +5,7 @@ import Foundation
 #endif
 import Database
 import Logging
+import Observability
 import PostgresNIO
 import Primitives
 
@@ -44,9 +45,11 @@ public struct JobRunner: Sendable {
     }
 
     /// Inserts a `running` row for `trigger` and runs it now, unless a run is going on; then
-    /// nothing is written and the answer is `.alreadyRunning`.
-    public func runNow(_ job: JobDefinition, trigger: JobTrigger, correlationID: String? = nil, logger: Logger) async throws -> Outcome {
-        try await withJobLock(job.name, logger: logger) { connection, locked in
+    /// nothing is written and the answer is `.alreadyRunning`. The run is stored with and
+    /// logs `correlationID` (an HTTP request's), or a new id.
+    public func runNow(_ job: JobDefinition, trigger: JobTrigger, correlationID: CorrelationID? = nil, logger: Logger) async throws -> Outcome {
+        let correlationID = correlationID ?? .generate()
+        return try await withJobLock(job.name, logger: logger) { connection, locked in
             guard let connection, locked else { return .alreadyRunning }
             // Through the pool, committed at once, so the row is visible while it runs (the
             // lock's connection is not from the pool: nothing here waits on itself). Written
@@ -55,7 +58,7 @@ public struct JobRunner: Sendable {
             let rows = try await client.query(
                 """
                 INSERT INTO job_executions (job_name, scheduled_for, status, started_at, triggered_by, worker_id, correlation_id)
-                VALUES (\(job.name), now(), 'running', now(), \(trigger.rawValue), \(workerID), \(correlationID))
+                VALUES (\(job.name), now(), 'running', now(), \(trigger.rawValue), \(workerID), \(correlationID.value))
                 RETURNING id
                 """,
                 logger: logger
@@ -64,7 +67,9 @@ public struct JobRunner: Sendable {
             guard let row = rows.first else {
                 throw DatabaseError(.queryFailed, "job \(job.name) was not run: the database did not record its job_executions row")
             }
-            return try await perform(job, executionID: try row.decode(UUID.self), alreadyStarted: true, lockConnection: connection, logger: logger)
+            return try await perform(
+                job, executionID: try row.decode(UUID.self), correlationID: correlationID, alreadyStarted: true, lockConnection: connection, logger: logger
+            )
         }
     }
 
@@ -72,6 +77,7 @@ public struct JobRunner: Sendable {
     /// When another run holds the lock, the row becomes `skipped`. When it throws, the row
     /// may still be `pending` (the lock connection could not open, the start could not be
     /// written): the claimer marks it failed (`JobScheduler` does, on its next tick).
+    /// The run gets a new correlation id unless its row has one (inserted with psql).
     public func run(_ job: JobDefinition, executionID: UUID, logger: Logger) async throws -> Outcome {
         try await withJobLock(job.name, logger: logger) { connection, locked in
             guard let connection, locked else {
@@ -86,7 +92,9 @@ public struct JobRunner: Sendable {
                 logger.warning("job run skipped: the previous run is still going", metadata: ["job.name": .string(job.name)])
                 return .alreadyRunning
             }
-            return try await perform(job, executionID: executionID, alreadyStarted: false, lockConnection: connection, logger: logger)
+            return try await perform(
+                job, executionID: executionID, correlationID: .generate(), alreadyStarted: false, lockConnection: connection, logger: logger
+            )
         }
     }
 
@@ -132,6 +140,7 @@ public struct JobRunner: Sendable {
     private func perform(
         _ job: JobDefinition,
         executionID: UUID,
+        correlationID proposed: CorrelationID,
         alreadyStarted: Bool,
         lockConnection: PostgresConnection,
         logger baseLogger: Logger
@@ -139,21 +148,43 @@ public struct JobRunner: Sendable {
         var logger = baseLogger
         logger[metadataKey: "job.name"] = .string(job.name)
         logger[metadataKey: "job.execution_id"] = .string(executionID.uuidString.lowercased())
+        var correlationID = proposed
         if !alreadyStarted {
             // Only a row still pending is started: one failed by a rescuer meanwhile stays failed.
             let started = try await client.query(
                 """
-                UPDATE job_executions SET status = 'running', started_at = now(), worker_id = \(workerID)
+                UPDATE job_executions
+                   SET status = 'running', started_at = now(), worker_id = \(workerID),
+                       correlation_id = coalesce(correlation_id, \(proposed.value))
                  WHERE id = \(executionID) AND status = 'pending'
-                RETURNING id
+                RETURNING correlation_id
                 """,
                 logger: logger
             ).collect()
-            guard !started.isEmpty else {
+            guard let row = started.first else {
                 logger.warning("job run abandoned: its execution row is no longer pending")
                 return .abandoned
             }
+            // A psql-inserted row keeps its own id; one unfit for logs and headers is not
+            // bound, and the run is followed by the new id instead.
+            let stored = try row.decode(String.self)
+            if let valid = CorrelationID(validating: stored) {
+                correlationID = valid
+            } else if stored != proposed.value {
+                logger.warning(
+                    "job run: the row's correlation_id is not \(CorrelationID.rule); its log lines carry a new one",
+                    metadata: [Correlation.metadataKey: .string(proposed.value)]
+                )
+            }
         }
+        logger = Correlation.logger(logger, with: correlationID)
+        return try await Correlation.withID(correlationID) {
+            try await perform(job, executionID: executionID, lockConnection: lockConnection, logger: logger)
+        }
+    }
+
+    /// The run itself, with its row started and its correlation id bound.
+    private func perform(_ job: JobDefinition, executionID: UUID, lockConnection: PostgresConnection, logger: Logger) async throws -> Outcome {
         logger.debug("job started")
         let context = JobContext(client: client, logger: logger, executionID: executionID, jobName: job.name)
         let ending = await Self.race(job.handler, context: context, timeout: job.timeout, keepAlive: lockKeepAlive, lockConnection: lockConnection, logger: logger)

@@ -21,14 +21,18 @@ public enum LogSetup {
             return !done
         }
         guard first else { return }
-        LoggingSystem.bootstrap { label in
-            var handler: any LogHandler
-            switch format {
-            case .json: handler = JSONLogHandler(label: label)
-            case .text: handler = StreamLogHandler.standardError(label: label)
-            }
-            handler.logLevel = level
-            return handler
-        }
+        // The metadata provider adds the task's correlation id to every line.
+        LoggingSystem.bootstrap(
+            { label, metadataProvider in
+                var handler: any LogHandler
+                switch format {
+                case .json: handler = JSONLogHandler(label: label, metadataProvider: metadataProvider)
+                case .text: handler = StreamLogHandler.standardError(label: label, metadataProvider: metadataProvider)
+                }
+                handler.logLevel = level
+                return handler
+            },
+            metadataProvider: Correlation.metadataProvider
+        )
     }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Database
 import Foundation
 import Logging
+import Observability
 import PostgresNIO
 import Queue
 
@@ -24,6 +25,10 @@ struct EnqueueCommand: AsyncParsableCommand {
             reasons (never their content), the valid ones are inserted all the same, and the \
             exit status is then 65. The summary goes to standard output.
 
+            The batch has one correlation id, given with --correlation-id or generated, and \
+            printed in the summary: every line without a correlation_id of its own gets it, so \
+            the worker's log lines and the provider requests for the batch can be found by it.
+
             Example: fila enqueue campanha.jsonl
             """
     )
@@ -39,7 +44,16 @@ struct EnqueueCommand: AsyncParsableCommand {
     @Option(name: .customLong("batch-size"), help: "Messages per INSERT statement.")
     var batchSize = 10_000
 
+    @Option(
+        name: .customLong("correlation-id"),
+        help: "The correlation id of lines without their own (\(CorrelationID.rule)); generated when absent."
+    )
+    var correlationID: String?
+
     func validate() throws {
+        if let correlationID, !CorrelationID.isValid(correlationID) {
+            throw ValidationError("--correlation-id must be \(CorrelationID.rule)")
+        }
         guard MessageFileFormat(rawValue: format) != nil else { throw ValidationError("--format must be jsonl or csv") }
         guard (1...50_000).contains(batchSize) else { throw ValidationError("--batch-size must be 1-50000") }
     }
@@ -50,6 +64,7 @@ struct EnqueueCommand: AsyncParsableCommand {
             let databaseURL = try context.configuration.requireDatabaseURL()
             let data = try readInput()
             guard let format = MessageFileFormat(rawValue: format) else { throw ValidationError("--format must be jsonl or csv") }
+            let batchID = correlationID.flatMap { CorrelationID(validating: $0) } ?? .generate()
 
             // Chunks of at most batchSize lines. JSON lines are parsed one chunk ahead of the
             // insert, so parsing overlaps the database's work; CSV records can span lines and
@@ -109,7 +124,9 @@ struct EnqueueCommand: AsyncParsableCommand {
                             valid.reserveCapacity(parsed.count)
                             for entry in parsed {
                                 switch entry.result {
-                                case .success(let message): valid.append(LineMessage(line: entry.line, message: message))
+                                case .success(var message):
+                                    if message.correlationID?.isEmpty ?? true { message.correlationID = batchID.value }
+                                    valid.append(LineMessage(line: entry.line, message: message))
                                 case .failure(let rejection): rejected.append(rejection)
                                 }
                             }
@@ -135,7 +152,7 @@ struct EnqueueCommand: AsyncParsableCommand {
 
             rejected.sort { $0.line < $1.line }
             for rejection in rejected { printError(rejection.description) }
-            print("inserted \(inserted), duplicates \(duplicates), rejected \(rejected.count)")
+            print("inserted \(inserted), duplicates \(duplicates), rejected \(rejected.count), correlation_id \(batchID)")
             if !rejected.isEmpty { throw ExitCode(FilaExitCode.dataError) }
         }
     }

@@ -7,6 +7,7 @@ import HTTPTypes
 import Hummingbird
 import Jobs
 import Logging
+import Observability
 import PostgresNIO
 import Synchronization
 
@@ -54,9 +55,9 @@ struct JobsAPI: Sendable {
                     message: "no job named '\(name)'; jobs: \(catalog.jobs.map(\.name).sorted().joined(separator: ", "))"
                 )
             }
-            let correlationID = try CorrelationID.from(request)
             try await syncCatalog()
-            switch try await runner.runNow(job, trigger: .http, correlationID: correlationID, logger: logger) {
+            // The request's id (CorrelationMiddleware): stored on the run and in its log lines.
+            switch try await runner.runNow(job, trigger: .http, correlationID: Correlation.current, logger: logger) {
             case .alreadyRunning:
                 throw APIError(status: .conflict, code: "already_running", message: "a run of \(name) is still going; try again when it ends")
             case .abandoned:
@@ -131,35 +132,6 @@ func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         difference |= (index < a.count ? a[index] : 0) ^ (index < b.count ? b[index] : 0)
     }
     return difference == 0
-}
-
-extension HTTPField.Name {
-    /// Carried into `job_executions.correlation_id` and the logs.
-    static let correlationID = Self("X-Correlation-ID")!
-}
-
-/// The `X-Correlation-ID` a request carries: at most 200 printable ASCII characters, so
-/// what is stored with a run and written to logs is bounded and safe to show. A request with
-/// an empty, longer, repeated or non-printable one is refused with 400 rather than run
-/// with the value dropped or cut, which would break the caller's tracing silently.
-enum CorrelationID {
-    static let maximumLength = 200
-
-    static func from(_ request: Request) throws(APIError) -> String? {
-        let values = request.headers[values: .correlationID]
-        guard let value = values.first else { return nil }
-        guard values.count == 1 else {
-            throw invalid("send one X-Correlation-ID header, not \(values.count)")
-        }
-        guard (1...maximumLength).contains(value.utf8.count), value.utf8.allSatisfy({ (0x20...0x7E).contains($0) }) else {
-            throw invalid("X-Correlation-ID must be 1-\(maximumLength) printable ASCII characters")
-        }
-        return value
-    }
-
-    private static func invalid(_ message: String) -> APIError {
-        APIError(status: .badRequest, code: "invalid_correlation_id", message: message)
-    }
 }
 
 private final class SyncedFlag: Sendable {

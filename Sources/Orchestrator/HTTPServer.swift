@@ -26,7 +26,9 @@ enum HTTPServer {
     static func makeRouter(jobs: JobsAPI? = nil, health: HealthAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
         // Before the routes: a router wraps each route, and its not-found answer, in the
-        // middleware added so far. The error body is outermost, so it sees every failure.
+        // middleware added so far. The correlation id is outermost, so every answer carries
+        // it; the error body next, so it sees every failure.
+        router.add(middleware: CorrelationMiddleware())
         router.add(middleware: APIErrorMiddleware())
         router.add(middleware: RequestBodyLimitMiddleware(maximumBytes: maxRequestBodyBytes))
         router.get("/health") { _, _ in

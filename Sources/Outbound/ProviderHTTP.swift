@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Logging
 import NIOCore
 import NIOHTTP1
+import Observability
 
 /// A provider's answer: its status and up to `ProviderHTTP.maximumBodyBytes` of body.
 struct ProviderHTTPResponse: Sendable {
@@ -38,6 +39,10 @@ enum ProviderHTTP {
         request.method = .POST
         request.headers = headers
         request.headers.replaceOrAdd(name: "Content-Type", value: "application/json")
+        // The message's correlation id (bound by the worker), so the provider's logs and ours meet.
+        if let correlationID = Correlation.current {
+            request.headers.replaceOrAdd(name: Correlation.headerName, value: correlationID.value)
+        }
         request.body = .bytes(ByteBuffer(string: body))
 
         let clock = ContinuousClock()

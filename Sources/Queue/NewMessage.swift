@@ -1,5 +1,6 @@
 import Database
 import Foundation
+import Observability
 
 /// A message to enqueue. Validated before anything is written.
 ///
@@ -21,6 +22,8 @@ public struct NewMessage: Sendable, Hashable {
     public var agendarPara: Date?
     /// A producer's key for deduplication: enqueuing it twice yields one row.
     public var idempotencyKey: String?
+    /// Follows the message through the worker's logs and into the provider request
+    /// (``CorrelationID``'s rule); nil or empty is stored as NULL.
     public var correlationID: String?
     /// A JSON object, as text.
     public var metadata: String
@@ -105,11 +108,10 @@ public struct NewMessage: Sendable, Hashable {
                 throw MessageValidationError(field: "idempotency_key", reason: "must be 1-\(Limits.identifierCodePoints) characters (Unicode code points)")
             }
         }
-        if let id = correlationID {
-            try Self.checkText(id, field: "correlation_id")
-            if id.unicodeScalars.count > Limits.identifierCodePoints {
-                throw MessageValidationError(field: "correlation_id", reason: "is longer than \(Limits.identifierCodePoints) characters (Unicode code points)")
-            }
+        // Stricter than the column: the worker sends it to the provider as a header and
+        // writes it into log lines. Empty is stored as NULL.
+        if let id = correlationID, !id.isEmpty, !CorrelationID.isValid(id) {
+            throw MessageValidationError(field: "correlation_id", reason: "must be \(CorrelationID.rule)")
         }
         if metadata.utf8.count > Limits.metadataBytes {
             throw MessageValidationError(field: "metadata", reason: "is larger than \(Limits.metadataBytes) bytes")

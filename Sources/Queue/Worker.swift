@@ -5,6 +5,7 @@ import Foundation
 #endif
 import Database
 import Logging
+import Observability
 import PostgresNIO
 import Primitives
 import ServiceLifecycle
@@ -199,14 +200,16 @@ public final class Worker: Service {
     private func process(_ message: ClaimedMessage) async {
         var logger = self.logger
         logger[metadataKey: "fila.message_id"] = .stringConvertible(message.id)
-        if let correlationID = message.correlationID { logger[metadataKey: "correlation_id"] = .string(correlationID) }
+        let correlationID = Self.correlationID(of: message)
+        logger = Correlation.logger(logger, with: correlationID)
 
         let resolution: AttemptResolution
         if claims.isStopping {
             // Claimed but never started: hand it back untouched.
             resolution = .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:not_started", until: .zero)
         } else {
-            let result = await sender.send(message, logger: logger)
+            // Bound for the send: the provider request carries it as X-Correlation-ID.
+            let result = await Correlation.withID(correlationID) { await sender.send(message, logger: logger) }
             if Task.isCancelled {
                 // Cut off by the drain deadline: whether it reached the provider is unknown,
                 // so it goes back without an attempt burned (delivery is at least once).
@@ -217,6 +220,12 @@ public final class Worker: Service {
         }
         // Still held: the slot frees once the outcome is written.
         outcomes.submit(AttemptResult(messageID: message.id, claim: message.claim, resolution: resolution))
+    }
+
+    /// The id a message's handling is followed by: its `correlation_id`, or, for a row with
+    /// none (or one inserted with psql that is unfit for a header), its own id.
+    static func correlationID(of message: ClaimedMessage) -> CorrelationID {
+        message.correlationID.flatMap { CorrelationID(validating: $0) } ?? CorrelationID(message.id)
     }
 
     func resolution(of result: SendResult, for message: ClaimedMessage) -> AttemptResolution {

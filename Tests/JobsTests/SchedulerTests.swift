@@ -3,6 +3,7 @@ import FilaTestSupport
 import Foundation
 import Jobs
 import Logging
+import Observability
 import PostgresNIO
 import Synchronization
 import Testing
@@ -268,6 +269,30 @@ struct SchedulerTests {
         let unknown = try await harness.executions("nao-existe")
         #expect(unknown.map(\.status) == ["failed"])
         #expect(unknown.first?.error == "no job named nao-existe (see job_definitions)")
+    }
+
+    /// A scheduled run gets a new correlation id, stored on its row and bound while its
+    /// handler runs; a run requested with psql keeps the id its row was given.
+    @Test func eachRunHasACorrelationID() async throws {
+        let harness = try Harness()
+        let catalog = try JobCatalog([
+            job("marcado", .every(seconds: 3600)) { _ in ["seen": Correlation.current.map { .string($0.value) } ?? .null] }
+        ])
+        try await catalog.sync(client: harness.client, logger: logger)
+        try await harness.execute("UPDATE job_definitions SET next_run_at = now() - interval '1 second'")
+        let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1"))
+        #expect(try await tickAndRun(scheduler).count == 1)
+        try await harness.execute("INSERT INTO job_executions (job_name, correlation_id) VALUES ('marcado', 'pedido-psql-1')")
+        #expect(try await tickAndRun(scheduler).count == 1)
+
+        let runs = try await harness.rows("SELECT triggered_by, correlation_id, result->>'seen' FROM job_executions ORDER BY created_at")
+            .map { try $0.decode((String, String?, String?).self) }
+        #expect(runs.map(\.0) == ["scheduler", "psql"])
+        let scheduled = try #require(runs.first?.1)
+        #expect(UUID(uuidString: scheduled) != nil && scheduled == scheduled.lowercased())
+        #expect(runs.first?.2 == scheduled)
+        #expect(runs.last?.1 == "pedido-psql-1")
+        #expect(runs.last?.2 == "pedido-psql-1")
     }
 
     /// A slot claimed while the database takes no new connections: the run's lock connection

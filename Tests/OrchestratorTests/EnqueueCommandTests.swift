@@ -20,6 +20,19 @@ struct EnqueueCommandTests {
         return path
     }
 
+    /// The summary line without the batch's correlation id, which is generated.
+    private func counts(_ output: FilaProcess.Output) -> String {
+        let line = output.standardOutput.hasSuffix("\n") ? String(output.standardOutput.dropLast()) : output.standardOutput
+        guard let range = line.range(of: ", correlation_id ") else { return line }
+        return String(line[..<range.lowerBound])
+    }
+
+    /// The batch's correlation id, as the summary prints it.
+    private func batchCorrelationID(_ output: FilaProcess.Output) -> String? {
+        guard let range = output.standardOutput.range(of: ", correlation_id ") else { return nil }
+        return output.standardOutput[range.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     private struct Row: Equatable {
         let clienteID: String
         let telefone: String
@@ -67,7 +80,7 @@ struct EnqueueCommandTests {
 
         let output = try await FilaProcess.run(["enqueue", file], environment: environment(url))
         #expect(output.status == 65)
-        #expect(output.standardOutput == "inserted 2, duplicates 2, rejected 5\n")
+        #expect(counts(output) == "inserted 2, duplicates 2, rejected 5")
         #expect(
             output.errorLines == [
                 "line 4: not a JSON object",
@@ -107,7 +120,7 @@ struct EnqueueCommandTests {
             + "5521900000005,último,medico-5,\r\n"
         let output = try await FilaProcess.run(["enqueue", "--format", "csv"], environment: environment(url), input: Data(csv.utf8))
         #expect(output.status == 65)
-        #expect(output.standardOutput == "inserted 2, duplicates 0, rejected 3\n")
+        #expect(counts(output) == "inserted 2, duplicates 0, rejected 3")
         #expect(
             output.errorLines == [
                 "line 5: has 3 fields, the header has 4",
@@ -134,12 +147,12 @@ struct EnqueueCommandTests {
 
         let first = try await FilaProcess.run(["enqueue", "--batch-size", "5000", file], environment: environment(url))
         #expect(first.status == 0, "\(first.standardError)")
-        #expect(first.standardOutput == "inserted 12000, duplicates 0, rejected 0\n")
+        #expect(counts(first) == "inserted 12000, duplicates 0, rejected 0")
         #expect(first.standardError.isEmpty)
 
         let again = try await FilaProcess.run(["enqueue", file], environment: environment(url))
         #expect(again.status == 0)
-        #expect(again.standardOutput == "inserted 0, duplicates 12000, rejected 0\n")
+        #expect(counts(again) == "inserted 0, duplicates 12000, rejected 0")
         let count = try await client.query("SELECT count(*) FROM fila_mensagens", logger: logger).collect().first!.decode(Int.self)
         #expect(count == 12_000)
     }
@@ -162,7 +175,7 @@ struct EnqueueCommandTests {
         defer { try? FileManager.default.removeItem(atPath: file) }
         let output = try await FilaProcess.run(["enqueue", "--batch-size", "50", file], environment: environment(url))
         #expect(output.status == 0, "\(output.standardError)")
-        #expect(output.standardOutput == "inserted 200, duplicates 200, rejected 0\n")
+        #expect(counts(output) == "inserted 200, duplicates 200, rejected 0")
         let count = try await client.query("SELECT count(DISTINCT idempotency_key) FROM fila_mensagens", logger: logger).collect().first!.decode(Int.self)
         #expect(count == 200)
     }
@@ -225,7 +238,7 @@ struct EnqueueCommandTests {
 
         let output = try await FilaProcess.run(["enqueue", file], environment: environment(url))
         #expect(output.status == 65, "\(output.standardError)")
-        #expect(output.standardOutput == "inserted 2, duplicates 0, rejected 6\n")
+        #expect(counts(output) == "inserted 2, duplicates 0, rejected 6")
         let errors = output.errorLines
         #expect(errors.count == 6)
         #expect(errors.first == "line 2: conteudo contains a NUL character (U+0000), which Postgres cannot store")
@@ -265,7 +278,7 @@ struct EnqueueCommandTests {
 
         let output = try await FilaProcess.run(["enqueue", file], environment: environment(url))
         #expect(output.status == 65, "\(output.standardError)")
-        #expect(output.standardOutput == "inserted 5, duplicates 0, rejected 1\n")
+        #expect(counts(output) == "inserted 5, duplicates 0, rejected 1")
         #expect(
             output.errorLines == [
                 #"line 4: refused by the database: new row for relation "fila_mensagens" violates check constraint "sem_palavra_proibida""#
@@ -274,4 +287,58 @@ struct EnqueueCommandTests {
         #expect(!output.standardError.contains("secreto"))
         #expect(try await rows(client).map(\.clienteID) == ["medico-1", "medico-2", "medico-3", "medico-5", "medico-6"])
     }
+
+    /// A batch gets one correlation id, printed in the summary, on every line without its own;
+    /// `--correlation-id` names it; a line's own id is kept; an id outside the rule is refused
+    /// (the line) or a usage error (the flag).
+    @Test func aBatchHasOneCorrelationIDUnlessLinesCarryTheirOwn() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
+        let file = try write(
+            """
+            {"cliente_id":"medico-1","telefone":"5521900000001","conteudo":"a","tipo":"campanha"}
+            {"cliente_id":"medico-2","telefone":"5521900000002","conteudo":"b","tipo":"campanha","correlation_id":"pedido-77"}
+            {"cliente_id":"medico-3","telefone":"5521900000003","conteudo":"c","tipo":"campanha","correlation_id":""}
+            {"cliente_id":"medico-4","telefone":"5521900000004","conteudo":"d","tipo":"campanha","correlation_id":"com espaço"}
+
+            """,
+            suffix: "jsonl"
+        )
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        func correlationIDs() async throws -> [String: String?] {
+            var ids: [String: String?] = [:]
+            for try await (cliente, id) in try await client.query("SELECT cliente_id, correlation_id FROM fila_mensagens", logger: logger)
+                .decode((String, String?).self)
+            {
+                ids[cliente] = id
+            }
+            return ids
+        }
+
+        let output = try await FilaProcess.run(["enqueue", file], environment: environment(url))
+        #expect(output.status == 65, "\(output.standardError)")
+        #expect(counts(output) == "inserted 3, duplicates 0, rejected 1")
+        #expect(output.errorLines == ["line 4: correlation_id must be \(CorrelationIDRule.text)"])
+        let generated = try #require(batchCorrelationID(output))
+        #expect(UUID(uuidString: generated) != nil && generated == generated.lowercased())
+        #expect(try await correlationIDs() == ["medico-1": generated, "medico-2": "pedido-77", "medico-3": generated])
+
+        try await client.query("DELETE FROM fila_mensagens", logger: logger)
+        let again = try await FilaProcess.run(["enqueue", "--correlation-id", "campanha-7", file], environment: environment(url))
+        #expect(batchCorrelationID(again) == "campanha-7")
+        #expect(try await correlationIDs() == ["medico-1": "campanha-7", "medico-2": "pedido-77", "medico-3": "campanha-7"])
+        // A second batch gets a new id.
+        try await client.query("DELETE FROM fila_mensagens", logger: logger)
+        let third = try await FilaProcess.run(["enqueue", file], environment: environment(url))
+        #expect(batchCorrelationID(third).map { $0 != generated } == true)
+
+        let bad = try await FilaProcess.run(["enqueue", "--correlation-id", "não", file], environment: environment(url))
+        #expect(bad.status == 64, "\(bad.standardError)")
+        #expect(bad.standardError.contains("--correlation-id must be"))
+    }
+}
+
+/// `CorrelationID.rule` as the tests expect it, written out: a change to the rule must show here.
+enum CorrelationIDRule {
+    static let text = "1-128 characters from A-Z a-z 0-9 and +-./:=@_"
 }

@@ -12,7 +12,8 @@ import Testing
 
 @testable import Orchestrator
 
-/// `/jobs` over HTTP against a real database: statuses 200, 401, 403, 404, 409 and 400.
+/// `/jobs` over HTTP against a real database: statuses 200, 401, 403, 404, 409 and 400,
+/// and the correlation id of a run.
 @Suite("HTTP /jobs", .migratedDatabase)
 struct JobsAPITests {
     let logger = TestDatabase.logger
@@ -184,29 +185,77 @@ struct JobsAPITests {
         }
     }
 
-    /// X-Correlation-ID is at most 200 printable ASCII characters, sent once; anything else
-    /// is a 400 and nothing runs (rather than a run stored with the ID dropped or cut).
-    @Test func aBadCorrelationIDIsRefused() async throws {
+    /// The run's correlation id is the request's X-Correlation-ID, stored on its
+    /// job_executions row and returned on the response; without one, a new id is stored and
+    /// returned; a malformed, too long or repeated one is replaced by a new id (the run still
+    /// happens, and the response says which id it ran with). Error answers carry it too.
+    @Test func theRunsCorrelationIDIsTheRequestsOrANewOne() async throws {
         try await withAPI(adminToken: token) { http, client in
+            func storedIDs() async throws -> [String] {
+                var ids: [String] = []
+                for try await id in try await client.query("SELECT correlation_id FROM job_executions ORDER BY started_at, id", logger: logger)
+                    .decode(String.self)
+                {
+                    ids.append(id)
+                }
+                return ids
+            }
+            var given = auth
+            given[.correlationID] = "pedido-42:tentativa/1"
+            try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: given) { response throws in
+                #expect(response.status == .ok)
+                #expect(response.headers[.correlationID] == "pedido-42:tentativa/1")
+                #expect(try json(response)["correlation_id"] == "pedido-42:tentativa/1")
+            }
+            #expect(try await storedIDs() == ["pedido-42:tentativa/1"])
+
+            var generated: [String] = []
             var tooLong = auth
-            tooLong[.correlationID] = String(repeating: "a", count: 201)
+            tooLong[.correlationID] = String(repeating: "a", count: 129)
             var nonASCII = auth
             nonASCII[.correlationID] = "pedido-ção"
+            var withSpace = auth
+            withSpace[.correlationID] = "pedido 42"
             var twice = auth
             twice.append(HTTPField(name: .correlationID, value: "um"))
             twice.append(HTTPField(name: .correlationID, value: "dois"))
-            for headers in [tooLong, nonASCII, twice] {
+            for headers in [auth, tooLong, nonASCII, withSpace, twice] {
                 try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: headers) { response throws in
-                    #expect(response.status == .badRequest)
-                    #expect(try json(response)["error"]?["code"] == "invalid_correlation_id")
+                    #expect(response.status == .ok)
+                    let returned = try #require(response.headers[.correlationID])
+                    #expect(UUID(uuidString: returned) != nil && returned == returned.lowercased())
+                    #expect(try json(response)["correlation_id"] == .string(returned))
+                    generated.append(returned)
                 }
             }
-            #expect(try await executions(client) == 0)
+            #expect(Set(generated).count == 5)
+            #expect(try await storedIDs() == ["pedido-42:tentativa/1"] + generated)
+
             var longest = auth
-            longest[.correlationID] = String(repeating: "a", count: 200)
+            longest[.correlationID] = String(repeating: "a", count: 128)
             try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: longest) { response throws in
                 #expect(response.status == .ok)
-                #expect(try json(response)["correlation_id"] == .string(String(repeating: "a", count: 200)))
+                #expect(try json(response)["correlation_id"] == .string(String(repeating: "a", count: 128)))
+            }
+
+            // Errors: unknown job (404), no token (401), unknown route (404).
+            var unknown = auth
+            unknown[.correlationID] = "erro-1"
+            try await http.execute(uri: "/jobs/nao-existe", method: .post, headers: unknown) { response throws in
+                #expect(response.status == .notFound)
+                #expect(response.headers[.correlationID] == "erro-1")
+            }
+            try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: [.correlationID: "erro-2"]) { response throws in
+                #expect(response.status == .unauthorized)
+                #expect(response.headers[.correlationID] == "erro-2")
+            }
+            try await http.execute(uri: "/rota-nenhuma", method: .get, headers: [:]) { response throws in
+                #expect(response.status == .notFound)
+                #expect(response.headers[.correlationID].flatMap { UUID(uuidString: $0) } != nil)
+            }
+            try await http.execute(uri: "/health", method: .get, headers: [.correlationID: "sonda-1"]) { response throws in
+                #expect(response.status == .ok)
+                #expect(response.headers[.correlationID] == "sonda-1")
             }
         }
     }

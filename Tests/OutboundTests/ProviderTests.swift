@@ -4,6 +4,7 @@ import FilaTestSupport
 import Logging
 import NIOCore
 import NIOHTTP1
+import Observability
 import Primitives
 import Testing
 
@@ -168,6 +169,29 @@ struct EvolutionProviderTests {
         #expect(error?.kind == .network, "\(String(describing: error))")
         #expect(error?.reasonCode == "evolution:network")
         try await http.client.shutdown()
+    }
+}
+
+/// The provider request carries the task's correlation id as X-Correlation-ID, for both
+/// providers, and no such header when none is bound.
+@Suite("Correlation id in provider requests", .timeLimit(.minutes(2)))
+struct ProviderCorrelationTests {
+    @Test func evolutionRequestsCarryTheBoundID() async throws {
+        try await withFakeEvolution { fake, client in
+            let id = try #require(CorrelationID(validating: "campanha-7:lote/2"))
+            _ = try await Correlation.withID(id) { try await evolution(fake, client).sendText(to: telefone, text: texto, logger: logger) }
+            _ = try await evolution(fake, client).sendText(to: telefone, text: texto, logger: logger)
+            #expect(fake.requests.map { $0.header("x-correlation-id") } == ["campanha-7:lote/2", nil])
+        }
+    }
+
+    @Test func zapiRequestsCarryTheBoundID() async throws {
+        try await withFakeZAPI { fake, client in
+            let id = CorrelationID.generate()
+            _ = try await Correlation.withID(id) { try await zapi(fake, client).sendText(to: telefone, text: texto, logger: logger) }
+            _ = try await zapi(fake, client).sendText(to: telefone, text: texto, logger: logger)
+            #expect(fake.requests.map { $0.header("x-correlation-id") } == [id.value, nil])
+        }
     }
 }
 

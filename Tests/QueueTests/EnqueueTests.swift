@@ -128,7 +128,7 @@ struct EnqueueTests {
     /// code points (Postgres's `length()`), NUL is refused in every text column and in
     /// metadata's strings, metadata follows jsonb's own grammar and ranges. Left out: the
     /// limits that are ours alone and stricter on purpose (a conteudo of line breaks only,
-    /// correlation_id over 200 characters, metadata over 16 KiB).
+    /// correlation_id outside `CorrelationID`'s rule, metadata over 16 KiB).
     @Test func validationAgreesWithTheSchema() async throws {
         let flag = "🇧🇷"  // one Character, two code points
         let accent = "e\u{301}"  // one Character, two code points
