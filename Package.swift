@@ -55,7 +55,6 @@ let package = Package(
                 "Database",
                 "Observability",
                 "Queue",
-                "Observability",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -23,6 +23,7 @@ extension BuiltinJobs {
             rule: ErrorsAlert.rule,
             firing: errorTotal > limit ? [ErrorsAlert.alert(total: errorTotal, breakdown: errors, limit: limit, windowSeconds: errorWindow)] : [],
             cooldown: errorSettings.cooldown(default: ErrorsAlert.cooldown),
+            resolveAfter: errorSettings.resolveAfter(),
             logger: context.logger
         )
 
@@ -39,6 +40,7 @@ extension BuiltinJobs {
             rule: UnsentAlert.rule,
             firing: unsentTotal > 0 ? [UnsentAlert.alert(total: unsentTotal, breakdown: unsent, windowSeconds: unsentWindow)] : [],
             cooldown: unsentSettings.cooldown(default: UnsentAlert.cooldown),
+            resolveAfter: unsentSettings.resolveAfter(),
             logger: context.logger
         )
         return [

@@ -186,6 +186,7 @@ public enum BuiltinJobs {
             rule: BacklogAlert.rule,
             firing: backlog ? [BacklogAlert.alert(overdue: count, oldestMinutes: oldest, limit: limit, minutes: minutes)] : [],
             cooldown: rule.cooldown(default: BacklogAlert.cooldown),
+            resolveAfter: rule.resolveAfter(),
             logger: context.logger
         )
         return [
@@ -385,7 +386,10 @@ public enum BuiltinJobs {
                 firing.append(NoWorkerAlert.alert(due: count, oldestSeconds: oldest ?? 0, lastWorkerBeatSeconds: lastBeat, silent: silent))
             }
         }
-        try await alerts.report(rule: NoWorkerAlert.rule, firing: firing, cooldown: rule.cooldown(default: NoWorkerAlert.cooldown), logger: context.logger)
+        try await alerts.report(
+            rule: NoWorkerAlert.rule, firing: firing, cooldown: rule.cooldown(default: NoWorkerAlert.cooldown),
+            resolveAfter: rule.resolveAfter(), logger: context.logger
+        )
         result["alerta"] = .bool(!firing.isEmpty)
         return .object(result)
     }

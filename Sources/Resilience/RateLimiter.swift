@@ -157,7 +157,7 @@ public final class RateLimiter: Sendable {
             onTimeout: { DatabaseError(.queryFailed, "rate-limit check: no answer from Postgres within \(timeout)") },
             whenAbandoned: { [postgres] late in
                 guard late.allowed else { return }
-                try? await postgres.refund(key: key, weight: weight, window: late.window, logger: logger)
+                _ = try? await postgres.refund(key: key, weight: weight, window: late.window, logger: logger)
             }
         ) { [postgres] in
             try await postgres.consume(key: key, weight: weight, limit: budget, timeZone: policy.timeZone, logger: logger)

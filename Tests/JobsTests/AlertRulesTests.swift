@@ -108,9 +108,13 @@ struct AlertRulesTests {
             _ = try await run("verificar-heartbeats")
             #expect(try await delivery.deliverDue().sent == 0)
 
-            // A worker starts: one resolved post.
+            // A worker starts: the condition clears, but a flap is not a resolution yet.
             try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('w-2', 'worker', 'railway', 8, 't')")
             #expect(try await run("verificar-heartbeats").result?["alerta"] == false)
+            #expect(try await delivery.deliverDue().sent == 0)
+            // Clear for over 2 minutes (in the row): one resolved post.
+            try await execute(client, "UPDATE alert_state SET last_seen_at = last_seen_at - interval '3 minutes'")
+            _ = try await run("verificar-heartbeats")
             #expect(try await delivery.deliverDue().sent == 1)
             #expect(slack.messages.count == 2)
             #expect(slack.messages.last?.contains("Resolvido") == true)
@@ -154,8 +158,9 @@ struct AlertRulesTests {
             // An hour later (in the row), still a backlog: notified again.
             try await execute(client, "UPDATE alert_state SET last_notified_at = last_notified_at - interval '61 minutes'")
             _ = try await run("verificar-fila-acumulada")
-            // The backlog is sent.
+            // The backlog is sent; the next check, 10 minutes later (in the row), resolves it.
             try await execute(client, "UPDATE fila_mensagens SET status = 'enviada', outcome = 'SENT', outcome_at = now(), enviada_em = now()")
+            try await execute(client, "UPDATE alert_state SET last_seen_at = last_seen_at - interval '10 minutes'")
             _ = try await run("verificar-fila-acumulada")
             #expect(try await delivery.deliverDue().sent == 2)
             #expect(try await events(client) == ["fila_acumulada firing", "fila_acumulada firing", "fila_acumulada resolved"])
@@ -203,7 +208,7 @@ struct AlertRulesTests {
             #expect(!unsent.contains("CANCELLED_MANUAL"))
 
             // A looser limit set with psql applies at the next check: the condition resolves.
-            try await execute(client, "INSERT INTO app_settings (key, value) VALUES ('alert.erros_acumulados.limit', '20')")
+            try await execute(client, "INSERT INTO app_settings (key, value) VALUES ('alert.erros_acumulados.limit', '20'), ('alert.erros_acumulados.resolve_after_seconds', '0')")
             #expect(try await run("verificar-erros-acumulados").result?["erros_acumulados"] == false)
             #expect(try await events(client) == ["erros_acumulados firing", "mensagens_nao_enviadas firing", "erros_acumulados resolved"])
         }

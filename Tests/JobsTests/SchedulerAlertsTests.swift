@@ -62,8 +62,11 @@ struct SchedulerAlertsTests {
         // Evaluated again (by this or any other process): within the cooldown, quiet.
         #expect(await evaluator.evaluate().queued.isEmpty)
 
-        // A scheduler beats again: resolved, once.
+        // A scheduler beats again: a flap until it has been clear for 2 minutes (in the
+        // row), then resolved, once.
         try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('s-new', 'all', 'railway', 6, 't')")
+        #expect(await evaluator.evaluate().queued.isEmpty)
+        try await execute(client, "UPDATE alert_state SET last_seen_at = last_seen_at - interval '3 minutes'")
         #expect(await evaluator.evaluate().queued.map(\.kind) == [.resolved])
         #expect(await evaluator.evaluate().queued.isEmpty)
         #expect(try await events(client) == ["scheduler_sem_heartbeat firing", "scheduler_sem_heartbeat resolved"])
@@ -127,6 +130,7 @@ struct SchedulerAlertsTests {
             UPDATE job_executions SET status = 'success', finished_at = now(), duration_ms = 1 WHERE status = 'running';
             INSERT INTO job_executions (job_name, started_at, finished_at, status, duration_ms, triggered_by)
             VALUES ('verificar-heartbeats', now(), now(), 'success', 10, 'scheduler');
+            UPDATE alert_state SET last_seen_at = last_seen_at - interval '3 minutes';
             """)
         #expect(Set(await evaluator.evaluate().queued.map { "\($0.key) \($0.kind.rawValue)" }) == ["verificar-heartbeats resolved", "snapshot-metricas resolved"])
     }

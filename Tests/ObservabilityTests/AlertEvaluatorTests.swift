@@ -46,6 +46,19 @@ struct AlertEvaluatorTests {
         try await client.query("INSERT INTO app_settings (key, value) VALUES ('alert.teste_regra.cooldown_seconds', '1')", logger: logger)
         try await client.query("UPDATE alert_state SET last_notified_at = now() - interval '2 seconds'", logger: logger)
         #expect(await evaluator.evaluate().queued.map { $0.kind } == [.firing])
+        // It clears: a flap, until it has stayed clear for `resolve_after_seconds` (120).
+        firing.holds = false
+        #expect(await evaluator.evaluate().queued.isEmpty)
+        // It comes back within it: the same episode, nobody is told again.
+        firing.holds = true
+        #expect(await evaluator.evaluate().queued.isEmpty)
+        firing.holds = false
+        try await client.query("UPDATE alert_state SET last_seen_at = last_seen_at - interval '3 minutes'", logger: logger)
+        #expect(await evaluator.evaluate().queued.map { $0.kind } == [.resolved])
+        // resolve_after_seconds 0: resolved at the first clear evaluation.
+        try await client.query("INSERT INTO app_settings (key, value) VALUES ('alert.teste_regra.resolve_after_seconds', '0')", logger: logger)
+        firing.holds = true
+        #expect(await evaluator.evaluate().queued.map { $0.kind } == [.firing])
         firing.holds = false
         #expect(await evaluator.evaluate().queued.map { $0.kind } == [.resolved])
     }

@@ -26,4 +26,17 @@ struct AlertStateMachineTests {
         #expect(AlertStateMachine.decide(resolved, firing: false, now: start.addingTimeInterval(120), cooldown: hour) == .none)
         #expect(AlertStateMachine.decide(resolved, firing: true, now: start.addingTimeInterval(180), cooldown: hour) == .fire)
     }
+
+    /// A condition seen firing less than `resolveAfter` ago is a flap: it stays firing,
+    /// quietly, and resolves once it has stayed clear that long.
+    @Test func aFlapIsOneEpisode() {
+        let resolveAfter = Duration.seconds(120)
+        let seen = AlertStateMachine.State(firing: true, lastNotifiedAt: start, lastSeenAt: start.addingTimeInterval(60))
+        #expect(AlertStateMachine.decide(seen, firing: false, now: start.addingTimeInterval(120), cooldown: hour, resolveAfter: resolveAfter) == .clearing)
+        #expect(AlertStateMachine.decide(seen, firing: true, now: start.addingTimeInterval(150), cooldown: hour, resolveAfter: resolveAfter) == .stillFiring)
+        #expect(AlertStateMachine.decide(seen, firing: false, now: start.addingTimeInterval(180), cooldown: hour, resolveAfter: resolveAfter) == .resolve)
+        // Without a last sighting there is nothing to wait for.
+        let unseen = AlertStateMachine.State(firing: true, lastNotifiedAt: start)
+        #expect(AlertStateMachine.decide(unseen, firing: false, now: start.addingTimeInterval(1), cooldown: hour, resolveAfter: resolveAfter) == .resolve)
+    }
 }

@@ -121,7 +121,8 @@ struct AlertProcessTests {
         try await Task.sleep(for: .seconds(3))
         #expect(firing() == 2)
 
-        // A scheduler beats: resolved, once.
+        // A scheduler beats: resolved, once, after staying clear for 2 s.
+        try await execute(client, "INSERT INTO app_settings (key, value) VALUES ('alert.scheduler_sem_heartbeat.resolve_after_seconds', '2')")
         try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('s-new', 'scheduler', 'railway', 10, 't')")
         try await waitUntil("the resolution") { slack.messages.contains { $0.contains("Resolvido") } }
         try await Task.sleep(for: .seconds(3))

@@ -80,7 +80,10 @@ public final class AlertEvaluator: Service, Sendable {
             do {
                 let settings = try await store.settings(for: rule.name, logger: logger)
                 if let firing = try await rule.evaluate(settings, logger) {
-                    round.queued += try await store.report(rule: rule.name, firing: firing, cooldown: settings.cooldown(default: rule.cooldown), logger: logger)
+                    round.queued += try await store.report(
+                        rule: rule.name, firing: firing, cooldown: settings.cooldown(default: rule.cooldown),
+                        resolveAfter: settings.resolveAfter(), logger: logger
+                    )
                 }
                 round.evaluated.append(rule.name)
             } catch {

@@ -32,6 +32,17 @@ public struct AlertRuleSettings: Sendable {
     public func cooldown(default defaultValue: Duration) -> Duration {
         duration("cooldown_seconds", default: defaultValue)
     }
+
+    /// `alert.<rule>.resolve_after_seconds` (0 to 1 day): how long a condition must stay
+    /// clear before it is resolved; one that comes back sooner is the same episode, and
+    /// nobody is told twice (flap suppression).
+    public func resolveAfter(default defaultValue: Duration = AlertRuleSettings.defaultResolveAfter) -> Duration {
+        let seconds = integer("resolve_after_seconds", default: -1, in: 0...86_400)
+        return seconds < 0 ? defaultValue : .seconds(seconds)
+    }
+
+    /// Two evaluations of the every-minute rules.
+    public static let defaultResolveAfter = Duration.seconds(120)
 }
 
 extension AlertStore {

@@ -41,10 +41,11 @@ public struct AlertStore: Sendable {
     }
 
     /// Records one evaluation of `rule`. `firing` holds every instance of the rule that
-    /// fires now; an instance that fired before and is not in it has cleared. Returns the
-    /// notifications queued (none while a condition keeps firing within `cooldown`).
+    /// fires now; an instance that fired before and is not in it has cleared, and is
+    /// resolved once it was last seen firing `resolveAfter` ago. Returns the notifications
+    /// queued (none while a condition keeps firing within `cooldown`).
     @discardableResult
-    public func report(rule: String, firing: [Alert], cooldown: Duration, logger: Logger) async throws -> [Event] {
+    public func report(rule: String, firing: [Alert], cooldown: Duration, resolveAfter: Duration = .zero, logger: Logger) async throws -> [Event] {
         guard Alert.isValidRule(rule) else {
             throw DatabaseError(.queryFailed, "alert rule '\(rule)' is not a valid rule name (lowercase letters, digits, _)")
         }
@@ -70,7 +71,7 @@ public struct AlertStore: Sendable {
                 // waited for.
                 let rows = try await connection.query(
                     """
-                    SELECT s.key, s.firing, s.last_notified_at, s.first_seen_at, s.title, s.text, s.payload::text
+                    SELECT s.key, s.firing, s.last_notified_at, s.last_seen_at, s.first_seen_at, s.title, s.text, s.payload::text
                       FROM alert_state s
                      WHERE s.rule = \(rule) AND (s.firing OR s.key = ANY(\(keys)::text[]))
                      ORDER BY s.key
@@ -79,8 +80,8 @@ public struct AlertStore: Sendable {
                     logger: logger
                 )
                 var stored: [(key: String, state: AlertStateMachine.State, since: Date?, title: String, text: String, payload: String)] = []
-                for try await (key, isFiring, lastNotified, since, title, text, payload) in rows.decode((String, Bool, Date?, Date?, String, String, String).self) {
-                    stored.append((key, .init(firing: isFiring, lastNotifiedAt: lastNotified), since, title, text, payload))
+                for try await (key, isFiring, lastNotified, lastSeen, since, title, text, payload) in rows.decode((String, Bool, Date?, Date?, Date?, String, String, String).self) {
+                    stored.append((key, .init(firing: isFiring, lastNotifiedAt: lastNotified, lastSeenAt: lastSeen), since, title, text, payload))
                 }
                 var clock: Date?
                 for try await value in try await connection.query("SELECT clock_timestamp()", logger: logger).decode(Date.self) {
@@ -94,8 +95,8 @@ public struct AlertStore: Sendable {
                 var events = (keys: [String](), kinds: [String](), titles: [String](), texts: [String](), payloads: [String]())
                 for row in stored {
                     let alert = alerts[row.key]
-                    let action = AlertStateMachine.decide(row.state, firing: alert != nil, now: now, cooldown: cooldown)
-                    guard action != .none else { continue }
+                    let action = AlertStateMachine.decide(row.state, firing: alert != nil, now: now, cooldown: cooldown, resolveAfter: resolveAfter)
+                    guard action != .none, action != .clearing else { continue }
                     let payload = alert?.payload.text ?? row.payload
                     changes.keys.append(row.key)
                     changes.actions.append(action.rawValue)
