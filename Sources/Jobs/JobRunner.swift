@@ -74,22 +74,32 @@ public struct JobRunner: Sendable {
     }
 
     /// Runs an execution row already claimed by this process (`pending`, `worker_id` = ours).
-    /// When another run holds the lock, the row becomes `skipped`. When it throws, the row
+    /// When another run holds the lock, a scheduler's slot becomes `skipped`, and a run
+    /// requested with psql is handed back (`pending`, no worker) for a later tick, so a
+    /// request is never dropped because a run was going. When it throws, the row
     /// may still be `pending` (the lock connection could not open, the start could not be
     /// written): the claimer marks it failed (`JobScheduler` does, on its next tick).
     /// The run gets a new correlation id unless its row has one (inserted with psql).
     public func run(_ job: JobDefinition, executionID: UUID, logger: Logger) async throws -> Outcome {
         try await withJobLock(job.name, logger: logger) { connection, locked in
             guard let connection, locked else {
-                try await client.query(
+                let requested = try await client.query(
                     """
                     UPDATE job_executions
-                       SET status = 'skipped', finished_at = now(), error = 'the previous run was still going'
+                       SET status = CASE WHEN triggered_by = 'psql' THEN 'pending' ELSE 'skipped' END,
+                           finished_at = CASE WHEN triggered_by = 'psql' THEN NULL ELSE now() END,
+                           error = CASE WHEN triggered_by = 'psql' THEN NULL ELSE 'the previous run was still going' END,
+                           worker_id = CASE WHEN triggered_by = 'psql' THEN NULL ELSE worker_id END
                      WHERE id = \(executionID) AND status = 'pending'
+                    RETURNING triggered_by = 'psql'
                     """,
                     logger: logger
-                )
-                logger.warning("job run skipped: the previous run is still going", metadata: ["job.name": .string(job.name)])
+                ).collect().first?.decode(Bool.self) ?? false
+                if requested {
+                    logger.info("requested job run waits: the previous run is still going", metadata: ["job.name": .string(job.name)])
+                } else {
+                    logger.warning("job run skipped: the previous run is still going", metadata: ["job.name": .string(job.name)])
+                }
                 return .alreadyRunning
             }
             return try await perform(

@@ -222,16 +222,19 @@ public struct JobScheduler: Service {
     }
 
     /// Rows inserted with psql (`INSERT INTO job_executions (job_name) VALUES (…)`) wait as
-    /// `pending` with no worker; a scheduler takes a few per tick.
+    /// `pending` with no worker; a scheduler takes a few per tick, each once no run of its
+    /// job is going (a request is run after the current run, never skipped because of it).
     private func claimRequestedRuns() async throws -> [(JobDefinition, UUID)] {
         let names = catalog.jobs.map(\.name)
         var claimed: [(JobDefinition, UUID)] = []
         let rows = try await runner.client.query(
             """
             UPDATE job_executions SET worker_id = \(runner.workerID)
-             WHERE id IN (SELECT id FROM job_executions
-                           WHERE status = 'pending' AND worker_id IS NULL AND job_name = ANY(\(names))
-                           ORDER BY created_at
+             WHERE id IN (SELECT q.id FROM job_executions q
+                           WHERE q.status = 'pending' AND q.worker_id IS NULL AND q.job_name = ANY(\(names))
+                             AND NOT EXISTS (SELECT 1 FROM job_executions r
+                                              WHERE r.job_name = q.job_name AND r.status = 'running')
+                           ORDER BY q.created_at
                            FOR UPDATE SKIP LOCKED
                            LIMIT 10)
             RETURNING id, job_name

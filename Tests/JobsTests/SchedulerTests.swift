@@ -172,6 +172,44 @@ struct SchedulerTests {
         #expect(executions.allSatisfy { $0.status == "success" || $0.status == "skipped" }, "\(executions.map(\.status))")
     }
 
+    /// A run asked for with psql while one is going is not skipped: it waits, and runs once
+    /// the lock is free. Also when the lock is taken between the claim and the start.
+    @Test func aRequestMadeWhileARunIsGoingRunsAfterIt() async throws {
+        let harness = try Harness()
+        let runs = Mutex(0)
+        let quick = job("pedido") { _ in
+            runs.withLock { $0 += 1 }
+            return ["done": true]
+        }
+        let catalog = try JobCatalog([quick])
+        try await catalog.sync(client: harness.client, logger: logger)
+        try await harness.execute("UPDATE job_definitions SET next_run_at = now() + interval '1 hour'")
+        let scheduler = harness.scheduler(catalog, runner: try await harness.process("s1", startedAt: "now() - interval '5 minutes'"))
+
+        // A run of the job is going (its row says so): the request is not even claimed.
+        try await harness.execute("INSERT INTO job_executions (job_name, status, started_at, triggered_by, worker_id) VALUES ('pedido', 'running', now(), 'http', 's1')")
+        try await harness.execute("INSERT INTO job_executions (job_name) VALUES ('pedido')")
+        #expect(try await tickAndRun(scheduler).isEmpty)
+
+        // Its row ended, but another session still holds the job's lock: claimed, found
+        // locked, handed back; never skipped.
+        try await harness.execute("UPDATE job_executions SET status = 'success', finished_at = now(), duration_ms = 1 WHERE status = 'running'")
+        try await harness.client.withTransaction(logger: logger) { connection in
+            // The runner's lock: class 'fila' 'jb' (0x66696A62), the name's hash.
+            try await connection.query("SELECT pg_advisory_xact_lock(1718184546, hashtext('pedido'))", logger: logger)
+            let outcomes = try await tickAndRun(scheduler)
+            guard case .alreadyRunning = outcomes.first else { Issue.record("expected the lock held, got \(outcomes)"); return }
+            let request = try await harness.executions("pedido").filter { $0.trigger == "psql" }
+            #expect(request.map(\.status) == ["pending"])
+        }
+        // The lock is free: the request runs.
+        let outcomes = try await tickAndRun(scheduler)
+        guard case .finished(let row) = outcomes.first else { Issue.record("expected the request to run, got \(outcomes)"); return }
+        #expect(row.status == .success)
+        #expect(runs.withLock { $0 } == 1)
+        #expect(try await harness.executions("pedido").filter { $0.trigger == "psql" }.map(\.status) == ["success"])
+    }
+
     @Test func aRunWhoseProcessDiedIsMarkedFailed() async throws {
         let harness = try Harness()
         let catalog = try JobCatalog([job("orfao")])
