@@ -72,6 +72,11 @@ public final class FakeEvolution: Sendable {
     /// `http://127.0.0.1:<port>`.
     public var baseURL: String { server.baseURL }
 
+    /// What a `fila worker --sender whatsapp` needs to send through this fake.
+    public var workerEnvironment: [String: String] {
+        ["FILA_SENDER": "whatsapp", "EVOLUTION_URL": baseURL, "EVOLUTION_API_KEY": apiKey, "EVOLUTION_INSTANCE": instance]
+    }
+
     public var mode: Mode {
         get { behaviour.state.withLock { $0.mode } }
         set {

@@ -94,16 +94,12 @@ struct CorrelationProcessTests {
 
         let evolution = try await FakeEvolution.start()
         defer { Task { await evolution.shutdown() } }
-        let worker = try FilaProcess.start(["worker", "--poll-interval-ms", "100"], environment: [
+        let worker = try FilaProcess.start(["worker", "--poll-interval-ms", "100"], environment: evolution.workerEnvironment.merging([
             "DATABASE_URL": url.connectionString,
-            "FILA_SENDER": "whatsapp",
-            "EVOLUTION_URL": evolution.baseURL,
-            "EVOLUTION_API_KEY": evolution.apiKey,
-            "EVOLUTION_INSTANCE": evolution.instance,
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "debug",
             "DATABASE_POOL_SIZE": "4",
-        ])
+        ]) { _, new in new })
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             let sent = try await client.query("SELECT count(*) FROM fila_mensagens WHERE status = 'enviada'", logger: logger)

@@ -46,14 +46,10 @@ struct WhatsAppWorkerProcessTests {
         let client = try TestDatabase.current.client
         let evolution = try await FakeEvolution.start()
         defer { Task { await evolution.shutdown() } }
-        let worker = try FilaProcess.start(["worker", "--poll-interval-ms", "100"], environment: [
+        let worker = try FilaProcess.start(["worker", "--poll-interval-ms", "100"], environment: evolution.workerEnvironment.merging([
             "DATABASE_URL": url.connectionString,
-            "FILA_SENDER": "whatsapp",
-            "EVOLUTION_URL": evolution.baseURL,
-            "EVOLUTION_API_KEY": evolution.apiKey,
-            "EVOLUTION_INSTANCE": evolution.instance,
             "LOG_LEVEL": "warning",
-        ])
+        ]) { _, new in new })
 
         // It sends.
         try await enqueue("primeira", client: client)

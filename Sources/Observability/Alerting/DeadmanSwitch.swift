@@ -19,13 +19,14 @@ import Synchronization
 public final class DeadmanSwitch: Sendable {
     public let url: SecretURL
     public let timeout: Duration
-    private let httpClient = Mutex<HTTPClient?>(nil)
+    private let http: SecretURLClient
     /// Whether the last ping failed, so a lasting failure is logged once, not every round.
     private let failing = Mutex(false)
 
     public init(url: SecretURL, timeout: Duration = .seconds(10)) {
         self.url = url
         self.timeout = timeout
+        self.http = SecretURLClient(timeout: timeout)
     }
 
     /// GETs the URL; true when it answered 2xx.
@@ -34,7 +35,7 @@ public final class DeadmanSwitch: Sendable {
         request.method = .GET
         let problem: String
         do {
-            let response = try await client().execute(request, timeout: TimeAmount(timeout))
+            let response = try await http.client.execute(request, timeout: TimeAmount(timeout))
             _ = try? await response.body.collect(upTo: 16 * 1024)
             if (200...299).contains(response.status.code) {
                 if failing.withLock({ value in defer { value = false }; return value }) {
@@ -54,22 +55,6 @@ public final class DeadmanSwitch: Sendable {
 
     /// Closes the HTTP client if one was made; call once, after the last ping.
     public func shutdown() async throws {
-        let client = httpClient.withLock { client -> HTTPClient? in
-            defer { client = nil }
-            return client
-        }
-        try await client?.shutdown()
-    }
-
-    private func client() -> HTTPClient {
-        httpClient.withLock { client in
-            if let client { return client }
-            var configuration = HTTPClient.Configuration()
-            configuration.connectionPool.retryConnectionEstablishment = false
-            configuration.timeout.connect = TimeAmount(min(timeout, .seconds(5)))
-            let made = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            client = made
-            return made
-        }
+        try await http.shutdown()
     }
 }

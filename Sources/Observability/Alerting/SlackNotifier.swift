@@ -8,7 +8,6 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import Primitives
-import Synchronization
 
 /// Posts messages to a Slack incoming webhook as CONTRACTS.md §3 describes: JSON with
 /// `text` always (the notification fallback) plus Block Kit blocks; success is 200 with the
@@ -39,40 +38,19 @@ public final class SlackNotifier: Sendable {
 
     public let url: SecretURL
     public let timeout: Duration
-    /// Made at the first post, so a notifier built for a process that never posts (or a
-    /// command that only assembles one) holds no connections and needs no shutdown.
-    private let httpClient = Mutex<HTTPClient?>(nil)
+    private let http: SecretURLClient
 
     /// - Parameters:
     ///   - timeout: how long one post may take, connection included.
     public init(url: SecretURL, timeout: Duration = .seconds(10)) {
         self.url = url
         self.timeout = timeout
+        self.http = SecretURLClient(timeout: timeout)
     }
 
     /// Closes the HTTP client if one was made; call once, after the last post.
     public func shutdown() async throws {
-        let client = httpClient.withLock { client -> HTTPClient? in
-            defer { client = nil }
-            return client
-        }
-        try await client?.shutdown()
-    }
-
-    private func client() -> HTTPClient {
-        httpClient.withLock { client in
-            if let client { return client }
-            var configuration = HTTPClient.Configuration()
-            // A refused connection is an answer (Slack unreachable): the next tick retries,
-            // not a background loop inside this post.
-            configuration.connectionPool.retryConnectionEstablishment = false
-            configuration.timeout.connect = TimeAmount(min(timeout, .seconds(5)))
-            // A redirect would carry the message somewhere the URL's owner did not choose.
-            configuration.redirectConfiguration = .disallow
-            let made = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            client = made
-            return made
-        }
+        try await http.shutdown()
     }
 
     public func post(_ message: SlackMessage, logger: Logger) async -> Delivery {
@@ -81,7 +59,7 @@ public final class SlackNotifier: Sendable {
         request.headers.add(name: "Content-Type", value: "application/json; charset=utf-8")
         request.body = .bytes(ByteBuffer(string: message.json))
         do {
-            let response = try await client().execute(request, timeout: TimeAmount(timeout))
+            let response = try await http.client.execute(request, timeout: TimeAmount(timeout))
             let body = try await response.body.collect(upTo: 64 * 1024)
             let text = trimmed(String(buffer: body))
             return Self.classify(status: Int(response.status.code), body: text, retryAfter: response.headers.first(name: "Retry-After"))
