@@ -16,6 +16,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // Small shared primitives with no domain and no dependency: Duration helpers, backoff
@@ -50,6 +52,7 @@ let package = Package(
         .target(
             name: "Jobs",
             dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"),
                 "Primitives",
                 "Database",
                 "Observability",
@@ -80,6 +83,8 @@ let package = Package(
         .target(
             name: "Outbound",
             dependencies: [
+                "Observability",
+                .product(name: "Metrics", package: "swift-metrics"),
                 "Primitives",
                 "Database",
                 "Queue",
@@ -106,11 +111,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
             name: "Orchestrator",
             dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 "Primitives",
                 "Database",
                 "Queue",
