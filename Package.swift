@@ -203,6 +203,9 @@ let package = Package(
         .testTarget(
             name: "OrchestratorTests",
             dependencies: [
+                "Observability",
+                "Outbound",
+                "Queue",
                 "Primitives",
                 "Orchestrator",
                 "Resilience",

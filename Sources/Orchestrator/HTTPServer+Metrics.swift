@@ -152,7 +152,8 @@ struct HTTPMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     private func record(_ context: Context, _ request: Request, _ status: HTTPResponse.Status, since started: ContinuousClock.Instant) {
-        let route = context.endpointPath ?? "unmatched"
+        // Hummingbird names an unmatched request's endpoint "NotFound"; templates start with "/".
+        let route = context.endpointPath.flatMap { $0.hasPrefix("/") ? $0 : nil } ?? "unmatched"
         let method = request.method.rawValue
         counters(route, method, String(status.code)).increment()
         durations(route, method).record(duration: ContinuousClock.now - started)
