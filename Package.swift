@@ -171,7 +171,7 @@ let package = Package(
         ),
         .testTarget(
             name: "JobsTests",
-            dependencies: ["Primitives", "Jobs", "Observability", "FilaTestSupport"]
+            dependencies: ["Primitives", "Jobs", "Observability", "FilaTestSupport", .product(name: "Metrics", package: "swift-metrics")]
         ),
         .testTarget(
             name: "ObservabilityTests",
