@@ -32,7 +32,12 @@ struct MetricsAPI: Sendable {
         }
         router.get("/metrics/history") { request, _ in
             let (name, hours) = try Self.historyQuery(request)
-            let points = try await Self.database { try await MetricsHistory.points(name: name, hours: hours, client: client, logger: logger) }
+            let points = try await Self.database {
+                // A database that does not answer is a 503 in seconds, not a hung request.
+                try await withTimeLimit(.seconds(5), onTimeout: { DatabaseTimedOut() }) {
+                    try await MetricsHistory.points(name: name, hours: hours, client: client, logger: logger)
+                }
+            }
             return MetricsHistory(name: name, hours: hours, points: points)
         }
     }
@@ -61,6 +66,8 @@ struct MetricsAPI: Sendable {
         }
     }
 }
+
+private struct DatabaseTimedOut: Error {}
 
 /// `GET /metrics/history`'s body: one snapshot metric's points, oldest first.
 struct MetricsHistory: ResponseEncodable, Sendable, Equatable {

@@ -18,8 +18,9 @@ import Testing
 
 /// `GET /metrics` and `GET /metrics/history` over HTTP against a real database, with real
 /// sends through the WhatsApp pipeline to the fake Evolution. Each test has its own registry,
-/// so counts are exact.
-@Suite("Metrics endpoints", .migratedDatabase, .timeLimit(.minutes(2)))
+/// so counts are exact. Serialized, and the bad inputs share one database, so the suite takes
+/// few of the test server's connections from the rest of the run.
+@Suite("Metrics endpoints", .migratedDatabase, .serialized, .timeLimit(.minutes(2)))
 struct MetricsEndpointsTests {
     let logger = TestDatabase.logger
 
@@ -192,7 +193,7 @@ struct MetricsEndpointsTests {
         }
     }
 
-    @Test(arguments: [
+    static let badHistoryQueries = [
         ("", "missing_name"),
         ("hours=2", "missing_name"),
         ("name=", "missing_name"),
@@ -204,18 +205,21 @@ struct MetricsEndpointsTests {
         ("name=fila_pendentes&hours=169", "invalid_hours"),
         ("name=fila_pendentes&hours=1.5", "invalid_hours"),
         ("name=fila_pendentes&hours=", "invalid_hours"),
-    ])
-    func historyRefusesBadParameters(query: String, code: String) async throws {
+    ]
+
+    @Test func historyRefusesBadParameters() async throws {
         let client = try TestDatabase.current.client
         let app = Application(router: HTTPServer.makeRouter(metrics: MetricsAPI(metrics: FilaMetrics.make(), client: client, logger: logger)))
         try await app.test(.router) { http in
-            try await http.execute(uri: "/metrics/history?\(query)", method: .get) { response in
-                #expect(response.status == .badRequest)
-                #expect(response.headers[.contentType] == "application/json")
-                let body = try #require(JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
-                let error = try #require(body["error"] as? [String: Any])
-                #expect(error["code"] as? String == code)
-                #expect((error["message"] as? String)?.isEmpty == false)
+            for (query, code) in Self.badHistoryQueries {
+                try await http.execute(uri: "/metrics/history?\(query)", method: .get) { response in
+                    #expect(response.status == .badRequest, "\(query)")
+                    #expect(response.headers[.contentType] == "application/json")
+                    let body = try #require(JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+                    let error = try #require(body["error"] as? [String: Any])
+                    #expect(error["code"] as? String == code, "\(query)")
+                    #expect((error["message"] as? String)?.isEmpty == false)
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ struct MetricsProcessTests {
     private func start(_ command: String, _ url: DatabaseURL) async throws -> (RunningFila, Int) {
         let fila = try FilaProcess.start([command], environment: [
             "DATABASE_URL": url.connectionString, "FILA_SENDER": "sandbox", "HOST": "127.0.0.1", "METRICS_PORT": "0",
+            "DATABASE_POOL_SIZE": "4",
         ])
         for _ in 0..<1200 {
             let log = fila.standardErrorSoFar
