@@ -181,6 +181,7 @@ let package = Package(
             name: "ResilienceTests",
             dependencies: [
                 "Primitives",
+                "Observability",
                 "Resilience",
                 "FilaTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -96,7 +96,16 @@ public final class RunningFila: @unchecked Sendable {
         }
     }
 
+    /// A process its test did not stop (the test threw first) is killed, not left running
+    /// against the test server for the rest of the run.
+    deinit {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
     public var processIdentifier: Int32 { process.processIdentifier }
+
+    /// Whether it has not exited yet.
+    public var isRunning: Bool { process.isRunning }
 
     /// Sends a signal (SIGTERM by default) to the process.
     public func signal(_ signal: Int32 = SIGTERM) {

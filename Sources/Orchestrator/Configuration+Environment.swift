@@ -162,10 +162,16 @@ extension FilaConfiguration {
         if let milliseconds = try count("FILA_REDIS_TIMEOUT_MS", 1...10_000) { redisTimeout = .milliseconds(milliseconds) }
         if let text = value("SLACK_WEBHOOK_URL") {
             // The reason never repeats the value: the URL is the credential.
-            guard let url = SlackWebhookURL(text) else {
+            guard let url = SecretURL(text) else {
                 throw ConfigurationError(variable: "SLACK_WEBHOOK_URL", reason: "is not an http:// or https:// URL with a path (https://hooks.slack.com/services/…)")
             }
             slackWebhookURL = url
+        }
+        if let text = value("FILA_DEADMAN_URL") {
+            guard let url = SecretURL(text) else {
+                throw ConfigurationError(variable: "FILA_DEADMAN_URL", reason: "is not an http:// or https:// URL with a path (https://hc-ping.com/…)")
+            }
+            deadmanURL = url
         }
     }
 

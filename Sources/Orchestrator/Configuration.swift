@@ -79,7 +79,11 @@ struct FilaConfiguration: Sendable {
     var redisTimeout: Duration
     /// `SLACK_WEBHOOK_URL`: the Slack incoming webhook alerts are posted to. Unset, alerts are
     /// still recorded in `alert_events` and logged. A secret: it prints as its host only.
-    var slackWebhookURL: SlackWebhookURL?
+    var slackWebhookURL: SecretURL?
+    /// `FILA_DEADMAN_URL`: a dead man's switch (healthchecks.io, Cronitor…) the scheduler GETs
+    /// after each healthy alert evaluation, so an outside service alerts when the whole
+    /// deployment is gone. A secret too.
+    var deadmanURL: SecretURL?
 
     /// How long a worker lets in-flight sends run after SIGTERM: three quarters of the
     /// shutdown timeout, leaving the rest for writing outcomes.
@@ -108,7 +112,8 @@ struct FilaConfiguration: Sendable {
         circuitPolicy: CircuitBreakerPolicy = .init(),
         rateLimitEnabled: Bool = true,
         redisTimeout: Duration = .milliseconds(50),
-        slackWebhookURL: SlackWebhookURL? = nil
+        slackWebhookURL: SecretURL? = nil,
+        deadmanURL: SecretURL? = nil
     ) {
         self.databaseURL = databaseURL
         self.databaseListenURL = databaseListenURL
@@ -133,6 +138,7 @@ struct FilaConfiguration: Sendable {
         self.rateLimitEnabled = rateLimitEnabled
         self.redisTimeout = redisTimeout
         self.slackWebhookURL = slackWebhookURL
+        self.deadmanURL = deadmanURL
     }
 
     /// The database URL, or the error that names the missing variable.

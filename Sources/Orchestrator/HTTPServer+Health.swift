@@ -56,12 +56,32 @@ struct HealthAPI: Sendable {
             Self.health(await HealthRunner.run(readiness, logger: logger))
         }
         router.get("/readyz") { request, _ in
-            let report = await HealthRunner.run(readiness, logger: logger)
-            // The Kubernetes convention: 500 on failure, text/plain.
+            // The Kubernetes convention: 500 on failure, text/plain; `?exclude=NAME` (repeatable)
+            // skips a check, `?verbose` lists them.
+            let exclude = request.uri.queryParameters.getAll("exclude")
+            let names = Set(readiness.map(\.component))
+            let report = await HealthRunner.run(readiness.filter { !exclude.contains($0.component) }, logger: logger)
+            let text = report.kubernetesText(
+                endpoint: "readyz", verbose: request.isVerbose,
+                excluded: exclude.filter(names.contains), unmatched: exclude.filter { !names.contains($0) }
+            )
+            return Self.text(text, status: report.status == .fail ? .internalServerError : .ok)
+        }
+        router.get("/readyz/:check") { request, context in
+            // One check by name, as Kubernetes serves /readyz/etcd.
+            let name = context.parameters.get("check") ?? ""
+            let checks = readiness.filter { $0.component == name }
+            guard !checks.isEmpty else {
+                return Self.text("no readiness check named \"\(name.prefix(100))\"\n", status: .notFound)
+            }
+            let report = await HealthRunner.run(checks, logger: logger)
             return Self.text(report.kubernetesText(endpoint: "readyz", verbose: request.isVerbose), status: report.status == .fail ? .internalServerError : .ok)
         }
         router.get("/health/fila") { _, _ in
-            Self.health(await HealthRunner.run(filaChecks, logger: logger))
+            let report = await HealthRunner.run(filaChecks, logger: logger)
+            // The seed's six fields (T01.4) also at the top, as obter_metricas_fila returns them.
+            let fields = report.checks[QueueHealth.backlogKey]?.first?.observation.details.filter { QueueHealth.seedFields.contains($0.key) } ?? [:]
+            return Self.health(HealthReport(checks: report.checks, extra: fields))
         }
         router.get("/health/worker") { _, _ in
             Self.health(await HealthRunner.run(workerChecks, logger: logger))
@@ -82,7 +102,7 @@ struct HealthAPI: Sendable {
             return HealthScores(report: report, redisConfigured: redisURL != nil).body
         }
         router.get("/health/deep") { _, _ in
-            let report = await HealthRunner.run(allChecks + internalsChecks, logger: logger)
+            let report = await HealthRunner.run(allChecks + internalsChecks + limited([AlertDeliveryHealth.delivery(client: client, logger: logger)]), logger: logger)
             let scores = HealthScores(report: report, redisConfigured: redisURL != nil)
             return Self.health(HealthReport(checks: report.checks, extra: [
                 "overall_score": .integer(scores.overall.value),

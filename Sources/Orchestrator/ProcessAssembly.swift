@@ -1,4 +1,5 @@
 import Database
+import Jobs
 import Logging
 import Metrics
 import Observability
@@ -6,6 +7,7 @@ import Outbound
 import PostgresNIO
 import Primitives
 import Queue
+import Resilience
 import ServiceLifecycle
 
 /// What a long-running `fila` process does. `fila serve`, `fila worker` and
@@ -71,16 +73,34 @@ struct ProcessAssembly {
                 listenURL: listenURL, identity: identity, logger: logger
             )
         }
+        // Every process delivers the alerts any of them raised (or, with no webhook anywhere,
+        // logs them), and says in its heartbeat whether it posts to Slack.
+        let delivery = AlertDeliveryService(client: client, notifier: configuration.slackWebhookURL.map { SlackNotifier(url: $0) }, logger: logger)
         let heartbeat = HeartbeatService(
             client: client, identity: identity, stats: ProcessStats(),
-            details: { [sender = sender?.sender] in sender?.healthDetails() ?? [:] }, logger: logger
+            details: { [sender = sender?.sender] in (sender?.healthDetails() ?? [:]).merging(delivery.announcement) { $1 } },
+            logger: logger
+        )
+        // Every process evaluates the rules that must fire when the scheduler is what died;
+        // the scheduler also pings the dead man's switch after each healthy round.
+        let evaluator = AlertEvaluator(
+            client: client,
+            rules: [
+                SchedulerAlerts.noScheduler(client: client, watcher: identity),
+                SchedulerAlerts.lateJobs(client: client),
+                CircuitAlerts.openTooLong(client: client),
+            ],
+            deadman: roles.contains(.scheduler) ? configuration.deadmanURL.map { DeadmanSwitch(url: $0) } : nil,
+            logger: logger
         )
 
         // Every process is visible in worker_heartbeats, the API included (it runs jobs on
-        // POST /jobs/NAME).
+        // POST /jobs/NAME). Alert delivery stops after everything that raises alerts.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: client, serviceName: "postgres"),
             .init(service: heartbeat, serviceName: "heartbeat"),
+            .init(service: delivery, serviceName: "alerts"),
+            .init(service: evaluator, serviceName: "alert-rules"),
         ]
         FilaMetrics.addDatabaseGauges(to: metrics, client: client, logger: logger)
         if let whatsApp = sender?.sender as? WhatsAppSender {
@@ -105,10 +125,6 @@ struct ProcessAssembly {
         }
         if roles.contains(.scheduler) {
             let scheduler = JobsAssembly.scheduler(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger)
-            // The checks the scheduler runs queue alerts; this sends them (or logs them when
-            // SLACK_WEBHOOK_URL is unset). Started first, it stops after the scheduler's runs.
-            let notifier = configuration.slackWebhookURL.map { SlackNotifier(url: $0) }
-            services.append(.init(service: AlertDeliveryService(client: client, notifier: notifier, logger: logger), serviceName: "alerts"))
             services.append(.init(service: scheduler, serviceName: "scheduler"))
         }
         if let worker, let sender {

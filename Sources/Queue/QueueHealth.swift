@@ -18,6 +18,13 @@ public enum QueueHealth {
         }
     }
 
+    /// The key of `backlog`'s check.
+    public static let backlogKey = "fila:backlog"
+    /// The seed's six queue fields (T01.4), as `backlog` reports them.
+    public static let seedFields: Set<String> = [
+        "pendentes", "processando", "enviadas_ultima_hora", "erros_ultima_hora", "tempo_medio_processamento_ms", "mensagem_mais_antiga_minutos",
+    ]
+
     /// `fila:backlog`: the seed's six fields from `ops.fila_metricas`, `warn` above the
     /// backlog thresholds. A backlog is a warning, not a failure: the queue still works, and
     /// `worker:alive` is what fails when nothing drains it.

@@ -49,7 +49,7 @@ struct AlertRulesTests {
 
     private func withSlack(_ body: (FakeSlack, AlertDeliveryService) async throws -> Void) async throws {
         let slack = try await FakeSlack.start()
-        let notifier = SlackNotifier(url: try #require(SlackWebhookURL(slack.webhookURL)), timeout: .seconds(30))
+        let notifier = SlackNotifier(url: try #require(SecretURL(slack.webhookURL)), timeout: .seconds(30))
         let delivery = AlertDeliveryService(client: try TestDatabase.current.client, notifier: notifier, configuration: .init(spacing: .zero), logger: logger)
         do {
             try await body(slack, delivery)

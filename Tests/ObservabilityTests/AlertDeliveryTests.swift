@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Observability
 import PostgresNIO
+import Primitives
 import Testing
 
 private let logger = TestDatabase.logger
@@ -35,7 +36,7 @@ struct AlertDeliveryTests {
     private func withDelivery(metrics: PrometheusMetrics? = nil, _ body: (PostgresClient, FakeSlack, AlertDeliveryService) async throws -> Void) async throws {
         let client = try TestDatabase.current.client
         let slack = try await FakeSlack.start()
-        let url = try #require(SlackWebhookURL(slack.webhookURL))
+        let url = try #require(SecretURL(slack.webhookURL))
         let notifier = SlackNotifier(url: url, timeout: .seconds(30))
         let metrics = metrics ?? PrometheusMetrics(descriptors: [AlertDeliveryService.slackAlerts])
         let service = AlertDeliveryService(client: client, notifier: notifier, configuration: configuration, metricsFactory: metrics.factory, logger: logger)
@@ -145,7 +146,7 @@ struct AlertDeliveryTests {
             let url = try TestDatabase.current.url
             let small = AlertDeliveryService.Configuration(batchSize: 4, spacing: .zero)
             try await TestDatabase.withClient(url) { other in
-                let notifiers = [SlackNotifier(url: try #require(SlackWebhookURL(slack.webhookURL))), SlackNotifier(url: try #require(SlackWebhookURL(slack.webhookURL)))]
+                let notifiers = [SlackNotifier(url: try #require(SecretURL(slack.webhookURL))), SlackNotifier(url: try #require(SecretURL(slack.webhookURL)))]
                 async let a = drain(AlertDeliveryService(client: client, notifier: notifiers[0], configuration: small, logger: logger))
                 async let b = drain(AlertDeliveryService(client: other, notifier: notifiers[1], configuration: small, logger: logger))
                 let (sentA, sentB) = try await (a, b)
@@ -174,5 +175,30 @@ struct AlertDeliveryTests {
         #expect(try await service.deliverDue().disabled == 1)
         #expect(try await service.deliverDue().disabled == 0)
         #expect(try await rows(client) == ["disabled 1 SLACK_WEBHOOK_URL is not set false"])
+    }
+
+    /// A process without a webhook leaves the alerts to one that has one while it lives, and
+    /// logs and disables them only when no live process delivers to Slack.
+    @Test func aProcessWithoutAWebhookLeavesAlertsToOneThatHasOne() async throws {
+        try await withDelivery { client, slack, withWebhook in
+            let without = AlertDeliveryService(client: client, notifier: nil, configuration: configuration, logger: logger)
+            #expect(withWebhook.announcement == ["alerts": "slack"])
+            #expect(without.announcement == ["alerts": "off"])
+            let metadata = JSONValue.object(withWebhook.announcement).text
+            try await client.query(
+                "INSERT INTO worker_heartbeats (id, kind, host, pid, version, metadata) VALUES ('s-1', 'scheduler', 't', 1, 't', \(metadata)::jsonb)",
+                logger: logger
+            )
+            try await queueAlerts(client)
+            #expect(try await without.deliverDue().disabled == 0)
+            #expect(try await withWebhook.deliverDue().sent == 1)
+            #expect(slack.messages.count == 1)
+
+            // The process with the webhook died: the next alert is logged and disabled.
+            try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() - interval '1 hour'", logger: logger)
+            try await queueAlerts(client, keys: ["", "outro"])
+            #expect(try await without.deliverDue().disabled == 1)
+            #expect(try await rows(client) == ["sent 1  true", "disabled 1 SLACK_WEBHOOK_URL is not set false"])
+        }
     }
 }

@@ -12,7 +12,7 @@ private let logger = TestDatabase.logger
 struct SlackNotifierTests {
     private func withNotifier(_ body: (FakeSlack, SlackNotifier) async throws -> Void) async throws {
         let slack = try await FakeSlack.start()
-        let url = try #require(SlackWebhookURL(slack.webhookURL))
+        let url = try #require(SecretURL(slack.webhookURL))
         let notifier = SlackNotifier(url: url, timeout: .seconds(30))
         do {
             try await body(slack, notifier)
@@ -87,11 +87,11 @@ struct SlackNotifierTests {
     }
 
     @Test func theWebhookURLIsRedactedWhereverItIsPrinted() throws {
-        let url = try #require(SlackWebhookURL("https://hooks.slack.com/services/T000/B000/SECRETSECRET"))
+        let url = try #require(SecretURL("https://hooks.slack.com/services/T000/B000/SECRETSECRET"))
         #expect("\(url)" == "https://hooks.slack.com/…")
         #expect(String(reflecting: url) == "https://hooks.slack.com/…")
         #expect(!"\([url])".contains("SECRET"))
-        #expect(SlackWebhookURL("hooks.slack.com/services/x") == nil)
-        #expect(SlackWebhookURL("https://hooks.slack.com") == nil)
+        #expect(SecretURL("hooks.slack.com/services/x") == nil)
+        #expect(SecretURL("https://hooks.slack.com") == nil)
     }
 }

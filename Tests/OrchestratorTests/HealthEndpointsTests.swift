@@ -48,6 +48,8 @@ struct HealthEndpointsTests {
                 ('s1', 'scheduler', 'host-b', 12, 't', 0, NULL),
                 ('a1', 'api', 'host-b', 13, 't', 0, NULL)
             """, client)
+        // The scheduler posts alerts to Slack.
+        try await sql(#"UPDATE worker_heartbeats SET metadata = '{"alerts": "slack"}' WHERE id = 's1'"#, client)
     }
 
     private func json(_ response: TestResponse) throws -> [String: Any] {
@@ -103,6 +105,27 @@ struct HealthEndpointsTests {
         }
     }
 
+    /// Kubernetes' `?exclude=` and `/readyz/<name>`.
+    @Test func readyzExcludesAChecksAndServesOneByName() async throws {
+        try await withAPI { http, _ in
+            try await http.execute(uri: "/readyz?exclude=postgres&verbose", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(self.text(response) == "[+]postgres excluded: ok\nreadyz check passed\n")
+            }
+            try await http.execute(uri: "/readyz?exclude=etcd&verbose", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(self.text(response) == "[+]postgres ok\nwarn: some health checks cannot be excluded: no matches for \"etcd\"\nreadyz check passed\n")
+            }
+            try await http.execute(uri: "/readyz/postgres", method: .get) { response in
+                #expect(response.status == .ok)
+                #expect(self.text(response) == "ok")
+            }
+            try await http.execute(uri: "/readyz/etcd", method: .get) { response in
+                #expect(response.status == .notFound)
+            }
+        }
+    }
+
     /// Postgres out of reach: liveness still passes (no restart loop), readiness fails
     /// within its one-second limit, and no reason reaches the public body.
     @Test func postgresUnreachableFailsReadinessButNotLiveness() async throws {
@@ -150,6 +173,10 @@ struct HealthEndpointsTests {
                     #expect(entry.keys.contains(field), "missing \(field)")
                 }
                 #expect(entry["pendentes"] as? Int == 0)
+                // The seed's fields at the top too, as obter_metricas_fila returns them.
+                #expect(body["pendentes"] as? Int == 0)
+                #expect(body.keys.contains("tempo_medio_processamento_ms"))
+                #expect(body.keys.contains("mensagem_mais_antiga_minutos"))
             }
             // 60 messages due for 40 minutes: above 50 for 30.
             try await self.sql(
@@ -165,6 +192,8 @@ struct HealthEndpointsTests {
                 #expect(entry["status"] as? String == "warn")
                 #expect(entry["pendentes"] as? Int == 60)
                 #expect(entry["mensagem_mais_antiga_minutos"] as? Int == 40)
+                #expect(body["pendentes"] as? Int == 60)
+                #expect(body["mensagem_mais_antiga_minutos"] as? Int == 40)
                 #expect(!(entry["output"] as? String ?? "").isEmpty)
             }
         }
@@ -385,10 +414,42 @@ struct HealthEndpointsTests {
                 #expect(keys == [
                     "postgres:responseTime", "postgres:deadTuples", "postgres:oldestTransaction", "postgres:notificationQueue",
                     "fila:backlog", "worker:alive", "worker:processes", "circuits:state", "scheduler:alive", "scheduler:lateJobs",
+                    "alerts:delivery",
                 ])
+                let delivery = try #require(try self.entries(body, "alerts:delivery").first)
+                #expect(delivery["status"] as? String == "pass")
+                #expect(delivery["delivering_processes"] as? Int == 1)
                 #expect(try self.entries(body, "postgres:notificationQueue").first?["observedUnit"] as? String == "ratio")
                 #expect(try self.entries(body, "postgres:deadTuples").first?["componentId"] as? String == "fila_mensagens")
                 #expect(body["overall_score"] as? Int == 100)
+            }
+        }
+    }
+
+    /// Nobody is told: notifications off is a warning, Slack refusing the latest alert a
+    /// failure, and neither body holds the reason Slack gave.
+    @Test func deepShowsWhetherAlertsReachAnyone() async throws {
+        try await withAPI { http, client in
+            try await self.healthyProcesses(client)
+            try await self.sql("UPDATE worker_heartbeats SET metadata = '{}'", client)
+            try await http.execute(uri: "/health/deep", method: .get) { response in
+                #expect(response.status == .ok)
+                let delivery = try #require(try self.entries(try self.json(response), "alerts:delivery").first)
+                #expect(delivery["status"] as? String == "warn")
+                #expect((delivery["output"] as? String)?.contains("notifications are off") == true)
+            }
+            try await self.sql("INSERT INTO alert_state (rule, key) VALUES ('fila_acumulada', '')", client)
+            try await self.sql(
+                """
+                INSERT INTO alert_events (rule, key, kind, title, text, status, attempts, last_error)
+                VALUES ('fila_acumulada', '', 'firing', 'Fila acumulada', 't', 'failed', 1, 'HTTP 403 invalid_token')
+                """, client)
+            try await http.execute(uri: "/health/deep", method: .get) { response in
+                #expect(response.status == .serviceUnavailable)
+                let delivery = try #require(try self.entries(try self.json(response), "alerts:delivery").first)
+                #expect(delivery["status"] as? String == "fail")
+                #expect(delivery["failed_24h"] as? Int == 1)
+                #expect(!self.text(response).contains("invalid_token"))
             }
         }
     }

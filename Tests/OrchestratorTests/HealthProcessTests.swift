@@ -10,10 +10,10 @@ import Testing
 /// worker's heartbeat proving its claim loop turns.
 @Suite("Health endpoints of a running fila", .migratedDatabase, .serialized, .timeLimit(.minutes(2)))
 struct HealthProcessTests {
-    private func start(_ command: String, _ url: DatabaseURL) async throws -> (RunningFila, Int) {
+    private func start(_ command: String, _ url: DatabaseURL, _ extra: [String: String] = [:]) async throws -> (RunningFila, Int) {
         let fila = try FilaProcess.start([command], environment: [
             "DATABASE_URL": url.connectionString, "FILA_SENDER": "sandbox", "HOST": "127.0.0.1", "PORT": "0",
-        ])
+        ].merging(extra) { _, new in new })
         for _ in 0..<400 {
             let log = fila.standardErrorSoFar
             if let range = log.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression),
@@ -56,6 +56,66 @@ struct HealthProcessTests {
         #expect(try await get(port, "/health/deep").1["status"] as? String != nil)
         fila.signal(SIGTERM)
         #expect(await fila.waitForExit().status == 0)
+    }
+
+    /// A real Postgres stopped under `fila all`: liveness passes (no restart loop), readiness
+    /// fails within its limit, nothing crashes; when it is back, readiness passes again.
+    @Test func postgresStoppedFailsReadinessOnlyAndTheProcessRecovers() async throws {
+        try await TestCluster.with { cluster throws in
+            try await cluster.url.withConnection(logger: TestDatabase.logger) { connection in
+                _ = try await Migrator().migrate(on: connection, logger: TestDatabase.logger)
+            }
+            let (fila, port) = try await start("all", cluster.url)
+            #expect(try await get(port, "/health/ready").0 == 200)
+            try await cluster.stopServer()
+            #expect(try await get(port, "/health").0 == 200)
+            let started = ContinuousClock.now
+            let (status, body) = try await get(port, "/health/ready")
+            #expect(status == 503)
+            #expect(body["status"] as? String == "fail")
+            // 1 s alone; the margin is for a machine loaded by the whole suite.
+            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(try await get(port, "/health/deep").0 == 503)
+            // Every service keeps running through the outage.
+            try await Task.sleep(for: .seconds(3))
+            #expect(fila.isRunning, "\(fila.standardErrorSoFar.suffix(2000))")
+            try await cluster.startServer()
+            var ready = 0
+            for _ in 0..<300 where ready != 200 {
+                ready = try await get(port, "/health/ready").0
+                if ready != 200 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(ready == 200)
+            fila.signal(SIGTERM)
+            let output = await fila.waitForExit()
+            #expect(output.status == 0, "\(output.standardError.suffix(2000))")
+        }
+    }
+
+    /// Redis is part of readiness only when the rate limiter is set to use it.
+    @Test func redisStoppedFailsReadinessWhenConfigured() async throws {
+        try await TestRedis.with { redis in
+            let (fila, port) = try await start("serve", try TestDatabase.current.url, ["REDIS_URL": redis.url])
+            var (status, body) = try await get(port, "/health/ready")
+            #expect(status == 200)
+            #expect((body["checks"] as? [String: Any])?["redis:responseTime"] != nil)
+            await redis.stop()
+            let started = ContinuousClock.now
+            (status, body) = try await get(port, "/health/ready")
+            #expect(status == 503)
+            #expect(((body["checks"] as? [String: Any])?["redis:responseTime"] as? [[String: Any]])?.first?["status"] as? String == "fail")
+            #expect(ContinuousClock.now - started < .seconds(5))
+            #expect(try await get(port, "/health").0 == 200)
+            try await redis.start()
+            var ready = 0
+            for _ in 0..<100 where ready != 200 {
+                ready = try await get(port, "/health/ready").0
+                if ready != 200 { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(ready == 200)
+            fila.signal(SIGTERM)
+            #expect(await fila.waitForExit().status == 0)
+        }
     }
 
     @Test func serveAloneHasNoWorkerToShow() async throws {

@@ -20,19 +20,21 @@ struct ProcessAssemblyTests {
         return assembly.services.map(\.serviceName)
     }
 
-    /// The pool first and the heartbeat second, so they stop last; the worker last, so it
-    /// drains first.
+    /// The pool first and the heartbeat second, so they stop last; alert delivery and the
+    /// alert rules in every process, stopping after everything that raises alerts; the
+    /// worker last, so it drains first.
     @Test func eachCommandRunsItsRolesServicesInOrder() throws {
-        #expect(try serviceNames([.api]) == ["postgres", "heartbeat", "http"])
-        #expect(try serviceNames([.scheduler]) == ["postgres", "heartbeat", "alerts", "scheduler"])
-        #expect(try serviceNames([.worker]) == ["postgres", "heartbeat", "listener", "worker"])
-        #expect(try serviceNames([.api, .worker, .scheduler]) == ["postgres", "heartbeat", "http", "alerts", "scheduler", "listener", "worker"])
+        let common = ["postgres", "heartbeat", "alerts", "alert-rules"]
+        #expect(try serviceNames([.api]) == common + ["http"])
+        #expect(try serviceNames([.scheduler]) == common + ["scheduler"])
+        #expect(try serviceNames([.worker]) == common + ["listener", "worker"])
+        #expect(try serviceNames([.api, .worker, .scheduler]) == common + ["http", "scheduler", "listener", "worker"])
     }
 
     @Test func aWorkerWithoutASenderIsAConfigurationError() throws {
         #expect(throws: ConfigurationError.self) { try serviceNames([.worker], sender: nil) }
         #expect(throws: ConfigurationError.self) { try serviceNames([.api, .worker, .scheduler], sender: nil) }
-        #expect(try serviceNames([.api], sender: nil) == ["postgres", "heartbeat", "http"])
+        #expect(try serviceNames([.api], sender: nil) == ["postgres", "heartbeat", "alerts", "alert-rules", "http"])
     }
 
     /// The kinds worker_heartbeats has always had: `fila all` is `all`.

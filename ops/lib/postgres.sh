@@ -114,7 +114,7 @@ pg_start() {
         echo "listen_addresses = ''"
         echo "unix_socket_directories = '$PG_DIR'"
         echo "unix_socket_permissions = 0700"
-        echo "max_connections = 300"
+        echo "max_connections = 600"
         echo "shared_buffers = 256MB"
         echo "log_min_messages = warning"
         echo "log_min_error_statement = panic"

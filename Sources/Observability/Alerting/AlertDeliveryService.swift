@@ -19,11 +19,17 @@ import Synchronization
 /// Slack down or rate limiting: the event stays `pending` with a later `next_attempt_at`
 /// (Slack's `Retry-After`, or a backoff) and goes out on a later tick. Slack refusing the
 /// webhook (403, 404, invalid payload): the event is `failed` with the reason, and `status`
-/// shows it. Without a webhook URL every event is logged and marked `disabled`.
+/// shows it.
+///
+/// Every long-running process runs one, so an alert raised anywhere goes out while any
+/// process with a webhook lives. A process announces in its heartbeat's metadata whether it
+/// delivers (`"alerts": "slack"`, see `announcement`). One without a webhook leaves the
+/// events to those that have one; only when no live process delivers does it log each due
+/// event and mark it `disabled`, so nothing waits forever unseen.
 ///
 /// ```swift
-/// let delivery = AlertDeliveryService(client: client, notifier: SlackWebhookURL(url).map { SlackNotifier(url: $0) }, logger: logger)
-/// // in the scheduler's ServiceGroup
+/// let delivery = AlertDeliveryService(client: client, notifier: SecretURL(url).map { SlackNotifier(url: $0) }, logger: logger)
+/// // in the process's ServiceGroup; `delivery.announcement` in its heartbeat's details
 /// ```
 public final class AlertDeliveryService: Service, Sendable {
     public struct Configuration: Sendable {
@@ -101,6 +107,15 @@ public final class AlertDeliveryService: Service, Sendable {
     }
 
     public var status: Status { lastStatus.withLock { $0 } }
+
+    /// What the process's heartbeat says of its alert delivery: `"alerts": "slack"` when it
+    /// posts to Slack, `"off"` when it has no webhook.
+    public var announcement: [String: JSONValue] {
+        ["alerts": .string(notifier == nil ? Self.off : Self.slack)]
+    }
+
+    static let slack = "slack"
+    static let off = "off"
 
     public func run() async throws {
         if notifier == nil {
@@ -234,7 +249,8 @@ public final class AlertDeliveryService: Service, Sendable {
         }
     }
 
-    /// With no webhook: the due events are logged and marked `disabled`, in one statement.
+    /// With no webhook, and no live process delivering to Slack: the due events are logged and
+    /// marked `disabled`, in one statement.
     private func disableDue() async throws -> Round {
         var round = Round()
         do {
@@ -244,6 +260,8 @@ public final class AlertDeliveryService: Service, Sendable {
                    SET status = 'disabled', attempts = e.attempts + 1, last_error = 'SLACK_WEBHOOK_URL is not set'
                  WHERE e.id IN (SELECT id FROM alert_events
                                  WHERE status = 'pending' AND next_attempt_at <= now()
+                                   AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h
+                                                    WHERE h.metadata->>'alerts' = \(Self.slack) AND fila_process_alive(h))
                                  ORDER BY next_attempt_at, id
                                  LIMIT \(configuration.batchSize)
                                    FOR UPDATE SKIP LOCKED)

@@ -37,7 +37,7 @@ public final class SlackNotifier: Sendable {
         case rejected(status: Int, reason: String)
     }
 
-    public let url: SlackWebhookURL
+    public let url: SecretURL
     public let timeout: Duration
     /// Made at the first post, so a notifier built for a process that never posts (or a
     /// command that only assembles one) holds no connections and needs no shutdown.
@@ -45,7 +45,7 @@ public final class SlackNotifier: Sendable {
 
     /// - Parameters:
     ///   - timeout: how long one post may take, connection included.
-    public init(url: SlackWebhookURL, timeout: Duration = .seconds(10)) {
+    public init(url: SecretURL, timeout: Duration = .seconds(10)) {
         self.url = url
         self.timeout = timeout
     }

@@ -72,15 +72,27 @@ public struct HealthReport: Sendable, Encodable {
     /// check with `verbose`, and always the verbose form on failure, with the reason
     /// withheld since the endpoint is public. A `warn` passes: it must not stop traffic.
     /// `passingName` is a line shown for a report with no checks (liveness's `ping`).
-    public func kubernetesText(endpoint: String, verbose: Bool, passingName: String? = nil) -> String {
+    /// `excluded` are the checks `?exclude=` skipped (`[+]name excluded: ok`), `unmatched`
+    /// the exclusions that named no check (one `warn:` line).
+    public func kubernetesText(endpoint: String, verbose: Bool, passingName: String? = nil, excluded: [String] = [], unmatched: [String] = []) -> String {
         let failed = status == .fail
         guard verbose || failed else { return "ok" }
         var lines: [String] = []
-        if checks.isEmpty, let passingName { lines.append("[+]\(passingName) ok") }
-        for key in checks.keys.sorted() {
+        if checks.isEmpty, excluded.isEmpty, let passingName { lines.append("[+]\(passingName) ok") }
+        var named: [String: Bool] = [:]
+        for (key, entries) in checks {
             let name = key.split(separator: ":").first.map(String.init) ?? key
-            let checkFailed = checks[key]?.contains { $0.status == .fail } ?? false
-            lines.append(checkFailed ? "[-]\(name) failed: reason withheld" : "[+]\(name) ok")
+            named[name] = (named[name] ?? false) || entries.contains { $0.status == .fail }
+        }
+        for name in Set(named.keys).union(excluded).sorted() {
+            if let checkFailed = named[name] {
+                lines.append(checkFailed ? "[-]\(name) failed: reason withheld" : "[+]\(name) ok")
+            } else {
+                lines.append("[+]\(name) excluded: ok")
+            }
+        }
+        if !unmatched.isEmpty {
+            lines.append("warn: some health checks cannot be excluded: no matches for " + unmatched.map { "\"\($0)\"" }.joined(separator: ","))
         }
         lines.append("\(endpoint) check \(failed ? "failed" : "passed")")
         return lines.joined(separator: "\n") + "\n"

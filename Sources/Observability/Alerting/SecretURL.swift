@@ -1,7 +1,8 @@
-/// A Slack incoming-webhook URL. The URL is the credential (anyone holding it can post), so
-/// its `description` hides everything after the host: printing or logging one by mistake
-/// leaks nothing.
-public struct SlackWebhookURL: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
+/// A URL that is its own credential: a Slack incoming webhook (anyone holding it can post),
+/// a dead man's switch ping URL (anyone holding it can keep the switch from firing). Its
+/// `description` hides everything after the host: printing or logging one by mistake leaks
+/// nothing.
+public struct SecretURL: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
     /// The whole URL, for the one place that sends to it.
     let value: String
 
