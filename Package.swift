@@ -17,6 +17,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-service-context.git", from: "1.5.1"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // Small shared primitives with no domain and no dependency: Duration helpers, backoff
@@ -51,6 +53,7 @@ let package = Package(
         .target(
             name: "Jobs",
             dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"),
                 "Primitives",
                 "Database",
                 "Observability",
@@ -80,6 +83,8 @@ let package = Package(
         .target(
             name: "Outbound",
             dependencies: [
+                "Observability",
+                .product(name: "Metrics", package: "swift-metrics"),
                 "Primitives",
                 "Database",
                 "Queue",
@@ -109,11 +114,15 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ServiceContextModule", package: "swift-service-context"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ]
         ),
         .executableTarget(
             name: "Orchestrator",
             dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 "Primitives",
                 "Database",
                 "Queue",
@@ -165,7 +174,7 @@ let package = Package(
         ),
         .testTarget(
             name: "JobsTests",
-            dependencies: ["Primitives", "Jobs", "Observability", "FilaTestSupport"]
+            dependencies: ["Primitives", "Jobs", "Observability", "FilaTestSupport", .product(name: "Metrics", package: "swift-metrics")]
         ),
         .testTarget(
             name: "ObservabilityTests",
@@ -199,6 +208,9 @@ let package = Package(
         .testTarget(
             name: "OrchestratorTests",
             dependencies: [
+                "Observability",
+                "Outbound",
+                "Queue",
                 "Primitives",
                 "Orchestrator",
                 "Resilience",

@@ -102,7 +102,7 @@ public enum BuiltinJobs {
             JobDefinition(
                 name: "snapshot-metricas",
                 schedule: .every(seconds: 300),
-                description: "Samples the queue metrics into metrics_snapshots (T03.2)",
+                description: "Samples the queue metrics, and the sends and provider failures since the last run by provider, into metrics_snapshots (T03.2)",
                 sla: .seconds(30)
             ) { context in
                 try await snapshotMetrics(context, settings: settings)
@@ -221,7 +221,51 @@ public enum BuiltinJobs {
             """,
             logger: context.logger
         ).collect().first!.decode(Int.self)
-        return ["snapshots": .integer(count)]
+        let sends = try await snapshotSends(context)
+        return ["snapshots": .integer(count), "snapshots_envios": .integer(sends)]
+    }
+
+    /// Sends and provider failures whose outcome was written since the previous run (at most
+    /// an hour back; 5 minutes on the first run), by provider: `mensagens_enviadas{provider}`
+    /// and `mensagens_falhadas{provider,outcome}`, plus `mensagens_janela_segundos`, the
+    /// window's length, which also marks where the next window starts.
+    ///
+    /// Counted from `fila_mensagens` rows, not from in-process counters: the scheduler that
+    /// runs this sends nothing, the workers that do are many and restart, and the rows are
+    /// the one record every process writes. A row holds its last attempt's outcome, so a
+    /// message that failed and was then sent in one window counts once, as sent; a failure
+    /// whose retry comes in a later window counts in both. The failing provider of a row is
+    /// its reason code's prefix (`evolution:http_500`).
+    static func snapshotSends(_ context: JobContext) async throws -> Int {
+        try await context.client.query(
+            """
+            WITH janela AS (
+                SELECT greatest(
+                           coalesce((SELECT max(created_at) FROM metrics_snapshots
+                                      WHERE metric_name = 'mensagens_janela_segundos'),
+                                    now() - interval '5 minutes'),
+                           now() - interval '1 hour') AS desde),
+                 contagens AS (
+                SELECT CASE WHEN f.outcome = 'SENT' THEN 'mensagens_enviadas' ELSE 'mensagens_falhadas' END AS name,
+                       coalesce(nullif(f.provider, ''), nullif(split_part(f.outcome_reason_code, ':', 1), ''), 'desconhecido') AS provider,
+                       f.outcome, count(*) AS n
+                  FROM fila_mensagens f, janela j
+                 WHERE f.outcome IS NOT NULL AND f.outcome_at > j.desde
+                   AND f.outcome IN ('SENT', 'FAILED_PROVIDER', 'FAILED_TIMEOUT', 'FAILED_VALIDATION')
+                 GROUP BY 1, 2, 3),
+                 inserted AS (
+                INSERT INTO metrics_snapshots (metric_name, value, labels)
+                SELECT name, n, CASE WHEN name = 'mensagens_enviadas' THEN jsonb_build_object('provider', provider)
+                                     ELSE jsonb_build_object('provider', provider, 'outcome', outcome) END
+                  FROM contagens
+                UNION ALL
+                SELECT 'mensagens_janela_segundos', round(extract(epoch FROM now() - j.desde)::numeric, 3), '{}'::jsonb
+                  FROM janela j
+                RETURNING 1)
+            SELECT count(*) FROM inserted
+            """,
+            logger: context.logger
+        ).collect().first!.decode(Int.self)
     }
 
     static func deleteOldSnapshots(_ context: JobContext, settings: Settings) async throws -> JSONValue {

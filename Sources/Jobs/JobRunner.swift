@@ -25,6 +25,8 @@ public struct JobRunner: Sendable {
     /// How often the idle lock connection is used, so that idle timeouts and dead peers
     /// are noticed; losing it cancels the handler (another run may take the lock).
     public var lockKeepAlive: Duration = .seconds(30)
+    /// Where runs are counted (the task-local or global factory when the runner is made).
+    public var metrics = JobMetrics()
 
     /// The first key of the two-part advisory lock ('fila' 'jb'); the second is the name's hash.
     static let lockClass: Int32 = 0x6669_6A62
@@ -220,6 +222,7 @@ public struct JobRunner: Sendable {
             logger.error("job lock lost; run cancelled")
         }
         let row = try await finish(executionID, status: status, result: result, error: message, logger: logger)
+        metrics.record(row)
         // A handler that ignores cancellation keeps the lock until it really ends, so no
         // other run can overlap it; its row already says how it ended.
         await ending.handlerEnded()

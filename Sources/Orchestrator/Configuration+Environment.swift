@@ -46,6 +46,12 @@ extension FilaConfiguration {
             }
             port = number
         }
+        if let text = value("METRICS_PORT") {
+            guard let number = Int(text), (0...65535).contains(number) else {
+                throw ConfigurationError(variable: "METRICS_PORT", reason: "is '\(text)'; expected a port number 1-65535 (0: any free port)")
+            }
+            metricsPort = number
+        }
         if let text = value("ADMIN_TOKEN") {
             guard text.count >= 16 else {
                 throw ConfigurationError(variable: "ADMIN_TOKEN", reason: "is too short; use at least 16 characters")

@@ -28,6 +28,10 @@ struct FilaConfiguration: Sendable {
     /// `PORT`: the HTTP server's port (Railway injects it); 0 picks any free port, which the
     /// "listening on" log line reports.
     var port: Int
+    /// `METRICS_PORT`: when set, the process also serves `/metrics` and `/health` on this
+    /// port (on `HOST`), so workers and schedulers, which have no API, can be scraped. 0
+    /// picks any free port, which the "metrics endpoint listening on" log line reports.
+    var metricsPort: Int?
     /// How long an HTTP connection may sit without sending a complete request head (or
     /// between requests) before the server closes it, so slow or silent clients cannot hold
     /// descriptors. A request being answered is never cut: a job may run longer.
@@ -91,6 +95,7 @@ struct FilaConfiguration: Sendable {
         redisURL: RedisURL? = nil,
         host: String = "0.0.0.0",
         port: Int = 8080,
+        metricsPort: Int? = nil,
         httpIdleTimeout: Duration = .seconds(30),
         httpMaxRequestBodyBytes: Int = 1 << 20,
         adminToken: String? = nil,
@@ -115,6 +120,7 @@ struct FilaConfiguration: Sendable {
         self.redisURL = redisURL
         self.host = host
         self.port = port
+        self.metricsPort = metricsPort
         self.httpIdleTimeout = httpIdleTimeout
         self.httpMaxRequestBodyBytes = httpMaxRequestBodyBytes
         self.adminToken = adminToken

@@ -14,17 +14,18 @@ import NIOCore
 /// ``JSONResponse`` for another status or content type) and throws an ``APIError`` for
 /// anything else; the middleware below turns every other failure into the same error body.
 enum HTTPServer {
-    static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, logger: Logger) -> some ApplicationProtocol {
+    static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
         Application(
-            router: makeRouter(jobs: jobs, health: health, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
+            router: makeRouter(jobs: jobs, health: health, metrics: metrics, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpIdleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "fila"),
             logger: logger
         )
     }
 
-    static func makeRouter(jobs: JobsAPI? = nil, health: HealthAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
+    static func makeRouter(jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
+        if let metrics { router.add(middleware: HTTPMetricsMiddleware(factory: metrics.metrics.factory)) }
         // Before the routes: a router wraps each route, and its not-found answer, in the
         // middleware added so far. The correlation id is outermost, so every answer carries
         // it; the error body next, so it sees every failure.
@@ -35,6 +36,7 @@ enum HTTPServer {
             JSONResponse(HealthLiveness(status: "pass", version: FilaVersion.current), contentType: "application/health+json")
         }
         health?.register(on: router)
+        metrics?.register(on: router)
         jobs?.register(on: router)
         return router
     }

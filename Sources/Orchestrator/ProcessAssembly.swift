@@ -1,7 +1,9 @@
 import Database
 import Jobs
 import Logging
+import Metrics
 import Observability
+import Outbound
 import PostgresNIO
 import Primitives
 import Queue
@@ -47,13 +49,16 @@ struct ProcessAssembly {
     let services: [ServiceGroupConfiguration.ServiceConfiguration]
 
     /// Builds the services of `roles`. `worker` is required with the worker role. Throws
-    /// when the worker's sender cannot be built from the configuration.
+    /// when the worker's sender cannot be built from the configuration. The components count
+    /// through the metrics factory in effect now (``run(_:global:worker:)`` bootstraps
+    /// `metrics`'s globally first); `metrics` serves them, with the database's gauges.
     init(
         roles: ProcessRoles,
         worker: WorkerOptions?,
         client: PostgresClient,
         databaseURL: DatabaseURL,
         configuration: FilaConfiguration,
+        metrics: PrometheusMetrics = FilaMetrics.make(),
         logger: Logger
     ) throws {
         precondition(!roles.contains(.worker) || worker != nil, "the worker role needs the worker's options")
@@ -97,11 +102,23 @@ struct ProcessAssembly {
             .init(service: delivery, serviceName: "alerts"),
             .init(service: evaluator, serviceName: "alert-rules"),
         ]
+        FilaMetrics.addDatabaseGauges(to: metrics, client: client, logger: logger)
+        if let whatsApp = sender?.sender as? WhatsAppSender {
+            let breakers = whatsApp.routes.map(\.breaker)
+            metrics.addLive { SendMetrics.circuitSamples(breakers) }
+        }
+        let metricsAPI = MetricsAPI(metrics: metrics, client: client, logger: logger)
+        if let port = configuration.metricsPort {
+            // Up before the roles and down after them, so a draining process can be scraped.
+            let server = HTTPServer.makeMetricsApplication(host: configuration.host, port: port, metrics: metricsAPI, logger: logger)
+            services.append(.init(service: server, serviceName: "metrics"))
+        }
         if roles.contains(.api) {
             let application = HTTPServer.makeApplication(
                 configuration: configuration,
                 jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger),
                 health: HealthAPI(client: client, redisURL: configuration.redisURL, logger: logger),
+                metrics: metricsAPI,
                 logger: logger
             )
             services.append(.init(service: application, serviceName: "http"))
@@ -134,9 +151,12 @@ struct ProcessAssembly {
         try await reportingErrors {
             let context = try CommandContext(options: global)
             let (databaseURL, client) = try context.makeClient()
+            // Once per process, before anything makes a metric handle.
+            let metrics = FilaMetrics.make()
+            MetricsSystem.bootstrap(metrics.factory)
             let assembly = try ProcessAssembly(
                 roles: roles, worker: worker, client: client, databaseURL: databaseURL,
-                configuration: context.configuration, logger: context.logger
+                configuration: context.configuration, metrics: metrics, logger: context.logger
             )
             try await FilaServices.run(assembly.services, configuration: context.configuration, logger: context.logger)
         }

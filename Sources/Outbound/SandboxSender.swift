@@ -38,9 +38,11 @@ public final class SandboxSender: MessageSender {
     public let configuration: Configuration
     private let recordFile: Int32?
     private let sentCount = Atomic<Int>(0)
+    public let metrics: SendMetrics
 
-    public init(configuration: Configuration) throws(SandboxSenderError) {
+    public init(configuration: Configuration, metrics: SendMetrics = SendMetrics()) throws(SandboxSenderError) {
         self.configuration = configuration
+        self.metrics = metrics
         if let path = configuration.recordPath {
             let descriptor = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
             guard descriptor >= 0 else { throw SandboxSenderError(path: path, errno: errno) }
@@ -66,6 +68,7 @@ public final class SandboxSender: MessageSender {
             }
         }
         if configuration.failureRate > 0, Double.random(in: 0..<1) < configuration.failureRate {
+            metrics.recordCall(provider: name, outcome: .failedProvider, duration: configuration.delay)
             return .retryableFailure(outcome: .failedProvider, reasonCode: "sandbox:injected_failure", error: "sandbox: injected failure")
         }
         if let recordFile {
@@ -74,6 +77,7 @@ public final class SandboxSender: MessageSender {
             line.withUTF8 { bytes in _ = write(recordFile, bytes.baseAddress, bytes.count) }
         }
         sentCount.add(1, ordering: .relaxed)
+        metrics.recordCall(provider: name, outcome: .sent, duration: configuration.delay)
         logger.debug("sandbox send", metadata: ["fila.message_id": .stringConvertible(message.id)])
         return .sent(provider: "sandbox", providerMessageID: nil, chipID: nil)
     }

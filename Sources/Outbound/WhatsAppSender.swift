@@ -39,13 +39,15 @@ public final class WhatsAppSender: MessageSender {
     public let circuitDeferralJitter: Duration
     /// When set, nothing is sent until its overrides were read once.
     public let registry: CircuitBreakerRegistry?
+    public let metrics: SendMetrics
 
-    public init(routes: [Route], rateLimiter: RateLimiter?, registry: CircuitBreakerRegistry? = nil, circuitDeferralJitter: Duration = .seconds(30)) {
+    public init(routes: [Route], rateLimiter: RateLimiter?, registry: CircuitBreakerRegistry? = nil, circuitDeferralJitter: Duration = .seconds(30), metrics: SendMetrics = SendMetrics()) {
         precondition(!routes.isEmpty, "a WhatsApp sender needs at least one provider")
         self.routes = routes
         self.rateLimiter = rateLimiter
         self.circuitDeferralJitter = circuitDeferralJitter
         self.registry = registry
+        self.metrics = metrics
         self.name = routes.map(\.provider.name).joined(separator: "+")
     }
 
@@ -94,6 +96,7 @@ public final class WhatsAppSender: MessageSender {
         if let rateLimiter {
             do {
                 let decision = try await rateLimiter.consume(key: message.clienteID, kind: message.tipo.rawValue, logger: logger)
+                metrics.recordRateLimit(store: decision.store, allowed: decision.isAllowed)
                 if case .limited(let retryAfter) = decision.verdict {
                     logger.info(
                         "over the doctor's daily budget; deferred to the next window",
@@ -108,6 +111,7 @@ public final class WhatsAppSender: MessageSender {
                 budget = decision
             } catch {
                 // No check, no send: the message waits for the limiter's store to come back.
+                metrics.recordRateLimit(store: nil, allowed: nil)
                 logger.error("rate-limit check failed; deferring the message", metadata: ["error": .string(String(reflecting: error))])
                 return .deferred(outcome: .failedRateLimit, reasonCode: "rate_limit:unavailable", until: .seconds(30) + Jitter.full.apply(to: .seconds(30)))
             }
@@ -116,8 +120,10 @@ public final class WhatsAppSender: MessageSender {
         var rejected: [CircuitOpenError] = []
         for route in routes {
             do {
-                let receipt = try await route.breaker.execute {
-                    try await route.provider.sendText(to: message.telefone, text: message.conteudo, logger: logger)
+                let receipt = try await route.breaker.execute { [metrics] in
+                    try await metrics.timing(provider: route.provider.name) {
+                        try await route.provider.sendText(to: message.telefone, text: message.conteudo, logger: logger)
+                    }
                 }
                 if !rejected.isEmpty {
                     logger.info("sent through a fallback provider", metadata: ["provider": .string(receipt.provider)])

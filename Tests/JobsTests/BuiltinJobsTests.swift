@@ -111,12 +111,60 @@ struct BuiltinJobsTests {
     @Test func snapshotsAreTakenAndOldOnesDeleted() async throws {
         let (client, run) = try await builtinJobs()
         try await insertMessages(client, count: 4)
-        #expect(try await run("snapshot-metricas").result == ["snapshots": 6])  // no sends yet: no mean time
+        // No sends yet: no mean time, and only the send window's own row.
+        #expect(try await run("snapshot-metricas").result == ["snapshots": 6, "snapshots_envios": 1])
         #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'fila_pendentes'") == 4)
         #expect(try await int(client, "SELECT value::int FROM metrics_snapshots WHERE metric_name = 'workers_vivos'") == 0)
-        try await execute(client, "UPDATE metrics_snapshots SET created_at = now() - interval '8 days' WHERE metric_name LIKE 'fila_%'")
-        #expect(try await run("limpar-metricas-antigas").result == ["removidas": 5])
+        try await execute(client, "UPDATE metrics_snapshots SET created_at = now() - interval '8 days' WHERE metric_name <> 'workers_vivos'")
+        #expect(try await run("limpar-metricas-antigas").result == ["removidas": 6])
         #expect(try await int(client, "SELECT count(*) FROM metrics_snapshots") == 1)
+    }
+
+    /// Sends and provider failures are counted from the rows whose outcome was written since
+    /// the previous snapshot, by provider, whichever process sent them.
+    @Test func sendsAreSnapshottedByProviderSinceTheLastSnapshot() async throws {
+        let (client, run) = try await builtinJobs()
+        func insert(_ count: Int, status: String, outcome: String, provider: String?, reason: String?, ago: String) async throws {
+            let sent = status == "enviada" ? "now() - interval '\(ago)'" : "NULL"
+            try await execute(
+                client,
+                """
+                INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, status, outcome, outcome_reason_code, outcome_at, provider, enviada_em)
+                SELECT 'medico-' || i, '5521' || lpad(i::text, 9, '0'), 'x', '\(status)', '\(outcome)', \(reason.map { "'\($0)'" } ?? "NULL"),
+                       now() - interval '\(ago)', \(provider.map { "'\($0)'" } ?? "NULL"), \(sent)
+                  FROM generate_series(1, \(count)) i
+                """
+            )
+        }
+        try await insert(3, status: "enviada", outcome: "SENT", provider: "evolution", reason: nil, ago: "1 minute")
+        try await insert(2, status: "enviada", outcome: "SENT", provider: "zapi", reason: nil, ago: "2 minutes")
+        try await insert(2, status: "pendente", outcome: "FAILED_PROVIDER", provider: nil, reason: "evolution:http_500", ago: "1 minute")
+        try await insert(1, status: "erro", outcome: "FAILED_TIMEOUT", provider: nil, reason: "zapi:timeout", ago: "3 minutes")
+        // Not provider outcomes, or before the first window (5 minutes): not counted.
+        try await insert(4, status: "pendente", outcome: "FAILED_RATE_LIMIT", provider: nil, reason: "rate_limit:cliente_diario", ago: "1 minute")
+        try await insert(5, status: "enviada", outcome: "SENT", provider: "evolution", reason: nil, ago: "20 minutes")
+
+        #expect(try await run("snapshot-metricas").result?["snapshots_envios"] == 5)
+        let query = "SELECT metric_name || ' ' || labels::text || ' ' || value::int FROM metrics_snapshots WHERE metric_name LIKE 'mensagens_%' ORDER BY 1"
+        let rows = try await client.query(PostgresQuery(unsafeSQL: query), logger: logger).collect().map { try $0.decode(String.self) }
+        #expect(rows == [
+            #"mensagens_enviadas {"provider": "evolution"} 3"#,
+            #"mensagens_enviadas {"provider": "zapi"} 2"#,
+            #"mensagens_falhadas {"outcome": "FAILED_PROVIDER", "provider": "evolution"} 2"#,
+            #"mensagens_falhadas {"outcome": "FAILED_TIMEOUT", "provider": "zapi"} 1"#,
+            #"mensagens_janela_segundos {} 300"#,
+        ])
+
+        // The next window starts where this one ended: nothing is counted twice.
+        try await execute(client, "UPDATE metrics_snapshots SET created_at = created_at - interval '30 seconds'")
+        try await insert(1, status: "enviada", outcome: "SENT", provider: "zapi", reason: nil, ago: "10 seconds")
+        #expect(try await run("snapshot-metricas").result?["snapshots_envios"] == 2)
+        let latest = try await int(client, """
+            SELECT value::int FROM metrics_snapshots WHERE metric_name = 'mensagens_enviadas'
+             ORDER BY created_at DESC LIMIT 1
+            """)
+        #expect(latest == 1)
+        #expect(try await int(client, "SELECT count(*) FROM metrics_snapshots WHERE metric_name = 'mensagens_enviadas'") == 3)
     }
 
     @Test func heartbeatsAndANoWorkerQueueAreReported() async throws {

@@ -33,12 +33,13 @@ struct AlertDeliveryTests {
     }
 
     /// Runs `body` with a fake Slack and a delivery service pointed at it.
-    private func withDelivery(_ body: (PostgresClient, FakeSlack, AlertDeliveryService) async throws -> Void) async throws {
+    private func withDelivery(metrics: PrometheusMetrics? = nil, _ body: (PostgresClient, FakeSlack, AlertDeliveryService) async throws -> Void) async throws {
         let client = try TestDatabase.current.client
         let slack = try await FakeSlack.start()
         let url = try #require(SecretURL(slack.webhookURL))
         let notifier = SlackNotifier(url: url, timeout: .seconds(30))
-        let service = AlertDeliveryService(client: client, notifier: notifier, configuration: configuration, logger: logger)
+        let metrics = metrics ?? PrometheusMetrics(descriptors: [AlertDeliveryService.slackAlerts])
+        let service = AlertDeliveryService(client: client, notifier: notifier, configuration: configuration, metricsFactory: metrics.factory, logger: logger)
         do {
             try await body(client, slack, service)
         } catch {
@@ -51,7 +52,8 @@ struct AlertDeliveryTests {
     }
 
     @Test func aQueuedAlertIsPostedOnceWithItsRuleNamed() async throws {
-        try await withDelivery { client, slack, service in
+        let metrics = PrometheusMetrics(descriptors: [AlertDeliveryService.slackAlerts])
+        try await withDelivery(metrics: metrics) { client, slack, service in
             try await queueAlerts(client)
             #expect(try await service.deliverDue().sent == 1)
             #expect(try await service.deliverDue().sent == 0)
@@ -60,15 +62,20 @@ struct AlertDeliveryTests {
             #expect(slack.messages.first?.contains("Mensagens vencidas: 3") == true)
             #expect(try await rows(client) == ["sent 1  true"])
             #expect(service.status == .delivering)
+            let exposition = await metrics.exposition(logger: logger)
+            #expect(exposition.contains("# TYPE wa_slack_alerts_sent_total counter\nwa_slack_alerts_sent_total{outcome=\"sent\"} 1\n"))
         }
     }
 
     @Test func anOutageThenRecoveryDeliversLateAndExactlyOnce() async throws {
-        try await withDelivery { client, slack, service in
+        let metrics = PrometheusMetrics(descriptors: [AlertDeliveryService.slackAlerts])
+        try await withDelivery(metrics: metrics) { client, slack, service in
             await slack.startOutage()
             try await queueAlerts(client, keys: ["a", "b"])
             let down = try await service.deliverDue()
             #expect(down.sent == 0 && down.retrying == 2)
+            // One post was tried and is retried later; the other was not tried.
+            #expect(await metrics.exposition(logger: logger).contains(#"wa_slack_alerts_sent_total{outcome="retrying"} 1"#))
             // Both wait; only the first was tried, so only it counts an attempt.
             let waiting = try await rows(client)
             #expect(waiting.count == 2)

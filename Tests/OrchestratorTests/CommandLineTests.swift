@@ -27,6 +27,7 @@ struct CommandLineTests {
         (["migrate", "--database-url", "postgres://u@h/db?sslmode=never"], [:], "fila: --database-url has sslmode 'never'; expected one of disable, prefer, require, verify-ca, verify-full"),
         (["migrate"], [:], "fila: DATABASE_URL is not set (export DATABASE_URL=postgres://user:password@host:5432/database or pass --database-url)"),
         (["serve"], ["DATABASE_URL": "postgres://u@h/db", "PORT": "http"], "fila: PORT is 'http'; expected a port number 1-65535 (0: any free port)"),
+        (["worker"], ["DATABASE_URL": "postgres://u@h/db", "METRICS_PORT": "99999"], "fila: METRICS_PORT is '99999'; expected a port number 1-65535 (0: any free port)"),
         // A connect timeout the driver would overflow (it counts nanoseconds in an Int64).
         (["migrate"], ["DATABASE_URL": "postgres://u@h/d?connect_timeout=10000000000"], "fila: DATABASE_URL has connect_timeout '10000000000'; expected 1-3600 seconds"),
         (["migrate"], ["DATABASE_URL": "postgres://u@h/d", "DATABASE_LISTEN_URL": "postgres://u@h/d?connect_timeout=9999999999"], "fila: DATABASE_LISTEN_URL has connect_timeout '9999999999'; expected 1-3600 seconds"),

@@ -28,6 +28,7 @@ struct ConfigurationTests {
             "REDIS_URL": "redis://:secret@cache:6380/2",
             "HOST": "127.0.0.1",
             "PORT": "9000",
+            "METRICS_PORT": "9100",
             "ADMIN_TOKEN": "0123456789abcdef",
             "LOG_LEVEL": "DEBUG",
             "LOG_FORMAT": "json",
@@ -41,6 +42,7 @@ struct ConfigurationTests {
         #expect(configuration.redisURL?.database == 2)
         #expect(configuration.host == "127.0.0.1")
         #expect(configuration.port == 9000)
+        #expect(configuration.metricsPort == 9100)
         #expect(configuration.adminToken == "0123456789abcdef")
         #expect(configuration.logLevel == .debug)
         #expect(configuration.logFormat == .json)
@@ -76,6 +78,8 @@ struct ConfigurationTests {
         ("FILA_REDIS_TIMEOUT_MS", "fast", "FILA_REDIS_TIMEOUT_MS is 'fast'"),
         ("PORT", "80a", "PORT is '80a'"),
         ("PORT", "70000", "PORT is '70000'"),
+        ("METRICS_PORT", "metrics", "METRICS_PORT is 'metrics'"),
+        ("METRICS_PORT", "-1", "METRICS_PORT is '-1'"),
         ("ADMIN_TOKEN", "short", "ADMIN_TOKEN is too short"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL is 'loud'"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT is 'xml'"),

@@ -5,6 +5,7 @@ import Foundation
 #endif
 import Database
 import Logging
+import Metrics
 import PostgresNIO
 import Primitives
 import ServiceLifecycle
@@ -87,11 +88,18 @@ public final class AlertDeliveryService: Service, Sendable {
     private let notifier: SlackNotifier?
     private let logger: Logger
     private let lastStatus: Mutex<Status>
+    private let outcomes: MetricFamily<Counter>
+
+    public static let slackAlerts = MetricDescriptor(
+        "wa_slack_alerts_sent_total", .counter, labels: ["outcome"],
+        help: "Slack posts of alert events by outcome: sent, rejected (Slack refused the webhook), retrying (Slack down or 429), disabled (no SLACK_WEBHOOK_URL)."
+    )
 
     /// - Parameter notifier: nil when no webhook URL is configured (events are logged and
     ///   marked `disabled`). The service shuts it down when `run()` ends.
-    public init(client: PostgresClient, notifier: SlackNotifier?, configuration: Configuration = .init(), logger: Logger) {
+    public init(client: PostgresClient, notifier: SlackNotifier?, configuration: Configuration = .init(), metricsFactory: any MetricsFactory = MetricsSystem.factory, logger: Logger) {
         self.client = client
+        self.outcomes = .counter(Self.slackAlerts, factory: metricsFactory)
         self.notifier = notifier
         self.configuration = configuration
         self.logger = logger
@@ -141,11 +149,13 @@ public final class AlertDeliveryService: Service, Sendable {
             case .delivered:
                 try await finish(event, status: "sent", error: nil)
                 round.sent += 1
+                outcomes("sent").increment()
                 lastStatus.withLock { $0 = .delivering }
                 eventLogger.info("alert sent to Slack")
             case .rejected(let status, let reason):
                 try await finish(event, status: "failed", error: reason)
                 round.failed += 1
+                outcomes("rejected").increment()
                 lastStatus.withLock { $0 = .misconfigured(reason: reason) }
                 eventLogger.error("Slack refused the alert; check SLACK_WEBHOOK_URL", metadata: ["slack.status": .stringConvertible(status), "slack.error": .string(reason)])
             case .retryLater(let after, let reason):
@@ -154,6 +164,7 @@ public final class AlertDeliveryService: Service, Sendable {
                 let delay = after ?? configuration.backoff.delay(forAttempt: event.attempts)
                 try await postpone(event, untried: claimed[(index + 1)...].map(\.id), by: delay, error: reason)
                 round.retrying += claimed.count - index
+                outcomes("retrying").increment()
                 lastStatus.withLock { $0 = .retrying(reason: reason) }
                 eventLogger.warning("cannot send the alert to Slack yet; retrying later", metadata: ["slack.error": .string(reason), "slack.retry_in_seconds": .stringConvertible(Int(delay.seconds.rounded(.up)))])
                 return round
@@ -260,6 +271,7 @@ public final class AlertDeliveryService: Service, Sendable {
             )
             for try await (id, rule, key, kind, title, text) in rows.decode((Int, String, String, String, String, String).self) {
                 round.disabled += 1
+                outcomes("disabled").increment()
                 logger.warning(
                     "alert (Slack is off): \(title)",
                     metadata: ["alert.id": .stringConvertible(id), "alert.rule": .string(rule), "alert.key": .string(key), "alert.kind": .string(kind), "alert.text": .string(text)]
