@@ -83,13 +83,12 @@ let package = Package(
         .target(
             name: "Outbound",
             dependencies: [
-                "Observability",
-                .product(name: "Metrics", package: "swift-metrics"),
                 "Primitives",
                 "Database",
                 "Queue",
                 "Resilience",
                 "Observability",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
