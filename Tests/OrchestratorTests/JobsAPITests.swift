@@ -60,6 +60,9 @@ struct JobsAPITests {
                 "INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, status, processando_desde, worker_id) VALUES ('m', '5521900000001', 'x', 'processando', now() - interval '2 hours', 'w-gone')",
                 logger: logger
             )
+            // The witness beats now: a witness's last beat must be under 15 s old, and a
+            // loaded machine may take longer than that between the set-up and this request.
+            try await client.query("UPDATE worker_heartbeats SET last_seen_at = now() WHERE id = 'api-1'", logger: logger)
             var headers = auth
             headers[.correlationID] = "req-42"
             try await http.execute(uri: "/jobs/resetar-fila-travada", method: .post, headers: headers) { response throws in
