@@ -133,7 +133,8 @@ public final class WhatsAppSender: MessageSender {
 
         if let chips {
             switch await chipSnapshot(chips, logger: logger) {
-            case .some(.success(let snapshot)) where !snapshot.isEmpty:
+            case .some(.success(let snapshot)) where !snapshot.isEmpty || routes.isEmpty:
+                // No chip and no provider of its own: deferred FAILED_NO_CHIP there.
                 return await sendThroughChips(message, snapshot: snapshot, budget: budget, logger: logger)
             case .some(.failure(let deferral)):
                 await refund(budget, logger: logger)

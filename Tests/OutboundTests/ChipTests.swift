@@ -362,7 +362,10 @@ import Testing
                 // Every circuit open.
                 try await setup.client.query("SELECT ops.force_circuit('chip.chip-z', 'FORCED_OPEN', 'test outage')", logger: logger)
                 try await eventually("the override is applied") { registry.breaker(named: "chip.chip-z").state == .forcedOpen }
-                #expect(try await scalar(setup, String.self, "SELECT circuit_state FROM ops.chips_uso WHERE id = 'chip-z'") == "FORCED_OPEN")
+                // The transitions are written in the background.
+                try await eventually("ops.chips_uso shows it") {
+                    try await scalar(setup, String.self, "SELECT circuit_state FROM ops.chips_uso WHERE id = 'chip-z'") == "FORCED_OPEN"
+                }
             }
             // The sender says so itself.
             let sent = setup.zapi.sentTexts.count + setup.evolutions[1].sentTexts.count
