@@ -39,7 +39,9 @@ CREATE TABLE chips (
     connection_state       text NOT NULL DEFAULT 'unknown'
                            CHECK (connection_state IN ('open', 'connecting', 'close', 'refused', 'unknown')),
     connection_checked_at  timestamptz,
-    -- When connection_state last took its current value.
+    -- The last state a provider reported (never 'unknown'), and since when it has reported it:
+    -- a check that got no answer in between does not restart the count.
+    connection_known_state text CHECK (connection_known_state IN ('open', 'connecting', 'close', 'refused')),
     connection_since       timestamptz,
     -- What the provider said at the last check, for a person (never a secret).
     connection_detail      text,

@@ -104,6 +104,14 @@ import Testing
         zapi.latency = .zero
         evolution.latency = .zero
 
+        // Still disconnected once the provider answers again: the same episode, still firing,
+        // counted from the first time it said so.
+        _ = try await monitor.run(logger: logger)
+        #expect(try await state("chip-e") == "close")
+        #expect(try await events("resolved") == 0)
+        #expect(try await scalar(client, Bool.self, "SELECT firing FROM alert_state WHERE rule = 'whatsapp_desconectado' AND key = 'chip-e'"))
+        #expect(try await scalar(client, Bool.self, "SELECT connection_since < now() - interval '9 minutes' FROM chips WHERE id = 'chip-e'"))
+
         // Reconnected: resolved.
         evolution.connectionState = "open"
         _ = try await monitor.run(logger: logger)

@@ -146,16 +146,21 @@ public struct ChipStore: Sendable {
         }
     }
 
-    /// Records what the connection monitor saw; `connection_since` moves only when the state
-    /// changes. Returns the seconds the chip has been in `state` since.
+    /// Records what the connection monitor saw. `connection_since` is when the provider began
+    /// reporting its last known state: it moves only when a reported state differs from the
+    /// last one reported, so a check that got no answer (`unknown`) in between does not restart
+    /// the count. Returns the seconds since then.
     @discardableResult
     public func recordConnection(chipID: String, state: Chip.ConnectionState, detail: String, logger: Logger) async throws -> Double? {
+        let known: String? = state == .unknown ? nil : state.rawValue
         do {
             let rows = try await client.query(
                 """
                 UPDATE chips
-                   SET connection_since = CASE WHEN connection_state = \(state.rawValue) AND connection_since IS NOT NULL
-                                               THEN connection_since ELSE now() END,
+                   SET connection_since = CASE WHEN \(known)::text IS NULL THEN connection_since
+                                               WHEN connection_known_state = \(known)::text AND connection_since IS NOT NULL THEN connection_since
+                                               ELSE now() END,
+                       connection_known_state = coalesce(\(known)::text, connection_known_state),
                        connection_state = \(state.rawValue),
                        connection_checked_at = now(),
                        connection_detail = \(String(detail.prefix(500)))
