@@ -40,6 +40,8 @@ public final class FakeEvolution: Sendable {
         public let number: String?
         /// The body's `text` when it is a JSON string.
         public let text: String?
+        /// When it arrived.
+        public let receivedAt: ContinuousClock.Instant
     }
 
     /// A text the fake accepted (answered 201).
@@ -91,6 +93,14 @@ public final class FakeEvolution: Sendable {
         set { behaviour.state.withLock { $0.latency = newValue } }
     }
 
+    /// What `GET /instance/connectionState` answers as `state` (`open`, `connecting`, `close`,
+    /// `refused`); `""` omits the key, as Evolution does for an instance not in memory; nil
+    /// follows `mode` (`close` for `.connectionClosed`, else `open`).
+    public var connectionState: String? {
+        get { behaviour.state.withLock { $0.connectionState } }
+        set { behaviour.state.withLock { $0.connectionState = newValue } }
+    }
+
     /// Numbers (as sent, or their digits) answered with the 400 `exists:false` body.
     public var numbersNotOnWhatsApp: Set<String> {
         get { behaviour.state.withLock { $0.numbersNotOnWhatsApp } }
@@ -123,6 +133,7 @@ public final class FakeEvolution: Sendable {
         var mode: Mode = .accept
         var latency: Duration = .zero
         var numbersNotOnWhatsApp: Set<String> = []
+        var connectionState: String?
         var requests: [RecordedRequest] = []
         var sendAttempts = 0
         var sentTexts: [SentText] = []
@@ -155,7 +166,8 @@ public final class FakeEvolution: Sendable {
                 headers: request.headers,
                 body: request.bodyText,
                 number: isSendText ? number : nil,
-                text: isSendText ? text : nil
+                text: isSendText ? text : nil,
+                receivedAt: .now
             )
             let latency = state.withLock { state -> Duration in
                 state.requests.append(recorded)
@@ -183,7 +195,10 @@ public final class FakeEvolution: Sendable {
                 return Self.envelope(401, "Unauthorized", message: jsonQuoted("Unauthorized"))
             }
             if segments[0] == "instance" {
-                let connection = mode == .connectionClosed ? "close" : "open"
+                let connection = state.withLock { $0.connectionState } ?? (mode == .connectionClosed ? "close" : "open")
+                if connection.isEmpty {
+                    return .json(200, #"{"instance":{"instanceName":"# + jsonQuoted(instance) + "}}")
+                }
                 return .json(200, #"{"instance":{"instanceName":"# + jsonQuoted(instance) + #","state":"# + jsonQuoted(connection) + "}}")
             }
             return sendText(request, mode: mode)

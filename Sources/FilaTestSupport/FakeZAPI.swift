@@ -91,6 +91,13 @@ public final class FakeZAPI: Sendable {
         set { behaviour.state.withLock { $0.latency = newValue } }
     }
 
+    /// What `status` answers: `connected` and `smartphoneConnected`; nil follows `mode`
+    /// (connected only in `.accept`).
+    public var statusConnected: (connected: Bool, smartphoneConnected: Bool)? {
+        get { behaviour.state.withLock { $0.statusConnected } }
+        set { behaviour.state.withLock { $0.statusConnected = newValue } }
+    }
+
     /// Every request routed, oldest first.
     public var requests: [RecordedRequest] { behaviour.state.withLock { $0.requests } }
 
@@ -116,6 +123,7 @@ public final class FakeZAPI: Sendable {
     fileprivate struct State {
         var mode: Mode = .accept
         var latency: Duration = .zero
+        var statusConnected: (connected: Bool, smartphoneConnected: Bool)?
         var requests: [RecordedRequest] = []
         var sendAttempts = 0
         var sentTexts: [SentText] = []
@@ -188,9 +196,9 @@ public final class FakeZAPI: Sendable {
             }
             if action == "status" {
                 // Health comes from here: only `accept` counts as connected.
-                return mode == .accept
-                    ? .json(200, #"{"connected":true,"error":"You are already connected.","smartphoneConnected":true}"#)
-                    : .json(200, #"{"connected":false,"error":"You are not connected.","smartphoneConnected":false}"#)
+                let status = state.withLock { $0.statusConnected } ?? (mode == .accept ? (connected: true, smartphoneConnected: true) : (connected: false, smartphoneConnected: false))
+                let message = status.connected ? "You are already connected." : "You are not connected."
+                return .json(200, #"{"connected":\#(status.connected),"error":"\#(message)","smartphoneConnected":\#(status.smartphoneConnected)}"#)
             }
             guard request.header("Content-Type")?.lowercased().hasPrefix("application/json") == true else {
                 return .json(415, #"{"error":"Unsupported Media Type"}"#)  // the status is documented, the body is not

@@ -99,8 +99,11 @@ struct HealthAPI: Sendable {
         }
         router.get("/health/score") { _, _ in
             let report = await HealthRunner.run(allChecks, logger: logger)
-            return HealthScores(report: report, redisConfigured: redisURL != nil).body
+            var body = HealthScores(report: report, redisConfigured: redisURL != nil).body
+            body.chips = await chipScores()
+            return body
         }
+        registerChips(on: router)
         router.get("/health/deep") { _, _ in
             let report = await HealthRunner.run(allChecks + internalsChecks + limited([AlertDeliveryHealth.delivery(client: client, logger: logger)]), logger: logger)
             let scores = HealthScores(report: report, redisConfigured: redisURL != nil)
@@ -305,10 +308,14 @@ struct HealthScores {
         let components: [String: Int]
         let providers: [String: Int]
         let bands: [String: String]
+        /// Each chip in service, scored alone (`ChipUsage.score`); not part of the overall
+        /// score, whose `circuits` already count the chips' breakers. Omitted when the chips
+        /// could not be read.
+        var chips: [String: Int]?
 
         enum CodingKeys: String, CodingKey {
             case overallScore = "overall_score"
-            case status, components, providers, bands
+            case status, components, providers, bands, chips
         }
     }
 

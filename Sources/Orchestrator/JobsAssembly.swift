@@ -8,7 +8,7 @@ import Queue
 enum JobsAssembly {
     static func catalog(configuration: FilaConfiguration) -> JobCatalog {
         // The built-in names are fixed and distinct: a failure here is a programming error.
-        try! JobCatalog(BuiltinJobs.all(settings: .init(timeZone: configuration.timeZone)))
+        try! JobCatalog(BuiltinJobs.all(settings: .init(timeZone: configuration.timeZone)) + [ChipJobs.connectionMonitor(configuration: configuration)])
     }
 
     static func api(client: PostgresClient, url: DatabaseURL, identity: ProcessIdentity, configuration: FilaConfiguration, logger: Logger) -> JobsAPI {

@@ -47,7 +47,8 @@ enum SenderAssembly {
         }
     }
 
-    /// Evolution first, Z-API as the fallback, each behind its breaker; the rate limiter
+    /// The chips table's chips while it has any (`ChipAssembly`); else Evolution first, Z-API
+    /// as the fallback, each behind its breaker; the rate limiter
     /// on Postgres, with Redis first when REDIS_URL is set.
     static func whatsApp(
         configuration: FilaConfiguration,
@@ -64,15 +65,14 @@ enum SenderAssembly {
         if let zapi = configuration.zapi {
             providers.append(ZAPIProvider(configuration: zapi, httpClient: http.client))
         }
-        guard !providers.isEmpty else {
-            try? http.client.syncShutdown()
-            throw ConfigurationError(
-                variable: "FILA_SENDER",
-                reason: "is 'whatsapp' but no provider is configured: set EVOLUTION_URL, EVOLUTION_API_KEY and EVOLUTION_INSTANCE, and/or ZAPI_INSTANCE_ID, ZAPI_TOKEN and ZAPI_CLIENT_TOKEN"
+        if providers.isEmpty {
+            logger.notice(
+                "no provider in the environment (EVOLUTION_*, ZAPI_*): sending through the chips table only; messages wait FAILED_NO_CHIP while it has none"
             )
         }
         let registry = CircuitBreakerRegistry(defaultPolicy: configuration.circuitPolicy, logger: logger)
         let routes = providers.map { WhatsAppSender.Route(provider: $0, breaker: registry.breaker(named: $0.name)) }
+        let chips = ChipAssembly.roster(configuration: configuration, client: client, registry: registry, httpClient: http.client, logger: logger)
         var rateLimiter: RateLimiter?
         if configuration.rateLimitEnabled {
             rateLimiter = RateLimiter(
@@ -86,8 +86,11 @@ enum SenderAssembly {
         }
         let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: listenURL, processID: identity.id, logger: logger)
         return Assembled(
-            sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry),
-            services: [.init(service: http, serviceName: "provider-http"), .init(service: sync, serviceName: "circuits")]
+            sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry, chips: chips),
+            services: [
+                .init(service: http, serviceName: "provider-http"), .init(service: sync, serviceName: "circuits"),
+                .init(service: ChipRosterSync(roster: chips, listenURL: listenURL, logger: logger), serviceName: "chips"),
+            ]
         )
     }
 }

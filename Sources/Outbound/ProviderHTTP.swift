@@ -82,14 +82,14 @@ enum ProviderHTTP {
         }
     }
 
-    private enum CollectedBody: Sendable {
+    enum CollectedBody: Sendable {
         case body(ByteBuffer)
         case tooLarge
     }
 
     private struct BodyDeadlinePassed: Error {}
 
-    private static func collect(_ body: HTTPClientResponse.Body, until deadline: ContinuousClock.Instant) async throws -> CollectedBody {
+    static func collect(_ body: HTTPClientResponse.Body, until deadline: ContinuousClock.Instant) async throws -> CollectedBody {
         try await withThrowingTaskGroup(of: CollectedBody?.self) { group in
             group.addTask {
                 do {

@@ -40,21 +40,33 @@ public final class WhatsAppSender: MessageSender {
     /// When set, nothing is sent until its overrides were read once.
     public let registry: CircuitBreakerRegistry?
     public let metrics: SendMetrics
+    /// The chips table; while it has a chip in service, messages go through its chips and
+    /// `routes` are not used (see `WhatsAppSender+Chips.swift`).
+    public let chips: ChipRoster?
 
-    public init(routes: [Route], rateLimiter: RateLimiter?, registry: CircuitBreakerRegistry? = nil, circuitDeferralJitter: Duration = .seconds(30), metrics: SendMetrics = SendMetrics()) {
-        precondition(!routes.isEmpty, "a WhatsApp sender needs at least one provider")
+    public init(
+        routes: [Route],
+        rateLimiter: RateLimiter?,
+        registry: CircuitBreakerRegistry? = nil,
+        chips: ChipRoster? = nil,
+        circuitDeferralJitter: Duration = .seconds(30),
+        metrics: SendMetrics = SendMetrics()
+    ) {
+        precondition(!routes.isEmpty || chips != nil, "a WhatsApp sender needs at least one provider or the chips table")
+        self.chips = chips
         self.routes = routes
         self.rateLimiter = rateLimiter
         self.circuitDeferralJitter = circuitDeferralJitter
         self.registry = registry
         self.metrics = metrics
-        self.name = routes.map(\.provider.name).joined(separator: "+")
+        self.name = routes.isEmpty ? "chips" : routes.map(\.provider.name).joined(separator: "+")
     }
 
     public func readiness() -> SenderReadiness {
         if let registry, !registry.overridesLoaded {
             return .paused(retryAfter: .milliseconds(100), reason: "reading the circuit overrides")
         }
+        if let chipReadiness = chipReadiness() { return chipReadiness }
         var limit: Int? = 0
         var retryAfter: Duration?
         var closed: [String] = []
@@ -76,7 +88,9 @@ public final class WhatsAppSender: MessageSender {
     /// `{"circuits": {"evolution": "OPEN", …}, "redis": "up" | "down since …: …" | "not configured"}`.
     public func healthDetails() -> [String: JSONValue] {
         var circuits: [String: JSONValue] = [:]
-        for route in routes { circuits[route.breaker.name] = .string(route.breaker.state.rawValue) }
+        for route in routes + (chips?.cached?.entries.map(\.route) ?? []) {
+            circuits[route.breaker.name] = .string(route.breaker.state.rawValue)
+        }
         var details: [String: JSONValue] = ["circuits": .object(circuits)]
         if let rateLimiter {
             switch rateLimiter.redisHealth {
@@ -117,41 +131,33 @@ public final class WhatsAppSender: MessageSender {
             }
         }
 
+        if let chips {
+            switch await chipSnapshot(chips, logger: logger) {
+            case .some(.success(let snapshot)) where !snapshot.isEmpty || routes.isEmpty:
+                // No chip and no provider of its own: deferred FAILED_NO_CHIP there.
+                return await sendThroughChips(message, snapshot: snapshot, budget: budget, logger: logger)
+            case .some(.failure(let deferral)):
+                await refund(budget, logger: logger)
+                return deferral.result
+            default:
+                break  // no chip in the table: the environment's providers, as before chips
+            }
+        }
+
         var rejected: [CircuitOpenError] = []
         for route in routes {
-            do {
-                let receipt = try await route.breaker.execute { [metrics] in
-                    try await metrics.timing(provider: route.provider.name) {
-                        try await route.provider.sendText(to: message.telefone, text: message.conteudo, logger: logger)
-                    }
-                }
+            switch await attempt(route, message, logger: logger) {
+            case .sent(let receipt):
                 if !rejected.isEmpty {
                     logger.info("sent through a fallback provider", metadata: ["provider": .string(receipt.provider)])
                 }
                 return .sent(provider: receipt.provider, providerMessageID: receipt.messageID, chipID: nil)
-            } catch let error as CircuitOpenError {
+            case .circuitOpen(let error):
                 rejected.append(error)
                 continue
-            } catch let error as ProviderError {
-                switch error.kind {
-                case .recipientRejected:
-                    await refund(budget, logger: logger)
-                    return .permanentFailure(outcome: .failedValidation, reasonCode: error.reasonCode, error: error.description)
-                case .timeout:
-                    // It may have gone out (the gateway answered late), so the budget stays
-                    // spent and the retry is charged again: erring towards sending a doctor
-                    // less, never more, than the budget.
-                    return .retryableFailure(outcome: .failedTimeout, reasonCode: error.reasonCode, error: error.description)
-                case .network, .http, .invalidResponse:
-                    await refund(budget, logger: logger)
-                    return .retryableFailure(outcome: .failedProvider, reasonCode: error.reasonCode, error: error.description)
-                }
-            } catch is CancellationError {
-                // Shutdown cut the call off; it may have gone out, so the budget stays spent.
-                return .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:cancelled", until: .zero)
-            } catch {
-                await refund(budget, logger: logger)
-                return .retryableFailure(outcome: .failedProvider, reasonCode: "\(route.provider.name):unexpected", error: String(describing: error))
+            case .failed(let result, let surelyNotSent):
+                if surelyNotSent { await refund(budget, logger: logger) }
+                return result
             }
         }
 
@@ -165,7 +171,51 @@ public final class WhatsAppSender: MessageSender {
         )
     }
 
-    private func refund(_ decision: RateLimiter.Decision?, logger: Logger) async {
+    /// How one call through one route ended.
+    enum Attempt {
+        case sent(ProviderReceipt)
+        /// The breaker refused the call: nothing was sent.
+        case circuitOpen(CircuitOpenError)
+        /// The call failed; `surelyNotSent` when the message cannot have gone out, so what
+        /// was spent on it (the doctor's budget, the chip's count) is given back.
+        case failed(SendResult, surelyNotSent: Bool)
+    }
+
+    /// One call through `route`'s breaker, and what its failure means for the message.
+    func attempt(_ route: Route, _ message: ClaimedMessage, logger: Logger) async -> Attempt {
+        do {
+            let receipt = try await route.breaker.execute { [metrics] in
+                try await metrics.timing(provider: route.provider.name) {
+                    try await route.provider.sendText(to: message.telefone, text: message.conteudo, logger: logger)
+                }
+            }
+            return .sent(receipt)
+        } catch let error as CircuitOpenError {
+            return .circuitOpen(error)
+        } catch let error as ProviderError {
+            switch error.kind {
+            case .recipientRejected:
+                return .failed(.permanentFailure(outcome: .failedValidation, reasonCode: error.reasonCode, error: error.description), surelyNotSent: true)
+            case .timeout:
+                // It may have gone out (the gateway answered late), so the budget stays
+                // spent and the retry is charged again: erring towards sending a doctor
+                // less, never more, than the budget.
+                return .failed(.retryableFailure(outcome: .failedTimeout, reasonCode: error.reasonCode, error: error.description), surelyNotSent: false)
+            case .network, .http, .invalidResponse:
+                return .failed(.retryableFailure(outcome: .failedProvider, reasonCode: error.reasonCode, error: error.description), surelyNotSent: true)
+            }
+        } catch is CancellationError {
+            // Shutdown cut the call off; it may have gone out, so the budget stays spent.
+            return .failed(.deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:cancelled", until: .zero), surelyNotSent: false)
+        } catch {
+            return .failed(
+                .retryableFailure(outcome: .failedProvider, reasonCode: "\(route.provider.name):unexpected", error: String(describing: error)),
+                surelyNotSent: true
+            )
+        }
+    }
+
+    func refund(_ decision: RateLimiter.Decision?, logger: Logger) async {
         guard let decision, let rateLimiter else { return }
         await rateLimiter.refund(decision, logger: logger)
     }
