@@ -103,7 +103,7 @@ struct ProcessAssembly {
             .init(service: evaluator, serviceName: "alert-rules"),
         ]
         FilaMetrics.addDatabaseGauges(to: metrics, client: client, logger: logger)
-        if let whatsApp = sender?.sender as? WhatsAppSender {
+        if let whatsApp = ((sender?.sender as? GuardedSender)?.sender ?? sender?.sender) as? WhatsAppSender {
             let breakers = whatsApp.routes.map(\.breaker)
             metrics.addLive { SendMetrics.circuitSamples(breakers) }
         }
