@@ -119,6 +119,7 @@ struct ProcessAssembly {
                 jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger),
                 health: HealthAPI(client: client, redisURL: configuration.redisURL, logger: logger),
                 metrics: metricsAPI,
+                guardrails: GuardrailsAPI(client: client, admin: AdminAuthorization(token: configuration.adminToken), logger: logger),
                 logger: logger
             )
             services.append(.init(service: application, serviceName: "http"))
