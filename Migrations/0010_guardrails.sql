@@ -180,6 +180,12 @@ ALTER TABLE fila_mensagens ADD CONSTRAINT fila_mensagens_bypass_completo CHECK (
     (guardrail_bypass_motivo IS NULL) = (guardrail_bypass_por IS NULL)
     AND (guardrail_bypass_motivo IS NULL) = (guardrail_bypass_em IS NULL)) NOT VALID;
 
+-- The archive keeps every column of the queue (BuiltinJobs.archivedColumns lists them).
+ALTER TABLE fila_mensagens_arquivo
+    ADD COLUMN guardrail_bypass_motivo text,
+    ADD COLUMN guardrail_bypass_por text,
+    ADD COLUMN guardrail_bypass_em timestamptz;
+
 COMMENT ON COLUMN fila_mensagens.guardrail_bypass_motivo IS
     'Why this message may pass every guardrail (blocked doctor, contact_cap_7d); only members of fila_guardrail_bypass can set it';
 COMMENT ON COLUMN fila_mensagens.guardrail_bypass_por IS 'The login that set the bypass (session_user), stamped by the database';
