@@ -227,14 +227,17 @@ struct HealthAPI: Sendable {
     }
 
     /// A database failure while reading history is a 503 with a reason, never a dropped
-    /// connection nor the driver's text.
-    private static func database<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+    /// connection nor the driver's text; so is a database that does not answer within 2 s
+    /// (the query is abandoned, and the endpoint answers like every health route, in time).
+    private static func database<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) async throws -> T {
         do {
-            return try await body()
+            return try await withTimeLimit(.seconds(2), onTimeout: { DatabaseDidNotAnswer() }, body)
         } catch {
             throw APIError(status: .serviceUnavailable, code: "database_unavailable", message: "the database did not answer; try again")
         }
     }
+
+    private struct DatabaseDidNotAnswer: Error {}
 
     static func health(_ report: HealthReport) -> JSONResponse<HealthReport> {
         JSONResponse(report, status: report.status == .fail ? .serviceUnavailable : .ok, contentType: HealthReport.contentType)

@@ -42,9 +42,10 @@ struct AlertEvaluatorTests {
         #expect(first.evaluated == ["teste_regra"])
         #expect(first.queued.map { $0.title } == ["acima de 7"])
         #expect(await evaluator.evaluate().queued.isEmpty)
-        // The cooldown from app_settings: 1 s, then a reminder.
-        try await client.query("INSERT INTO app_settings (key, value) VALUES ('alert.teste_regra.cooldown_seconds', '1')", logger: logger)
-        try await client.query("UPDATE alert_state SET last_notified_at = now() - interval '2 seconds'", logger: logger)
+        // The cooldown from app_settings: 10 minutes, and the last notification 11 minutes
+        // back (in the row): a reminder.
+        try await client.query("INSERT INTO app_settings (key, value) VALUES ('alert.teste_regra.cooldown_seconds', '600')", logger: logger)
+        try await client.query("UPDATE alert_state SET last_notified_at = now() - interval '11 minutes'", logger: logger)
         #expect(await evaluator.evaluate().queued.map { $0.kind } == [.firing])
         // It clears: a flap, until it has stayed clear for `resolve_after_seconds` (120).
         firing.holds = false

@@ -96,39 +96,52 @@ struct AlertProcessTests {
         await stop(worker)
     }
 
-    /// Two evaluator processes see the same condition every second: one notification, one
-    /// reminder after the cooldown, one resolution.
+    /// Two evaluator processes see the same conditions every second (a dead scheduler, and a
+    /// circuit left forced open): for each, one notification, one reminder after the
+    /// cooldown, one resolution; and every notification posted once, by one of the two.
     @Test func twoEvaluatorsNotifyOnceKeepTheCooldownAndResolveOnce() async throws {
         let (url, client) = try (TestDatabase.current.url, TestDatabase.current.client)
         try await shortenThresholds(client)
-        // A scheduler that died five minutes ago.
+        // A scheduler that died five minutes ago; a circuit forced open 20 minutes ago.
         try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at) VALUES ('s-dead', 'scheduler', 'railway', 9, 't', now() - interval '5 minutes')")
+        try await execute(client, "INSERT INTO circuit_overrides (circuit_name, state, reason, created_at) VALUES ('evolution', 'FORCED_OPEN', 'manutenção', now() - interval '20 minutes')")
         let slack = try await FakeSlack.start()
         defer { Task { await slack.shutdown() } }
         let extra = ["SLACK_WEBHOOK_URL": slack.webhookURL]
         let workers = [try FilaProcess.start(["worker"], environment: environment(url, extra)), try FilaProcess.start(["worker"], environment: environment(url, extra))]
-        let firing = { slack.messages.filter { $0.contains("scheduler_sem_heartbeat") && !$0.contains("Resolvido") }.count }
+        let rules = ["scheduler_sem_heartbeat", "circuito_aberto"]
+        /// Notifications by rule and kind, e.g. "circuito_aberto firing 2".
+        let events = {
+            try await client.query(
+                "SELECT rule || ' ' || kind || ' ' || count(*) FROM alert_events GROUP BY rule, kind ORDER BY 1",
+                logger: logger
+            ).collect().map { try $0.decode(String.self) }
+        }
 
-        try await waitUntil("the first post") { firing() == 1 }
-        // Each process evaluates every second: five more rounds each, all within the cooldown.
+        try await waitUntil("the first posts") { slack.posts.count == 2 }
+        // Each process evaluates every second: five more rounds each, all within the cooldowns.
         try await Task.sleep(for: .seconds(5))
-        #expect(firing() == 1)
+        #expect(try await events() == ["circuito_aberto firing 1", "scheduler_sem_heartbeat firing 1"])
 
-        // The last notification moved back past the 30-minute cooldown: one reminder, then
-        // quiet again for another cooldown.
-        try await execute(client, "UPDATE alert_state SET last_notified_at = last_notified_at - interval '31 minutes' WHERE rule = 'scheduler_sem_heartbeat'")
-        try await waitUntil("the reminder") { firing() == 2 }
+        // The last notifications moved back past their cooldowns (30 and 60 minutes): one
+        // reminder each, then quiet again.
+        try await execute(client, "UPDATE alert_state SET last_notified_at = last_notified_at - interval '61 minutes'")
+        try await waitUntil("the reminders") { slack.posts.count == 4 }
         try await Task.sleep(for: .seconds(3))
-        #expect(firing() == 2)
+        #expect(try await events() == ["circuito_aberto firing 2", "scheduler_sem_heartbeat firing 2"])
 
-        // A scheduler beats: resolved, once, after staying clear for 2 s.
-        try await execute(client, "INSERT INTO app_settings (key, value) VALUES ('alert.scheduler_sem_heartbeat.resolve_after_seconds', '2')")
+        // A scheduler beats and the circuit is released: resolved, once each, after
+        // staying clear for 2 s.
+        for rule in rules {
+            try await execute(client, "INSERT INTO app_settings (key, value) VALUES ('alert.\(rule).resolve_after_seconds', '2')")
+        }
         try await execute(client, "INSERT INTO worker_heartbeats (id, kind, host, pid, version) VALUES ('s-new', 'scheduler', 'railway', 10, 't')")
-        try await waitUntil("the resolution") { slack.messages.contains { $0.contains("Resolvido") } }
+        try await execute(client, "SELECT ops.release_circuit('evolution')")
+        try await waitUntil("the resolutions") { slack.posts.count == 6 }
         try await Task.sleep(for: .seconds(3))
-        #expect(slack.messages.filter { $0.contains("Resolvido") }.count == 1)
-        #expect(try await count(client, "SELECT count(*)::int8 FROM alert_events WHERE rule = 'scheduler_sem_heartbeat'") == 3)
-        #expect(slack.posts.count == 3, "every event posted once, by one of the two processes")
+        #expect(try await events() == ["circuito_aberto firing 2", "circuito_aberto resolved 1", "scheduler_sem_heartbeat firing 2", "scheduler_sem_heartbeat resolved 1"])
+        #expect(slack.posts.count == 6, "every event posted once, by one of the two processes")
+        #expect(slack.messages.filter { $0.contains("Resolvido") }.count == 2)
         for worker in workers { await stop(worker) }
     }
 

@@ -494,4 +494,22 @@ struct HealthEndpointsTests {
             }
         }
     }
+
+    /// The history reads a table, not a check: a locked table is a 503 within its 2 s limit.
+    @Test func aHungHistoryQueryIs503InTime() async throws {
+        try await withAPI(productionLimits: true) { http, client in
+            try await client.withConnection { connection in
+                try await connection.query("BEGIN", logger: self.logger)
+                try await connection.query("LOCK TABLE circuit_transitions IN ACCESS EXCLUSIVE MODE", logger: self.logger)
+                let start = ContinuousClock.now
+                try await http.execute(uri: "/health/circuits/history", method: .get) { response in
+                    #expect(response.status == .serviceUnavailable)
+                    #expect(self.text(response).contains("database_unavailable"))
+                }
+                // 2 s alone; the margin is for a machine loaded by the whole suite.
+                #expect(ContinuousClock.now - start < .seconds(6))
+                try await connection.query("ROLLBACK", logger: self.logger)
+            }
+        }
+    }
 }
