@@ -43,10 +43,12 @@ import Testing
     }
 
     /// The pipeline `fila worker --sender whatsapp` runs: guardrails, then the rate limiter
-    /// (on Postgres, default budgets) and Evolution behind its breaker.
+    /// (on Postgres, default budgets) and Evolution behind its breaker. The provider's time
+    /// limit is generous: a timeout on a loaded machine keeps a campaign's budget spent, and
+    /// its retry would then be rate-limited to tomorrow.
     func sender(_ setup: Setup, settings: AppSettings? = nil) -> GuardedSender {
         let provider = EvolutionProvider(
-            configuration: .init(baseURL: setup.evolution.baseURL, apiKey: setup.evolution.apiKey, instance: setup.evolution.instance, timeout: .seconds(5)),
+            configuration: .init(baseURL: setup.evolution.baseURL, apiKey: setup.evolution.apiKey, instance: setup.evolution.instance, timeout: .seconds(30)),
             httpClient: setup.http
         )
         let registry = CircuitBreakerRegistry(defaultPolicy: .init(), logger: logger)
@@ -104,7 +106,7 @@ import Testing
         )
     }
 
-    func eventually(_ what: String, within seconds: Double = 60, _ condition: () async throws -> Bool) async throws {
+    func eventually(_ what: String, within seconds: Double = 120, _ condition: () async throws -> Bool) async throws {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
             if try await condition() { return }
