@@ -444,7 +444,8 @@ public enum BuiltinJobs {
     public static let archivedColumns = """
         id, cliente_id, telefone, conteudo, tipo, prioridade, status, tentativas, max_tentativas, agendar_para,
         processando_desde, worker_id, outcome, outcome_reason_code, outcome_at, ultimo_erro, chip_id, provider,
-        provider_message_id, idempotency_key, correlation_id, metadata, created_at, updated_at, enviada_em
+        provider_message_id, idempotency_key, correlation_id, metadata, created_at, updated_at, enviada_em,
+        guardrail_bypass_motivo, guardrail_bypass_por, guardrail_bypass_em
         """
 
     static func archive(_ context: JobContext, settings: Settings) async throws -> JSONValue {

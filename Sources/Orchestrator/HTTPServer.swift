@@ -14,16 +14,16 @@ import NIOCore
 /// ``JSONResponse`` for another status or content type) and throws an ``APIError`` for
 /// anything else; the middleware below turns every other failure into the same error body.
 enum HTTPServer {
-    static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
+    static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, guardrails: GuardrailsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
         Application(
-            router: makeRouter(jobs: jobs, health: health, metrics: metrics, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
+            router: makeRouter(jobs: jobs, health: health, metrics: metrics, guardrails: guardrails, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpIdleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "fila"),
             logger: logger
         )
     }
 
-    static func makeRouter(jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
+    static func makeRouter(jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, guardrails: GuardrailsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
         if let metrics { router.add(middleware: HTTPMetricsMiddleware(factory: metrics.metrics.factory)) }
         // Before the routes: a router wraps each route, and its not-found answer, in the
@@ -38,6 +38,7 @@ enum HTTPServer {
         health?.register(on: router)
         metrics?.register(on: router)
         jobs?.register(on: router)
+        guardrails?.register(on: router)
         return router
     }
 }

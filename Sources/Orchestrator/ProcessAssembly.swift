@@ -103,7 +103,7 @@ struct ProcessAssembly {
             .init(service: evaluator, serviceName: "alert-rules"),
         ]
         FilaMetrics.addDatabaseGauges(to: metrics, client: client, logger: logger)
-        if let whatsApp = sender?.sender as? WhatsAppSender {
+        if let whatsApp = ((sender?.sender as? GuardedSender)?.sender ?? sender?.sender) as? WhatsAppSender {
             let breakers = whatsApp.routes.map(\.breaker)
             metrics.addLive { SendMetrics.circuitSamples(breakers) }
         }
@@ -119,6 +119,7 @@ struct ProcessAssembly {
                 jobs: JobsAssembly.api(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger),
                 health: HealthAPI(client: client, redisURL: configuration.redisURL, logger: logger),
                 metrics: metricsAPI,
+                guardrails: GuardrailsAPI(client: client, admin: AdminAuthorization(token: configuration.adminToken), logger: logger),
                 logger: logger
             )
             services.append(.init(service: application, serviceName: "http"))

@@ -47,8 +47,8 @@ enum SenderAssembly {
         }
     }
 
-    /// The chips table's chips while it has any (`ChipAssembly`); else Evolution first, Z-API
-    /// as the fallback, each behind its breaker; the rate limiter
+    /// The guardrails first; then the chips table's chips while it has any (`ChipAssembly`),
+    /// else Evolution first, Z-API as the fallback, each behind its breaker; the rate limiter
     /// on Postgres, with Redis first when REDIS_URL is set.
     static func whatsApp(
         configuration: FilaConfiguration,
@@ -73,20 +73,23 @@ enum SenderAssembly {
         let registry = CircuitBreakerRegistry(defaultPolicy: configuration.circuitPolicy, logger: logger)
         let routes = providers.map { WhatsAppSender.Route(provider: $0, breaker: registry.breaker(named: $0.name)) }
         let chips = ChipAssembly.roster(configuration: configuration, client: client, registry: registry, httpClient: http.client, logger: logger)
+        let settings = AppSettings(client: client, logger: logger)
         var rateLimiter: RateLimiter?
         if configuration.rateLimitEnabled {
             rateLimiter = RateLimiter(
                 postgres: PostgresRateLimitStore(client: client),
                 redis: configuration.redisURL.map { RedisRateLimitStore(url: $0) },
                 policy: RateLimitPolicy(timeZone: configuration.timeZone.identifier),
-                settings: AppSettings(client: client, logger: logger),
+                settings: settings,
                 redisTimeout: configuration.redisTimeout,
                 logger: logger
             )
         }
         let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: listenURL, processID: identity.id, logger: logger)
+        // Guardrails first: a message they refuse spends no rate-limit budget.
+        let guardrails = Guardrails(client: client, settings: settings, logger: logger)
         return Assembled(
-            sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry, chips: chips),
+            sender: GuardedSender(guardrails: guardrails, sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry, chips: chips)),
             services: [
                 .init(service: http, serviceName: "provider-http"), .init(service: sync, serviceName: "circuits"),
                 .init(service: ChipRosterSync(roster: chips, listenURL: listenURL, logger: logger), serviceName: "chips"),

@@ -167,6 +167,27 @@ struct AlertRulesTests {
         }
     }
 
+    /// A message a guardrail refused ends `erro` with FAILED_GUARDRAIL (as the worker writes
+    /// it): it was not sent, so mensagens_nao_enviadas counts it with its reason, while
+    /// erros_acumulados does not (no provider failed).
+    @Test func guardrailRefusalsAreCountedAsUnsentMessages() async throws {
+        let client = try await prepare()
+        try await execute(client, """
+            INSERT INTO fila_mensagens (cliente_id, telefone, conteudo, tipo, status, tentativas, outcome, outcome_reason_code, outcome_at, ultimo_erro) VALUES
+                ('medico-1', '5521000000001', 'x', 'campanha', 'erro', 1, 'FAILED_GUARDRAIL', 'guardrail:contact_cap_7d', now() - interval '1 minute', 'cap'),
+                ('medico-2', '5521000000002', 'x', 'followup', 'erro', 1, 'FAILED_GUARDRAIL', 'guardrail:blocked', now() - interval '1 minute', 'blocked')
+            """)
+        try await withSlack { slack, delivery in
+            let check = try await run("verificar-erros-acumulados")
+            #expect(check.result?["nao_enviadas"] == 2)
+            #expect(check.result?["erros"] == 0)
+            #expect(try await delivery.deliverDue().sent == 1)
+            let unsent = try #require(slack.messages.first { $0.contains("mensagens_nao_enviadas") })
+            #expect(unsent.contains("FAILED_GUARDRAIL · guardrail:contact_cap_7d: 1"))
+            #expect(unsent.contains("FAILED_GUARDRAIL · guardrail:blocked: 1"))
+        }
+    }
+
     @Test func accumulatedErrorsFireWithTheirBreakdownAndUnsentMessagesAreNeverSilent() async throws {
         let client = try await prepare()
         // 11 provider errors in the last 5 minutes (retries waiting), a deferral that is not an
