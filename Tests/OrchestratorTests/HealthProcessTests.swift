@@ -92,8 +92,14 @@ struct HealthProcessTests {
             #expect(try await readyAgain(port, seconds: 30))
             fila.signal(SIGTERM)
             let output = await fila.waitForExit()
-            #expect(output.status == 0, "\(output.standardError.suffix(2000))")
+            #expect(output.status == 0, "\(Self.crashReport(output.standardError))")
         }
+    }
+
+    /// A crash's report from the top (what failed, the crashed thread), else the log's end.
+    static func crashReport(_ log: String) -> String {
+        guard let start = log.range(of: "Program crashed") else { return String(log.suffix(3000)) }
+        return String(log[start.lowerBound...].prefix(6000))
     }
 
     /// Redis is part of readiness only when the rate limiter is set to use it.
