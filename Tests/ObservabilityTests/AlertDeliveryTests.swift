@@ -105,7 +105,9 @@ struct AlertDeliveryTests {
             let wait = try await client.query(
                 "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM alert_events", logger: logger
             ).collect().first?.decode(Double.self)
-            #expect(wait.map { (40...43).contains($0) } == true, "\(String(describing: wait))")
+            // Retry-After's 42 s, not the 8-12 s backoff, less what a loaded machine takes
+            // between the postponing statement and this read.
+            #expect(wait.map { (30...43).contains($0) } == true, "\(String(describing: wait))")
 
             slack.mode = .serverError
             try await client.query("UPDATE alert_events SET next_attempt_at = now()", logger: logger)
