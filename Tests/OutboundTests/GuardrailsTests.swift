@@ -19,7 +19,7 @@ import Testing
 @Suite(.migratedDatabase(maximumConnections: 24), .timeLimit(.minutes(3))) struct GuardrailsTests {
     let logger = TestDatabase.logger
 
-    struct Setup {
+    struct Setup: DatabaseSetup {
         let url: DatabaseURL
         let client: PostgresClient
         let queue: MessageQueue
@@ -67,35 +67,12 @@ import Testing
 
     /// Runs one worker with `sender` until `body` returns.
     func runWorker(_ setup: Setup, sender: any MessageSender, _ body: (ProcessIdentity) async throws -> Void) async throws {
-        let identity = ProcessIdentity(kind: .worker, version: "test")
-        let heartbeat = HeartbeatService(client: setup.client, identity: identity, stats: ProcessStats(), interval: .milliseconds(200), logger: logger)
-        let wake = WakeSignal()
-        let worker = Worker(
-            configuration: .init(
-                concurrency: 4, batchSize: 4, pollInterval: .milliseconds(100),
-                retryBackoff: Backoff(base: .milliseconds(200), multiplier: 1, maximum: .milliseconds(200), jitter: .none)
-            ),
-            queue: setup.queue, sender: sender, heartbeat: heartbeat, wake: wake, logger: logger
-        )
-        let group = ServiceGroup(services: [heartbeat, QueueListener(url: setup.url, wake: wake, logger: logger), worker], logger: logger)
-        let task = Task { try await group.run() }
-        do {
-            try await body(identity)
-            await group.triggerGracefulShutdown()
-            try await task.value
-        } catch {
-            await group.triggerGracefulShutdown()
-            try? await task.value
-            throw error
-        }
+        let worker = TestWorker(setup, sender: sender, concurrency: 4)
+        try await whileRunning(worker.services()) { try await body(worker.identity) }
     }
 
     func execute(_ setup: Setup, _ sql: String) async throws {
         _ = try await setup.client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
-    }
-
-    func scalar<T: PostgresDecodable & Sendable>(_ setup: Setup, _ type: T.Type, _ sql: String) async throws -> T {
-        try await setup.client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect().first!.decode(T.self)
     }
 
     /// `status outcome reason tentativas` of a message.
@@ -104,15 +81,6 @@ import Testing
             setup, String.self,
             "SELECT concat_ws(' ', status, outcome, outcome_reason_code, tentativas) FROM fila_mensagens WHERE id = '\(id.uuidString)'"
         )
-    }
-
-    func eventually(_ what: String, within seconds: Double = 120, _ condition: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        Issue.record("timed out waiting until \(what)")
     }
 
     func untilSettled(_ setup: Setup, _ ids: [UUID]) async throws {

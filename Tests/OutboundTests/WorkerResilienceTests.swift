@@ -17,7 +17,7 @@ import Testing
 @Suite(.migratedDatabase(maximumConnections: 12), .timeLimit(.minutes(3))) struct WorkerResilienceTests {
     let logger = TestDatabase.logger
 
-    struct Setup {
+    struct Setup: DatabaseSetup {
         let url: DatabaseURL
         let client: PostgresClient
         let queue: MessageQueue
@@ -94,48 +94,9 @@ import Testing
         concurrency: Int = 1,
         _ body: (ProcessIdentity) async throws -> Result
     ) async throws -> Result {
-        let identity = ProcessIdentity(kind: .worker, version: "test")
-        let heartbeat = HeartbeatService(
-            client: setup.client, identity: identity, stats: ProcessStats(), interval: .milliseconds(200),
-            details: { sender.healthDetails() }, logger: logger
-        )
-        let wake = WakeSignal()
-        let worker = Worker(
-            configuration: .init(
-                concurrency: concurrency, batchSize: concurrency, pollInterval: .milliseconds(100),
-                retryBackoff: Backoff(base: .milliseconds(200), multiplier: 1, maximum: .milliseconds(200), jitter: .none)
-            ),
-            queue: setup.queue, sender: sender, heartbeat: heartbeat, wake: wake, logger: logger
-        )
-        let sync = CircuitBreakerSync(registry: setup.registry, client: setup.client, listenURL: setup.url, processID: identity.id, logger: logger)
-        let group = ServiceGroup(
-            services: [heartbeat, sync, QueueListener(url: setup.url, wake: wake, logger: logger), worker],
-            logger: logger
-        )
-        let task = Task { try await group.run() }
-        do {
-            let result = try await body(identity)
-            await group.triggerGracefulShutdown()
-            try await task.value
-            return result
-        } catch {
-            await group.triggerGracefulShutdown()
-            try? await task.value
-            throw error
-        }
-    }
-
-    func scalar<T: PostgresDecodable & Sendable>(_ setup: Setup, _ type: T.Type, _ sql: String) async throws -> T {
-        try await setup.client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect().first!.decode(T.self)
-    }
-
-    func eventually(_ what: String, within seconds: Double = 60, _ condition: () async throws -> Bool) async throws {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try await condition() { return }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        Issue.record("timed out waiting until \(what)")
+        let worker = TestWorker(setup, sender: sender, concurrency: concurrency, details: { sender.healthDetails() })
+        let sync = CircuitBreakerSync(registry: setup.registry, client: setup.client, listenURL: setup.url, processID: worker.identity.id, logger: logger)
+        return try await whileRunning(worker.services([sync])) { try await body(worker.identity) }
     }
 
     /// T01.3: five failures open the breaker; the worker then makes no calls and claims
