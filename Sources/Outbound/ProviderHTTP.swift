@@ -44,7 +44,35 @@ enum ProviderHTTP {
             request.headers.replaceOrAdd(name: Correlation.headerName, value: correlationID.value)
         }
         request.body = .bytes(ByteBuffer(string: body))
+        return try await execute(request, provider: provider, timeout: timeout, secrets: secrets, httpClient: httpClient, logger: logger)
+    }
 
+    /// GETs `url` within `timeout`, body included. Throws `ProviderError` or `CancellationError`.
+    static func get(
+        _ url: String,
+        headers: HTTPHeaders,
+        provider: String,
+        timeout: Duration,
+        secrets: [String],
+        httpClient: HTTPClient,
+        logger: Logger
+    ) async throws -> ProviderHTTPResponse {
+        var request = HTTPClientRequest(url: url)
+        request.method = .GET
+        request.headers = headers
+        return try await execute(request, provider: provider, timeout: timeout, secrets: secrets, httpClient: httpClient, logger: logger)
+    }
+
+    /// Sends `request` within `timeout`, body included, and maps every failure to a
+    /// `ProviderError` (or `CancellationError`) with the secrets redacted.
+    private static func execute(
+        _ request: HTTPClientRequest,
+        provider: String,
+        timeout: Duration,
+        secrets: [String],
+        httpClient: HTTPClient,
+        logger: Logger
+    ) async throws -> ProviderHTTPResponse {
         let clock = ContinuousClock()
         let started = clock.now
         let deadline = started + timeout

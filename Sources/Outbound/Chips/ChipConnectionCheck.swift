@@ -85,32 +85,3 @@ public struct ChipConnectionCheck: Sendable {
         }
     }
 }
-
-extension ProviderHTTP {
-    /// GETs `url` within `timeout`, body included. Throws `ProviderError` or `CancellationError`.
-    static func get(
-        _ url: String,
-        headers: HTTPHeaders,
-        provider: String,
-        timeout: Duration,
-        secrets: [String],
-        httpClient: HTTPClient,
-        logger: Logger
-    ) async throws -> ProviderHTTPResponse {
-        var request = HTTPClientRequest(url: url)
-        request.method = .GET
-        request.headers = headers
-        let deadline = ContinuousClock.now + timeout
-        do {
-            let response = try await httpClient.execute(request, timeout: TimeAmount(timeout))
-            switch try await collect(response.body, until: deadline) {
-            case .body(let buffer):
-                return ProviderHTTPResponse(status: Int(response.status.code), body: String(buffer: buffer), bodyTooLarge: false)
-            case .tooLarge:
-                return ProviderHTTPResponse(status: Int(response.status.code), body: "", bodyTooLarge: true)
-            }
-        } catch {
-            throw providerError(for: error, provider: provider, timeout: timeout, secrets: secrets)
-        }
-    }
-}
