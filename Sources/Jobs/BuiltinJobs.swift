@@ -118,7 +118,7 @@ public enum BuiltinJobs {
             JobDefinition(
                 name: "limpar-resiliencia-antiga",
                 schedule: .cron(try! CronExpression("45 3 * * *"), timeZone: zone),
-                description: "Deletes circuit transitions older than 90 days and rate-limit windows older than 7 days",
+                description: "Deletes circuit transitions and chip failure counts older than 90 days, and rate-limit windows older than 7 days",
                 sla: .seconds(300)
             ) { context in
                 try await deleteOldResilienceRows(context, settings: settings)
@@ -290,7 +290,20 @@ public enum BuiltinJobs {
                 logger: context.logger
             ).collect().first!.decode(Int.self)
         }
-        return ["transicoes_removidas": .integer(transitions), "janelas_removidas": .integer(windows)]
+        // A few rows per chip and hour: one statement.
+        let chipFailures = try await context.client.query(
+            """
+            WITH gone AS (
+                DELETE FROM chip_falhas WHERE hora < now() - make_interval(secs => \(settings.circuitHistoryRetention.seconds))
+                RETURNING 1)
+            SELECT count(*) FROM gone
+            """,
+            logger: context.logger
+        ).collect().first!.decode(Int.self)
+        return [
+            "transicoes_removidas": .integer(transitions), "janelas_removidas": .integer(windows),
+            "falhas_de_chip_removidas": .integer(chipFailures),
+        ]
     }
 
     /// Tables keyed by `id` whose rows age out by `created_at`. The names go into SQL as

@@ -104,8 +104,10 @@ struct ProcessAssembly {
         ]
         FilaMetrics.addDatabaseGauges(to: metrics, client: client, logger: logger)
         if let whatsApp = ((sender?.sender as? GuardedSender)?.sender ?? sender?.sender) as? WhatsAppSender {
+            // The environment's providers, and every chip the roster knows at the scrape.
             let breakers = whatsApp.routes.map(\.breaker)
-            metrics.addLive { SendMetrics.circuitSamples(breakers) }
+            let chips = whatsApp.chips
+            metrics.addLive { SendMetrics.circuitSamples(breakers + (chips?.cached?.entries.map(\.route.breaker) ?? [])) }
         }
         let metricsAPI = MetricsAPI(metrics: metrics, client: client, logger: logger)
         if let port = configuration.metricsPort {

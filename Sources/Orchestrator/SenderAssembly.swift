@@ -88,8 +88,13 @@ enum SenderAssembly {
         let sync = CircuitBreakerSync(registry: registry, client: client, listenURL: listenURL, processID: identity.id, logger: logger)
         // Guardrails first: a message they refuse spends no rate-limit budget.
         let guardrails = Guardrails(client: client, settings: settings, logger: logger)
+        let metrics = SendMetrics()
         return Assembled(
-            sender: GuardedSender(guardrails: guardrails, sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry, chips: chips)),
+            sender: GuardedSender(
+                guardrails: guardrails,
+                sender: WhatsAppSender(routes: routes, rateLimiter: rateLimiter, registry: registry, chips: chips, metrics: metrics),
+                metrics: metrics
+            ),
             services: [
                 .init(service: http, serviceName: "provider-http"), .init(service: sync, serviceName: "circuits"),
                 .init(service: ChipRosterSync(roster: chips, listenURL: listenURL, logger: logger), serviceName: "chips"),

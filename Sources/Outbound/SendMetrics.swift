@@ -35,7 +35,19 @@ public final class SendMetrics: Sendable {
         "wa_provider_up", .gauge, labels: ["provider"],
         help: "1 while the provider's circuit admits calls in this process (not OPEN nor FORCED_OPEN), else 0."
     )
-    public static let descriptors = [calls, duration, lastSuccess, rateLimit, circuitState, providerUp]
+    public static let chipCalls = MetricDescriptor(
+        "wa_chip_calls_total", .counter, labels: ["chip", "outcome"],
+        help: "Provider calls through each chip of the chips table by outcome (as wa_messages_sent_total), counted by this process."
+    )
+    public static let noChip = MetricDescriptor(
+        "wa_no_chip_deferrals_total", .counter, labels: ["reason"],
+        help: "Messages deferred FAILED_NO_CHIP because no chip could send them, by reason code (no_chip:pacing, no_chip:limit_or_disconnected, no_chip:none_eligible, no_chip:unreadable)."
+    )
+    public static let guardrailDecisions = MetricDescriptor(
+        "wa_guardrail_decisions_total", .counter, labels: ["guardrail", "decision"],
+        help: "Guardrail checks: decision refused (guardrail blocked or contact_cap_7d), bypassed (per guardrail a message's bypass let it past), allowed or error (guardrail none)."
+    )
+    public static let descriptors = [calls, duration, lastSuccess, rateLimit, circuitState, providerUp, chipCalls, noChip, guardrailDecisions]
 
     /// Buckets for ``duration``: provider calls take from tens of milliseconds to the
     /// provider timeout (30 s by default).
@@ -48,6 +60,9 @@ public final class SendMetrics: Sendable {
     private let durations: MetricFamily<Metrics.Timer>
     private let rateLimitCounters: MetricFamily<Counter>
     private let lastSuccessGauge: Gauge
+    private let chipCounters: MetricFamily<Counter>
+    private let noChipCounters: MetricFamily<Counter>
+    private let guardrailCounters: MetricFamily<Counter>
 
     /// Made from `factory`, by default the task-local or global one at the time of creation.
     public init(factory: any MetricsFactory = MetricsSystem.factory) {
@@ -55,15 +70,31 @@ public final class SendMetrics: Sendable {
         durations = .histogram(Self.duration, factory: factory)
         rateLimitCounters = .counter(Self.rateLimit, factory: factory)
         lastSuccessGauge = Gauge(label: Self.lastSuccess.name, factory: factory)
+        chipCounters = .counter(Self.chipCalls, factory: factory)
+        noChipCounters = .counter(Self.noChip, factory: factory)
+        guardrailCounters = .counter(Self.guardrailDecisions, factory: factory)
     }
 
-    /// One provider call that ended in `outcome` after `duration`.
-    public func recordCall(provider: String, outcome: SendOutcome, duration: Duration) {
+    /// One provider call, through the chip `chip` when chips are in use, that ended in
+    /// `outcome` after `duration`.
+    public func recordCall(provider: String, chip: String? = nil, outcome: SendOutcome, duration: Duration) {
         callCounters(provider, outcome.rawValue).increment()
+        if let chip { chipCounters(chip, outcome.rawValue).increment() }
         durations(provider).record(duration: duration)
         if outcome == .sent {
             lastSuccessGauge.record(Date().timeIntervalSince1970)
         }
+    }
+
+    /// A message deferred FAILED_NO_CHIP with `reasonCode`.
+    public func recordNoChip(reasonCode: String) {
+        noChipCounters(reasonCode).increment()
+    }
+
+    /// One guardrail decision; `guardrail` nil for a decision about the check as a whole
+    /// (allowed, error).
+    public func recordGuardrail(_ guardrail: String?, decision: String) {
+        guardrailCounters(guardrail ?? "none", decision).increment()
     }
 
     public func recordRateLimit(store: RateLimiter.Store?, allowed: Bool?) {
@@ -91,11 +122,11 @@ public final class SendMetrics: Sendable {
 extension SendMetrics {
     /// Runs one provider call and records it: its outcome as the worker will write it, and
     /// its duration. A call cut off by shutdown is not a provider outcome and is not counted.
-    func timing<Result>(provider: String, _ call: () async throws -> Result) async throws -> Result {
+    func timing<Result>(provider: String, chip: String? = nil, _ call: () async throws -> Result) async throws -> Result {
         let started = ContinuousClock.now
         do {
             let result = try await call()
-            recordCall(provider: provider, outcome: .sent, duration: ContinuousClock.now - started)
+            recordCall(provider: provider, chip: chip, outcome: .sent, duration: ContinuousClock.now - started)
             return result
         } catch is CancellationError {
             throw CancellationError()
@@ -105,10 +136,10 @@ extension SendMetrics {
             case .timeout: .failedTimeout
             case .network, .http, .invalidResponse: .failedProvider
             }
-            recordCall(provider: provider, outcome: outcome, duration: ContinuousClock.now - started)
+            recordCall(provider: provider, chip: chip, outcome: outcome, duration: ContinuousClock.now - started)
             throw error
         } catch {
-            recordCall(provider: provider, outcome: .failedProvider, duration: ContinuousClock.now - started)
+            recordCall(provider: provider, chip: chip, outcome: .failedProvider, duration: ContinuousClock.now - started)
             throw error
         }
     }

@@ -181,11 +181,14 @@ public final class WhatsAppSender: MessageSender {
         case failed(SendResult, surelyNotSent: Bool)
     }
 
-    /// One call through `route`'s breaker, and what its failure means for the message.
-    func attempt(_ route: Route, _ message: ClaimedMessage, logger: Logger) async -> Attempt {
+    /// One call through `route`'s breaker (the chip `chipID`'s, when chips are in use), and
+    /// what its failure means for the message. A failure names the provider and chip it went
+    /// through, for the row and the chip's failure count.
+    func attempt(_ route: Route, chipID: String? = nil, _ message: ClaimedMessage, logger: Logger) async -> Attempt {
+        let via = AttemptRoute(provider: route.provider.name, chipID: chipID)
         do {
             let receipt = try await route.breaker.execute { [metrics] in
-                try await metrics.timing(provider: route.provider.name) {
+                try await metrics.timing(provider: route.provider.name, chip: chipID) {
                     try await route.provider.sendText(to: message.telefone, text: message.conteudo, logger: logger)
                 }
             }
@@ -195,21 +198,21 @@ public final class WhatsAppSender: MessageSender {
         } catch let error as ProviderError {
             switch error.kind {
             case .recipientRejected:
-                return .failed(.permanentFailure(outcome: .failedValidation, reasonCode: error.reasonCode, error: error.description), surelyNotSent: true)
+                return .failed(.permanentFailure(outcome: .failedValidation, reasonCode: error.reasonCode, error: error.description, route: via), surelyNotSent: true)
             case .timeout:
                 // It may have gone out (the gateway answered late), so the budget stays
                 // spent and the retry is charged again: erring towards sending a doctor
                 // less, never more, than the budget.
-                return .failed(.retryableFailure(outcome: .failedTimeout, reasonCode: error.reasonCode, error: error.description), surelyNotSent: false)
+                return .failed(.retryableFailure(outcome: .failedTimeout, reasonCode: error.reasonCode, error: error.description, route: via), surelyNotSent: false)
             case .network, .http, .invalidResponse:
-                return .failed(.retryableFailure(outcome: .failedProvider, reasonCode: error.reasonCode, error: error.description), surelyNotSent: true)
+                return .failed(.retryableFailure(outcome: .failedProvider, reasonCode: error.reasonCode, error: error.description, route: via), surelyNotSent: true)
             }
         } catch is CancellationError {
             // Shutdown cut the call off; it may have gone out, so the budget stays spent.
             return .failed(.deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:cancelled", until: .zero), surelyNotSent: false)
         } catch {
             return .failed(
-                .retryableFailure(outcome: .failedProvider, reasonCode: "\(route.provider.name):unexpected", error: String(describing: error)),
+                .retryableFailure(outcome: .failedProvider, reasonCode: "\(route.provider.name):unexpected", error: String(describing: error), route: via),
                 surelyNotSent: true
             )
         }

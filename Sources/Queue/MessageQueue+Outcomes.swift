@@ -13,13 +13,23 @@ public enum AttemptResolution: Sendable, Hashable {
     /// Sent: `enviada`, outcome SENT.
     case sent(provider: String?, providerMessageID: String?, chipID: String?)
     /// A failure worth retrying: back to `pendente` after `retryAfter` with an attempt burned,
-    /// or `erro` when that was the last attempt.
-    case retry(outcome: SendOutcome, reasonCode: String, error: String, retryAfter: Duration)
+    /// or `erro` when that was the last attempt. `route`: what the failed call went through.
+    case retry(outcome: SendOutcome, reasonCode: String, error: String, retryAfter: Duration, route: AttemptRoute? = nil)
     /// A failure no retry can fix: `erro`, an attempt burned.
-    case fail(outcome: SendOutcome, reasonCode: String, error: String)
+    case fail(outcome: SendOutcome, reasonCode: String, error: String, route: AttemptRoute? = nil)
     /// Not sendable now, through no fault of the message (circuit open, rate limit, no chip,
     /// shutdown): back to `pendente` after `until`, no attempt burned.
     case deferred(outcome: SendOutcome, reasonCode: String, until: Duration)
+}
+
+extension AttemptResolution {
+    /// A failed call made through a chip: counted in `chip_falhas`.
+    var isChipFailure: Bool {
+        switch self {
+        case .retry(_, _, _, _, let route), .fail(_, _, _, let route): return route?.chipID != nil
+        case .sent, .deferred: return false
+        }
+    }
 }
 
 /// One finished attempt: which claim it ends and how.
@@ -66,18 +76,25 @@ extension MessageQueue {
                 kinds.append("sent"); outcomes.append(SendOutcome.sent.rawValue); reasons.append(""); errors.append("")
                 delays.append(0); providers.append(provider.map(Self.withoutNUL) ?? "")
                 providerIDs.append(providerMessageID.map(Self.withoutNUL) ?? ""); chips.append(chipID.map(Self.withoutNUL) ?? "")
-            case .retry(let outcome, let reasonCode, let error, let retryAfter):
+            case .retry(let outcome, let reasonCode, let error, let retryAfter, let route):
                 kinds.append("retry"); outcomes.append(outcome.rawValue); reasons.append(Self.withoutNUL(reasonCode)); errors.append(Self.withoutNUL(error))
-                delays.append(retryAfter.seconds); providers.append(""); providerIDs.append(""); chips.append("")
-            case .fail(let outcome, let reasonCode, let error):
+                delays.append(retryAfter.seconds); providers.append(route.map { Self.withoutNUL($0.provider) } ?? ""); providerIDs.append("")
+                chips.append(route?.chipID.map(Self.withoutNUL) ?? "")
+            case .fail(let outcome, let reasonCode, let error, let route):
                 kinds.append("fail"); outcomes.append(outcome.rawValue); reasons.append(Self.withoutNUL(reasonCode)); errors.append(Self.withoutNUL(error))
-                delays.append(0); providers.append(""); providerIDs.append(""); chips.append("")
+                delays.append(0); providers.append(route.map { Self.withoutNUL($0.provider) } ?? ""); providerIDs.append("")
+                chips.append(route?.chipID.map(Self.withoutNUL) ?? "")
             case .deferred(let outcome, let reasonCode, let until):
                 kinds.append("defer"); outcomes.append(outcome.rawValue); reasons.append(Self.withoutNUL(reasonCode)); errors.append("")
                 delays.append(until.seconds); providers.append(""); providerIDs.append(""); chips.append("")
             }
         }
+        // A chip's failed calls are counted (chip_falhas) in the same statement, for the rows
+        // written: the count exists exactly when the outcome does. Batches without one (nearly
+        // all) run the plain UPDATE.
+        let countsChipFailures = results.contains(where: \.resolution.isChipFailure)
         let query: PostgresQuery = """
+            \(unescaped: countsChipFailures ? "WITH u AS (" : "")
             UPDATE fila_mensagens m SET
                 status = CASE
                     WHEN r.kind = 'sent' THEN 'enviada'
@@ -109,7 +126,7 @@ extension MessageQueue {
               AND m.worker_id = r.worker_id
               AND m.tentativas = r.tentativas
               AND (extract(epoch FROM m.processando_desde) * 1000000)::int8 = r.claimed_at
-            RETURNING m.id
+            RETURNING m.id\(unescaped: countsChipFailures ? Self.chipFailureCount : "")
             """
         var written = Set<UUID>()
         do {
@@ -131,6 +148,22 @@ extension MessageQueue {
 }
 
 extension MessageQueue {
+    /// Ends the outcome UPDATE (as `WITH u AS (UPDATE … RETURNING m.id`) with the count of
+    /// each chip's failed calls, by hour and outcome. Rows go in one order, so two workers'
+    /// batches take the counters' row locks alike and cannot deadlock.
+    static let chipFailureCount = """
+        , r.kind, r.outcome, r.chip),
+        counted AS (
+            INSERT INTO chip_falhas AS x (chip_id, hora, outcome, falhas)
+            SELECT u.chip, date_trunc('hour', now()), u.outcome, count(*)
+              FROM u
+             WHERE u.kind IN ('retry', 'fail') AND u.chip <> ''
+             GROUP BY u.chip, u.outcome
+             ORDER BY u.chip, u.outcome
+            ON CONFLICT (chip_id, hora, outcome) DO UPDATE SET falhas = x.falhas + excluded.falhas)
+        SELECT id FROM u
+        """
+
     static func withoutNUL(_ text: String) -> String {
         text.contains("\u{0}") ? text.replacingOccurrences(of: "\u{0}", with: "") : text
     }

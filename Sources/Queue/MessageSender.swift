@@ -39,10 +39,24 @@ public enum SenderReadiness: Sendable, Hashable {
 /// What a sender reports; the worker turns retries into a backoff schedule.
 public enum SendResult: Sendable, Hashable {
     case sent(provider: String?, providerMessageID: String?, chipID: String?)
-    /// Retry later with backoff; after the last attempt the message ends in `erro`.
-    case retryableFailure(outcome: SendOutcome, reasonCode: String, error: String)
+    /// Retry later with backoff; after the last attempt the message ends in `erro`. `route`
+    /// is what the failed call went through, when one was made.
+    case retryableFailure(outcome: SendOutcome, reasonCode: String, error: String, route: AttemptRoute? = nil)
     /// Final: no retry can fix it.
-    case permanentFailure(outcome: SendOutcome, reasonCode: String, error: String)
+    case permanentFailure(outcome: SendOutcome, reasonCode: String, error: String, route: AttemptRoute? = nil)
     /// Try again after `until` without spending an attempt.
     case deferred(outcome: SendOutcome, reasonCode: String, until: Duration)
+}
+
+/// The provider, and the chip when the chips table is in use, that an attempt went through.
+/// A failed attempt records it on its row (`provider`, `chip_id`), and a chip's failures are
+/// counted by hour in `chip_falhas`, so a failing number shows in `ops.chips_uso`.
+public struct AttemptRoute: Sendable, Hashable {
+    public let provider: String
+    public let chipID: String?
+
+    public init(provider: String, chipID: String?) {
+        self.provider = provider
+        self.chipID = chipID
+    }
 }

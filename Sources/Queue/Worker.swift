@@ -232,11 +232,11 @@ public final class Worker: Service {
         switch result {
         case .sent(let provider, let providerMessageID, let chipID):
             return .sent(provider: provider, providerMessageID: providerMessageID, chipID: chipID)
-        case .retryableFailure(let outcome, let reasonCode, let error):
+        case .retryableFailure(let outcome, let reasonCode, let error, let route):
             let delay = configuration.retryBackoff.delay(forAttempt: message.tentativas + 1)
-            return .retry(outcome: outcome, reasonCode: reasonCode, error: error, retryAfter: delay)
-        case .permanentFailure(let outcome, let reasonCode, let error):
-            return .fail(outcome: outcome, reasonCode: reasonCode, error: error)
+            return .retry(outcome: outcome, reasonCode: reasonCode, error: error, retryAfter: delay, route: route)
+        case .permanentFailure(let outcome, let reasonCode, let error, let route):
+            return .fail(outcome: outcome, reasonCode: reasonCode, error: error, route: route)
         case .deferred(let outcome, let reasonCode, let until):
             return .deferred(outcome: outcome, reasonCode: reasonCode, until: until)
         }

@@ -91,7 +91,7 @@ struct BuiltinJobsTests {
         #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE outcome = 'FAILED_EXPIRED' AND status = 'cancelada'") == 2)
     }
 
-    @Test func oldCircuitTransitionsAndRateLimitWindowsAreDeleted() async throws {
+    @Test func oldCircuitTransitionsRateLimitWindowsAndChipFailuresAreDeleted() async throws {
         let (client, run) = try await builtinJobs()
         try await execute(client, """
             INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, created_at) VALUES
@@ -103,9 +103,18 @@ struct BuiltinJobsTests {
             INSERT INTO rate_limit_counters (cliente_id, janela, usado) VALUES
                 ('medico-1', current_date - 8, 3), ('medico-1', current_date - 7, 3), ('medico-1', current_date, 1)
             """)
-        #expect(try await run("limpar-resiliencia-antiga").result == ["transicoes_removidas": 2, "janelas_removidas": 1])
+        try await execute(client, """
+            INSERT INTO chip_falhas (chip_id, hora, outcome, falhas) VALUES
+                ('chip-1', date_trunc('hour', now() - interval '91 days'), 'FAILED_PROVIDER', 4),
+                ('chip-1', date_trunc('hour', now() - interval '89 days'), 'FAILED_PROVIDER', 2)
+            """)
+        #expect(
+            try await run("limpar-resiliencia-antiga").result
+                == ["transicoes_removidas": 2, "janelas_removidas": 1, "falhas_de_chip_removidas": 1]
+        )
         #expect(try await int(client, "SELECT count(*) FROM circuit_transitions") == 1)
         #expect(try await int(client, "SELECT count(*) FROM rate_limit_counters") == 2)
+        #expect(try await int(client, "SELECT sum(falhas) FROM chip_falhas") == 2)
     }
 
     @Test func snapshotsAreTakenAndOldOnesDeleted() async throws {

@@ -40,6 +40,13 @@ struct ChipsEndpointTests {
                    ('m2', '5511999990002', 'b', 'enviada', 'SENT', now() - interval '3 days', now() - interval '3 days', 'chip-a', 'evolution'),
                    ('m3', '5511999990003', 'c', 'erro', 'FAILED_VALIDATION', now(), NULL, 'chip-a', 'evolution')
             """,
+            // Failed calls: one today, two 3 days ago, one 8 days ago (out of the window).
+            """
+            INSERT INTO chip_falhas (chip_id, hora, outcome, falhas)
+            VALUES ('chip-a', date_trunc('hour', now()), 'FAILED_VALIDATION', 1),
+                   ('chip-a', date_trunc('hour', now() - interval '3 days'), 'FAILED_PROVIDER', 2),
+                   ('chip-a', date_trunc('hour', now() - interval '8 days'), 'FAILED_PROVIDER', 5)
+            """,
         ] {
             try await sql(statement, client)
         }
@@ -51,7 +58,9 @@ struct ChipsEndpointTests {
                 #expect(chips.map { $0["id"] as? String } == ["chip-a", "chip-b", "chip-c"])
                 let a = chips[0]
                 #expect(a["enviadas_7d"] as? Int == 2)
-                #expect(a["falhas_7d"] as? Int == 1)
+                #expect(a["falhas_7d"] as? Int == 3)
+                #expect(a["falhas_hoje"] as? Int == 1)
+                #expect(a["enviadas_hoje"] as? Int == 1)
                 #expect(a["uso_hoje"] as? Int == 2 && a["limite_diario"] as? Int == 50)
                 #expect(a["connection_state"] as? String == "open")
                 #expect(a["circuit_state"] as? String == "CLOSED")

@@ -69,11 +69,13 @@ struct MetricsEndpointsTests {
             httpClient: http
         )
         let breaker = registry.breaker(named: "evolution")
+        let sendMetrics = SendMetrics(factory: metrics.factory)
         let sender = WhatsAppSender(
             routes: [.init(provider: provider, breaker: breaker)],
             rateLimiter: RateLimiter(postgres: PostgresRateLimitStore(client: client), logger: logger),
-            metrics: SendMetrics(factory: metrics.factory)
+            metrics: sendMetrics
         )
+        let guarded = GuardedSender(guardrails: Guardrails(client: client, logger: logger), sender: sender, metrics: sendMetrics)
         metrics.addLive { SendMetrics.circuitSamples([breaker]) }
 
         let queue = MessageQueue(client: client)
@@ -89,7 +91,14 @@ struct MetricsEndpointsTests {
         )
 
         for message in claimed.prefix(2) {
-            guard case .sent = await sender.send(message, logger: logger) else { Issue.record("expected a send"); return }
+            guard case .sent = await guarded.send(message, logger: logger) else { Issue.record("expected a send"); return }
+        }
+        // A blocked doctor's message is refused before the rate limiter; then, unguarded, a
+        // provider failure.
+        try await sql("SELECT ops.block_medico('medico-2', 'metrics test')", client)
+        guard case .permanentFailure(.failedGuardrail, "guardrail:blocked", _, nil) = await guarded.send(claimed[2], logger: logger) else {
+            Issue.record("expected a guardrail refusal")
+            return
         }
         evolution.mode = .status(500, body: #"{"error":"boom"}"#)
         guard case .retryableFailure = await sender.send(claimed[2], logger: logger) else { Issue.record("expected a provider failure"); return }
@@ -104,6 +113,9 @@ struct MetricsEndpointsTests {
             #expect(text.value("wa_messages_sent_total", ["provider": "evolution", "outcome": "FAILED_PROVIDER"]) == 1)
             #expect(text.value("wa_send_duration_seconds_count", ["provider": "evolution"]) == 3)
             #expect(text.value("wa_rate_limit_decisions_total", ["store": "postgres", "result": "allowed"]) == 3)
+            #expect(text.value("wa_guardrail_decisions_total", ["guardrail": "none", "decision": "allowed"]) == 2)
+            #expect(text.value("wa_guardrail_decisions_total", ["guardrail": "blocked", "decision": "refused"]) == 1)
+            #expect(text.value("wa_guardrail_decisions_total", ["guardrail": "contact_cap_7d", "decision": "refused"]) == nil)
             let lastSend = try #require(text.value("wa_last_successful_send_timestamp_seconds"))
             #expect(abs(lastSend - Date().timeIntervalSince1970) < 600)
             #expect(text.value("wa_circuit_breaker_state", ["provider": "evolution", "state": "CLOSED"]) == 1)

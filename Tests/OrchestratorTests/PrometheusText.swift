@@ -21,8 +21,12 @@ struct PrometheusText {
         var description: String { "line \(line): \(reason)" }
     }
 
-    /// Label names Fila may use: all low-cardinality (never a message id, a phone or a worker id).
-    static let allowedLabels: Set<String> = ["provider", "outcome", "status", "state", "store", "result", "job", "kind", "route", "method", "source", "le"]
+    /// Label names Fila may use: all low-cardinality (never a message id, a phone or a worker
+    /// id). `chip` is a row of the chips table: a handful of numbers; `reason` a fixed code.
+    static let allowedLabels: Set<String> = [
+        "provider", "outcome", "status", "state", "store", "result", "job", "kind", "route", "method", "source", "le",
+        "chip", "guardrail", "decision", "reason",
+    ]
 
     private(set) var families: [String: Family] = [:]
     private(set) var samples: [Sample] = []

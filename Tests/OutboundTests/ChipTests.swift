@@ -3,6 +3,7 @@ import Database
 import FilaTestSupport
 import Foundation
 import Logging
+import Observability
 import Outbound
 import PostgresNIO
 import Primitives
@@ -77,13 +78,13 @@ import Testing
     }
 
     /// A sender on the chips table alone, as a worker process builds it.
-    func chipSender(_ setup: Setup, registry: CircuitBreakerRegistry, cacheDuration: Duration = .seconds(60)) -> WhatsAppSender {
+    func chipSender(_ setup: Setup, registry: CircuitBreakerRegistry, cacheDuration: Duration = .seconds(60), metrics: SendMetrics = SendMetrics()) -> WhatsAppSender {
         let factory = ChipProviderFactory(httpClient: setup.http, environment: setup.environment, timeout: .seconds(5))
         let roster = ChipRoster(
             store: ChipStore(client: setup.client), registry: registry, cacheDuration: cacheDuration,
             makeProvider: { try factory.provider(for: $0) }, logger: logger
         )
-        return WhatsAppSender(routes: [], rateLimiter: nil, registry: registry, chips: roster, circuitDeferralJitter: .seconds(1))
+        return WhatsAppSender(routes: [], rateLimiter: nil, registry: registry, chips: roster, circuitDeferralJitter: .seconds(1), metrics: metrics)
     }
 
     func registry() -> CircuitBreakerRegistry {
@@ -309,14 +310,17 @@ import Testing
 
     /// One chip's breaker open does not stop the others; a message its failure left for a
     /// retry goes out through another chip; an Evolution outage falls through to a Z-API chip;
-    /// every circuit open defers FAILED_CIRCUIT_OPEN as without chips.
+    /// every circuit open defers FAILED_CIRCUIT_OPEN as without chips. Every failed call is
+    /// counted against its chip (`chip_falhas`, `ops.chips_uso`, `wa_chip_calls_total`), though
+    /// the messages were then sent through another.
     @Test func breakersArePerChip() async throws {
         try await withSetup { setup in
             try await addEvolutionChip(setup, 0)
             try await addEvolutionChip(setup, 1)
             setup.evolutions[0].mode = .connectionClosed
             let registry = registry()
-            let sender = chipSender(setup, registry: registry)
+            let metrics = PrometheusMetrics(descriptors: SendMetrics.descriptors)
+            let sender = chipSender(setup, registry: registry, metrics: SendMetrics(factory: metrics.factory))
             try await runWorkers(setup, senders: [(sender, registry)], concurrency: 1) {
                 try await enqueue(setup, count: 10)
                 try await eventually("all ten are sent") {
@@ -327,6 +331,14 @@ import Testing
                 #expect(setup.evolutions[0].sendAttempts == 3)
                 #expect(setup.evolutions[1].sentTexts.count == 10)
                 #expect(try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM fila_mensagens WHERE chip_id = 'chip-1'") == 10)
+                // chip-0's three failed calls, counted though their messages went out through chip-1.
+                #expect(try await scalar(setup, Int.self, "SELECT sum(falhas)::int8 FROM chip_falhas WHERE chip_id = 'chip-0' AND outcome = 'FAILED_PROVIDER'") == 3)
+                #expect(try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM chip_falhas WHERE chip_id <> 'chip-0'") == 0)
+                #expect(try await scalar(setup, String.self, "SELECT format('%s/%s/%s', falhas_hoje, falhas_7d, enviadas_hoje) FROM ops.chips_uso WHERE id = 'chip-0'") == "3/3/0")
+                #expect(try await scalar(setup, String.self, "SELECT format('%s/%s/%s', falhas_hoje, falhas_7d, enviadas_hoje) FROM ops.chips_uso WHERE id = 'chip-1'") == "0/0/10")
+                let exposition = await metrics.exposition(logger: logger)
+                #expect(Self.sample(exposition, "wa_chip_calls_total", chip: "chip-0", outcome: "FAILED_PROVIDER") == 3)
+                #expect(Self.sample(exposition, "wa_chip_calls_total", chip: "chip-1", outcome: "SENT") == 10)
                 // The breaker's history names the chip.
                 try await eventually("the opening is recorded") {
                     try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM circuit_transitions WHERE circuit_name = 'chip.chip-0' AND to_state = 'OPEN'") >= 1
@@ -362,6 +374,14 @@ import Testing
             #expect(reason.hasPrefix("circuit_open:"))
             #expect(setup.zapi.sentTexts.count + setup.evolutions[1].sentTexts.count == sent)
         }
+    }
+
+    /// The value of `name`'s sample for `chip` and `outcome` in a Prometheus exposition.
+    static func sample(_ exposition: String, _ name: String, chip: String, outcome: String) -> Double? {
+        exposition.split(separator: "\n").lazy
+            .filter { $0.hasPrefix(name + "{") && $0.contains("chip=\"\(chip)\"") && $0.contains("outcome=\"\(outcome)\"") }
+            .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }
+            .first
     }
 
     func claimOne(_ setup: Setup, number: Int) async throws -> ClaimedMessage {

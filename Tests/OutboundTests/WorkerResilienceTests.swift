@@ -50,7 +50,10 @@ import Testing
         await zapi.shutdown()
     }
 
-    func evolutionProvider(_ setup: Setup, timeout: Duration = .seconds(5)) -> EvolutionProvider {
+    /// Time limits are generous unless a test is about timeouts: on a loaded machine a fake
+    /// may answer late, and a timeout's retry is a second send by design (it may have
+    /// delivered), which would break a count of sends.
+    func evolutionProvider(_ setup: Setup, timeout: Duration = .seconds(30)) -> EvolutionProvider {
         EvolutionProvider(
             configuration: .init(baseURL: setup.evolution.baseURL, apiKey: setup.evolution.apiKey, instance: setup.evolution.instance, timeout: timeout),
             httpClient: setup.http
@@ -59,12 +62,12 @@ import Testing
 
     func zapiProvider(_ setup: Setup) -> ZAPIProvider {
         ZAPIProvider(
-            configuration: .init(baseURL: setup.zapi.baseURL, instanceID: setup.zapi.instanceID, token: setup.zapi.token, clientToken: setup.zapi.clientToken, timeout: .seconds(5)),
+            configuration: .init(baseURL: setup.zapi.baseURL, instanceID: setup.zapi.instanceID, token: setup.zapi.token, clientToken: setup.zapi.clientToken, timeout: .seconds(30)),
             httpClient: setup.http
         )
     }
 
-    func sender(_ setup: Setup, evolutionTimeout: Duration = .seconds(5), withZAPI: Bool = false, rateLimited: Bool = false) -> WhatsAppSender {
+    func sender(_ setup: Setup, evolutionTimeout: Duration = .seconds(30), withZAPI: Bool = false, rateLimited: Bool = false) -> WhatsAppSender {
         var routes = [WhatsAppSender.Route(provider: evolutionProvider(setup, timeout: evolutionTimeout), breaker: setup.registry.breaker(named: "evolution"))]
         if withZAPI {
             routes.append(.init(provider: zapiProvider(setup), breaker: setup.registry.breaker(named: "zapi")))

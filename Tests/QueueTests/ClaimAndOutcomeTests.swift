@@ -121,6 +121,59 @@ struct ClaimAndOutcomeTests {
         #expect(row.outcome == "FAILED_VALIDATION")
     }
 
+    /// A failed call records the provider and chip it went through, and each chip's failed
+    /// calls are counted by hour and outcome in the same statement; a fenced outcome (its claim
+    /// no longer holds) counts nothing, and a failure without a chip adds no counter row.
+    @Test func failedCallsRecordTheirChipAndAreCounted() async throws {
+        let client = try TestDatabase.current.client
+        let queue = MessageQueue(client: client)
+        let ids = try await queue.enqueue((1...5).map { message($0) }, logger: logger).map(\.id)
+        try await queue.registerWorker("w1")
+        let claimed = try await queue.claim(workerID: "w1", limit: 5, logger: logger)
+        try #require(claimed.count == 5)
+        let chipA = AttemptRoute(provider: "evolution", chipID: "chip-a")
+        // claimed[4]'s claim is void before its outcome arrives.
+        try await client.query("UPDATE fila_mensagens SET status = 'cancelada', worker_id = NULL WHERE id = \(claimed[4].id)", logger: logger)
+        let report = try await queue.finish(
+            [
+                AttemptResult(messageID: claimed[0].id, claim: claimed[0].claim, resolution: .retry(outcome: .failedProvider, reasonCode: "evolution:http_500", error: "500", retryAfter: .seconds(60), route: chipA)),
+                AttemptResult(messageID: claimed[1].id, claim: claimed[1].claim, resolution: .retry(outcome: .failedTimeout, reasonCode: "evolution:timeout", error: "timeout", retryAfter: .seconds(60), route: chipA)),
+                AttemptResult(messageID: claimed[2].id, claim: claimed[2].claim, resolution: .fail(outcome: .failedValidation, reasonCode: "evolution:not_on_whatsapp", error: "no", route: AttemptRoute(provider: "zapi", chipID: "chip-z"))),
+                AttemptResult(messageID: claimed[3].id, claim: claimed[3].claim, resolution: .retry(outcome: .failedProvider, reasonCode: "evolution:http_500", error: "500", retryAfter: .seconds(60), route: AttemptRoute(provider: "evolution", chipID: nil))),
+                AttemptResult(messageID: claimed[4].id, claim: claimed[4].claim, resolution: .retry(outcome: .failedProvider, reasonCode: "evolution:http_500", error: "500", retryAfter: .seconds(60), route: chipA)),
+            ],
+            logger: logger
+        )
+        #expect(report.written == Set(claimed.prefix(4).map(\.id)) && report.fenced == [claimed[4].id])
+        let recorded = try await client.query(
+            "SELECT id, coalesce(provider, '-'), coalesce(chip_id, '-') FROM fila_mensagens WHERE id = ANY(\(ids)) ORDER BY id",
+            logger: logger
+        ).collect().map { try $0.decode((UUID, String, String).self) }
+        let byID = Dictionary(uniqueKeysWithValues: recorded.map { ($0.0, "\($0.1)/\($0.2)") })
+        #expect(byID[claimed[0].id] == "evolution/chip-a")
+        #expect(byID[claimed[2].id] == "zapi/chip-z")
+        #expect(byID[claimed[3].id] == "evolution/-")
+        #expect(byID[claimed[4].id] == "-/-")
+        let counts = try await client.query(
+            "SELECT chip_id, outcome, falhas::int8, hora = date_trunc('hour', now()) FROM chip_falhas ORDER BY chip_id, outcome",
+            logger: logger
+        ).collect().map { try $0.decode((String, String, Int, Bool).self) }
+        #expect(counts.map { "\($0.0) \($0.1) \($0.2)" } == ["chip-a FAILED_PROVIDER 1", "chip-a FAILED_TIMEOUT 1", "chip-z FAILED_VALIDATION 1"])
+        #expect(counts.allSatisfy { $0.3 })
+
+        // The next batch adds to the hour's counter.
+        try await client.query("UPDATE fila_mensagens SET agendar_para = now() WHERE id = \(claimed[0].id)", logger: logger)
+        let again = try await queue.claim(workerID: "w1", limit: 1, logger: logger)
+        try #require(again.map(\.id) == [claimed[0].id])
+        _ = try await queue.finish(
+            [AttemptResult(messageID: again[0].id, claim: again[0].claim, resolution: .retry(outcome: .failedProvider, reasonCode: "x", error: "x", retryAfter: .seconds(60), route: chipA))],
+            logger: logger
+        )
+        let total = try await client.query("SELECT falhas::int8 FROM chip_falhas WHERE chip_id = 'chip-a' AND outcome = 'FAILED_PROVIDER'", logger: logger)
+            .collect().first?.decode(Int.self)
+        #expect(total == 2)
+    }
+
     /// Postgres refuses NUL in text: a sender's odd error text must not fail the batch.
     @Test func nulCharactersInWhatASenderReportsAreDropped() async throws {
         let queue = try MessageQueue(client: TestDatabase.current.client)

@@ -31,6 +31,7 @@ extension WhatsAppSender {
             return .success(try await chips.snapshot(logger: logger))
         } catch {
             logger.error("the chips cannot be read; deferring the message", metadata: ["error": .string(String(reflecting: error))])
+            metrics.recordNoChip(reasonCode: "no_chip:unreadable")
             return .failure(DeferredSend(.deferred(outcome: .failedNoChip, reasonCode: "no_chip:unreadable", until: .seconds(30) + Jitter.full.apply(to: .seconds(30)))))
         }
     }
@@ -55,7 +56,10 @@ extension WhatsAppSender {
         let rotation = snapshot.entries.filter { !$0.chip.isDefault }
         let fallback = snapshot.entries.filter(\.chip.isDefault)
 
-        guard let store = chips?.store else { return .deferred(outcome: .failedNoChip, reasonCode: "no_chip:none_eligible", until: Self.noChipRetry) }
+        guard let store = chips?.store else {
+            metrics.recordNoChip(reasonCode: "no_chip:none_eligible")
+            return .deferred(outcome: .failedNoChip, reasonCode: "no_chip:none_eligible", until: Self.noChipRetry)
+        }
         for (pool, isFallback) in [(rotation, false), (fallback, true)] {
             pool: while true {
                 let ids = candidates(pool)
@@ -71,6 +75,7 @@ extension WhatsAppSender {
                     }
                 } catch {
                     logger.error("chip reservation failed; deferring the message", metadata: ["error": .string(String(reflecting: error))])
+                    metrics.recordNoChip(reasonCode: "no_chip:unreadable")
                     await refund(budget, logger: logger)
                     return .deferred(outcome: .failedNoChip, reasonCode: "no_chip:unreadable", until: .seconds(30) + Jitter.full.apply(to: .seconds(30)))
                 }
@@ -82,7 +87,7 @@ extension WhatsAppSender {
                 }
                 var chipLogger = logger
                 chipLogger[metadataKey: "chip.id"] = .string(entry.chip.id)
-                switch await attempt(entry.route, message, logger: chipLogger) {
+                switch await attempt(entry.route, chipID: entry.chip.id, message, logger: chipLogger) {
                 case .sent(let receipt):
                     if isFallback { chipLogger.info("sent through the default chip: no other chip could send") }
                     return .sent(provider: receipt.provider, providerMessageID: receipt.messageID, chipID: entry.chip.id)
@@ -120,6 +125,7 @@ extension WhatsAppSender {
             reason = "no_chip:limit_or_disconnected"
         }
         logger.info("no chip can send now; deferred", metadata: ["reason": .string(reason)])
+        metrics.recordNoChip(reasonCode: reason)
         let wait = soonest ?? Self.noChipRetry
         // Jitter of a tenth of the wait, so messages deferred together do not come due together.
         return .deferred(outcome: .failedNoChip, reasonCode: reason, until: wait + Jitter.full.apply(to: max(.seconds(1), wait / 10)))

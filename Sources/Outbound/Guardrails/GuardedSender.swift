@@ -16,10 +16,13 @@ import Queue
 public struct GuardedSender: MessageSender {
     public let guardrails: Guardrails
     public let sender: any MessageSender
+    /// Counts each decision (`wa_guardrail_decisions_total`).
+    public let metrics: SendMetrics
 
-    public init(guardrails: Guardrails, sender: any MessageSender) {
+    public init(guardrails: Guardrails, sender: any MessageSender, metrics: SendMetrics = SendMetrics()) {
         self.guardrails = guardrails
         self.sender = sender
+        self.metrics = metrics
     }
 
     public var name: String { sender.name }
@@ -36,14 +39,18 @@ public struct GuardedSender: MessageSender {
                 var metadata: Logger.Metadata = ["guardrail": .string(guardrail.rawValue)]
                 if let contacts { metadata["guardrail.contacts_7d"] = .stringConvertible(contacts) }
                 logger.info("refused by a guardrail", metadata: metadata)
+                metrics.recordGuardrail(guardrail.rawValue, decision: "refused")
                 return .permanentFailure(outcome: .failedGuardrail, reasonCode: guardrail.reasonCode, error: Self.explanation(guardrail, contacts: contacts))
             case .allowed(let allowed):
                 admission = allowed
+                metrics.recordGuardrail(nil, decision: "allowed")
+                for guardrail in allowed.bypassed { metrics.recordGuardrail(guardrail.rawValue, decision: "bypassed") }
             }
         } catch is CancellationError {
             return .deferred(outcome: .failedWorkerLost, reasonCode: "shutdown:cancelled", until: .zero)
         } catch {
             logger.error("guardrail check failed; deferring the message", metadata: ["error": .string(String(reflecting: error))])
+            metrics.recordGuardrail(nil, decision: "error")
             return .deferred(outcome: .failedGuardrail, reasonCode: "guardrail:unavailable", until: .seconds(30) + Jitter.full.apply(to: .seconds(30)))
         }
         if !admission.bypassed.isEmpty {
@@ -64,7 +71,7 @@ public struct GuardedSender: MessageSender {
     static func mayHaveGoneOut(_ result: SendResult) -> Bool {
         switch result {
         case .sent: return true
-        case .retryableFailure(let outcome, _, _): return outcome == .failedTimeout
+        case .retryableFailure(let outcome, _, _, _): return outcome == .failedTimeout
         case .deferred(let outcome, _, _): return outcome == .failedWorkerLost
         case .permanentFailure: return false
         }
