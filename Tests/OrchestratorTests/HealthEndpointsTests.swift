@@ -318,6 +318,15 @@ struct HealthEndpointsTests {
                 #expect(transitions.first?["to_state"] as? String == "OPEN")
                 #expect(transitions.first?["falhas_consecutivas"] as? Int == 5)
             }
+            try await self.sql(
+                "INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, falhas_consecutivas, worker_id) VALUES ('chip.clinica-1', 'CLOSED', 'OPEN', 'chip', 3, 'w1')",
+                client)
+            try await http.execute(uri: "/health/circuits/history?circuit=chip.clinica-1", method: .get) { response in
+                #expect(response.status == .ok)
+                let transitions = try #require(try self.json(response)["transitions"] as? [[String: Any]])
+                #expect(transitions.map { $0["circuit_name"] as? String } == ["chip.clinica-1"])
+            }
+            try await self.sql("DELETE FROM circuit_transitions WHERE circuit_name = 'chip.clinica-1'", client)
             try await http.execute(uri: "/health/circuits/history?hours=48", method: .get) { response in
                 let transitions = try #require(try self.json(response)["transitions"] as? [[String: Any]])
                 #expect(transitions.map { $0["reason"] as? String } == ["recent", "other", "old"])
@@ -341,7 +350,9 @@ struct HealthEndpointsTests {
                 INSERT INTO circuit_transitions (circuit_name, from_state, to_state, reason, falhas_consecutivas, worker_id, created_at) VALUES
                     ('evolution', 'OPEN', 'CLOSED', 'too old', 0, 'w1', now() - interval '30 hours'),
                     ('evolution', 'CLOSED', 'OPEN', 'opened', 5, 'w1', now() - interval '3 hours'),
-                    ('evolution', 'OPEN', 'CLOSED', 'closed', 0, 'w1', now() - interval '2 hours')
+                    ('evolution', 'OPEN', 'CLOSED', 'closed', 0, 'w1', now() - interval '2 hours'),
+                    ('chip.clinica-1', 'CLOSED', 'OPEN', 'chip down', 3, 'w1', now() - interval '1 hour'),
+                    ('chip.clinica-1', 'OPEN', 'CLOSED', 'chip back', 0, 'w1', now() - interval '30 minutes')
                 """, client)
             try await http.execute(uri: "/circuits/dashboard", method: .get) { response in
                 #expect(response.status == .ok)
@@ -350,6 +361,8 @@ struct HealthEndpointsTests {
                 #expect(current["evolution"]?["state"] as? String == "CLOSED")
                 let last24h = try #require(body["last_24h"] as? [String: [[String: Any]]])
                 #expect(last24h["evolution"]?.map { $0["reason"] as? String } == ["closed", "opened"])
+                // A chip's breaker is a circuit like any other (chip.<id>).
+                #expect(last24h["chip.clinica-1"]?.map { $0["reason"] as? String } == ["chip back", "chip down"])
                 #expect(body["health_score"] as? Int == 100)
                 #expect(body["health_status"] as? String == "healthy")
             }
