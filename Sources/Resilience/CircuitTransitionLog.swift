@@ -1,3 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 import Database
 import Logging
 import PostgresNIO
@@ -12,15 +17,28 @@ import Synchronization
 /// batches, by `writeContinuously`. A failed write is logged once and retried with backoff;
 /// the transitions are kept meanwhile (at most `pendingLimit`, the oldest dropped and the
 /// drop logged, so a flapping breaker cannot grow memory without bound while Postgres is
-/// away) and never thrown at a caller.
+/// away) and never thrown at a caller. Each transition has an id from the moment it is queued,
+/// and its row is inserted once per id (`transition_id`): a write whose answer was lost (a time
+/// limit that fired after the commit) is retried without writing the rows twice.
 public final class CircuitTransitionLog: Sendable {
     /// The most transitions kept while Postgres is away.
     public static let pendingLimit = 10_000
     /// The channel on which openings are broadcast (`CircuitBreakerSync` listens to it).
     public static let channel = "fila_circuits"
 
+    /// A transition and its row's id, kept through retries.
+    struct Item: Sendable {
+        let id: UUID
+        let transition: CircuitTransition
+
+        init(_ transition: CircuitTransition, id: UUID = UUID()) {
+            self.id = id
+            self.transition = transition
+        }
+    }
+
     private struct Pending {
-        var items: [CircuitTransition] = []
+        var items: [Item] = []
         var dropped = 0
     }
 
@@ -40,7 +58,7 @@ public final class CircuitTransitionLog: Sendable {
     /// Queues a transition for writing.
     func append(_ transition: CircuitTransition) {
         pending.withLock { pending in
-            pending.items.append(transition)
+            pending.items.append(Item(transition))
             if pending.items.count > Self.pendingLimit {
                 pending.items.removeFirst(pending.items.count - Self.pendingLimit)
                 pending.dropped += 1
@@ -53,7 +71,7 @@ public final class CircuitTransitionLog: Sendable {
     public var pendingCount: Int { pending.withLock { $0.items.count } }
 
     /// Takes every queued transition (and how many were dropped since the last call).
-    private func takePending() -> (items: [CircuitTransition], dropped: Int) {
+    private func takePending() -> (items: [Item], dropped: Int) {
         pending.withLock { pending in
             defer { pending = Pending() }
             return (pending.items, pending.dropped)
@@ -61,7 +79,7 @@ public final class CircuitTransitionLog: Sendable {
     }
 
     /// Puts back transitions whose write failed, ahead of any queued since.
-    private func restore(_ items: [CircuitTransition]) {
+    private func restore(_ items: [Item]) {
         pending.withLock { pending in
             pending.items.insert(contentsOf: items, at: 0)
             if pending.items.count > Self.pendingLimit {
@@ -86,7 +104,7 @@ public final class CircuitTransitionLog: Sendable {
                 if !items.isEmpty {
                     do {
                         try await withTimeLimit(.seconds(10), onTimeout: { DatabaseError(.queryFailed, "writing circuit transitions: no answer within 10 s") }) {
-                            try await self.write(items, processID: processID, client: client, logger: logger)
+                            try await self.write(items: items, processID: processID, client: client, logger: logger)
                         }
                         if failures > 0 { logger.info("circuit transitions written again") }
                         failures = 0
@@ -113,31 +131,42 @@ public final class CircuitTransitionLog: Sendable {
     /// Inserts the rows and, in the same transaction, notifies this process's openings
     /// (delivered at commit, so a receiver can already read the row).
     public func write(_ transitions: [CircuitTransition], processID: String, client: PostgresClient, logger: Logger) async throws {
+        try await write(items: transitions.map { Item($0) }, processID: processID, client: client, logger: logger)
+    }
+
+    /// Inserts the rows whose id is not in the table yet, and notifies the openings among
+    /// them: a retry of a write that did commit inserts and broadcasts nothing again.
+    func write(items: [Item], processID: String, client: PostgresClient, logger: Logger) async throws {
+        let transitions = items.map(\.transition)
         // A row's time is when the change happened, not when it could be written (after a
         // Postgres outage, say): the database's clock, read once an hour, plus how long after
         // that reading it happened by this process's monotonic clock. So one process's rows
         // are timed in the order they happened. Broadcasts carry what is left of the wait.
         let writtenAt = ContinuousClock.now
-        let broadcasts = transitions.filter { $0.isLocal && $0.to == .open }
         do {
             try await client.withTransaction(logger: logger) { connection in
                 let anchor = try await clockAnchor(connection, logger: logger)
                 let times = transitions.map { anchor.epoch + ($0.at - anchor.instant).seconds }
-                try await connection.query(
+                var inserted = Set<UUID>()
+                let rows = try await connection.query(
                     """
                     INSERT INTO circuit_transitions
-                        (circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id, created_at)
-                    SELECT c, f, t, r, n, nullif(o, -1), \(processID), to_timestamp(happened)
-                      FROM unnest(\(transitions.map(\.circuit))::text[], \(transitions.map(\.from.rawValue))::text[],
+                        (transition_id, circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id, created_at)
+                    SELECT id, c, f, t, r, n, nullif(o, -1), \(processID), to_timestamp(happened)
+                      FROM unnest(\(items.map(\.id))::uuid[], \(transitions.map(\.circuit))::text[], \(transitions.map(\.from.rawValue))::text[],
                                   \(transitions.map(\.to.rawValue))::text[], \(transitions.map(\.reason))::text[],
                                   \(transitions.map { Int32(clamping: $0.consecutiveFailures) })::int4[],
                                   \(transitions.map { $0.openFor.map(Self.wholeSeconds) ?? -1 })::int4[],
                                   \(times)::float8[])
-                           WITH ORDINALITY AS x(c, f, t, r, n, o, happened, position)
+                           WITH ORDINALITY AS x(id, c, f, t, r, n, o, happened, position)
                      ORDER BY position
+                    ON CONFLICT (transition_id) DO NOTHING
+                    RETURNING transition_id
                     """,
                     logger: logger
                 )
+                for try await id in rows.decode(UUID.self) { inserted.insert(id) }
+                let broadcasts = items.filter { inserted.contains($0.id) && $0.transition.isLocal && $0.transition.to == .open }.map(\.transition)
                 guard !broadcasts.isEmpty else { return }
                 try await connection.query(
                     """

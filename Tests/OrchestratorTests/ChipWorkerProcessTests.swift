@@ -85,20 +85,7 @@ struct ChipWorkerProcessTests {
                 logger: logger
             ).collect()
         }
-        // Every reservation's instant, as Postgres stamped it.
-        for statement in [
-            "CREATE TABLE test_reservas (chip text NOT NULL, at timestamptz NOT NULL)",
-            """
-            CREATE FUNCTION test_reserva() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN INSERT INTO test_reservas VALUES (NEW.id, NEW.ultimo_envio_at); RETURN NEW; END $$
-            """,
-            """
-            CREATE TRIGGER test_reserva AFTER UPDATE OF ultimo_envio_at ON chips FOR EACH ROW
-            WHEN (NEW.ultimo_envio_at IS DISTINCT FROM OLD.ultimo_envio_at) EXECUTE FUNCTION test_reserva()
-            """,
-        ] {
-            _ = try await client.query(PostgresQuery(unsafeSQL: statement), logger: logger).collect()
-        }
+        try await ChipReservationLog.install(client: client, logger: logger)
         var environment = ["FILA_SENDER": "whatsapp", "DATABASE_URL": url.connectionString, "LOG_LEVEL": "warning"]
         for (index, evolution) in evolutions.enumerated() { environment["CHIP_\(index)_KEY"] = evolution.apiKey }
         // One message at a time per process, so the three contend for every chip.
@@ -134,15 +121,8 @@ struct ChipWorkerProcessTests {
         #expect(try await scalar(client, Int.self, "SELECT count(*) FROM fila_mensagens WHERE tentativas > 0 OR status = 'erro'") == 0)
         // More than one process sent (worker_id stays on a sent row).
         #expect(try await scalar(client, Int.self, "SELECT count(DISTINCT worker_id) FROM fila_mensagens WHERE status = 'enviada'").map { $0 >= 2 } == true)
-        let gaps = try await client.query(
-            """
-            SELECT chip, min(gap)::float8 FROM (
-                SELECT chip, extract(epoch FROM at - lag(at) OVER (PARTITION BY chip ORDER BY at)) AS gap FROM test_reservas) g
-             WHERE gap IS NOT NULL GROUP BY chip ORDER BY chip
-            """,
-            logger: logger
-        ).collect().map { try $0.decode((String, Double).self) }
-        #expect(gaps.map(\.0) == ["chip-0", "chip-1", "chip-2"])
-        for (chip, gap) in gaps { #expect(gap >= 1, "\(chip): two reservations \(gap) s apart") }
+        let gaps = try await ChipReservationLog.closestGaps(client: client, logger: logger)
+        #expect(gaps.map(\.chip) == ["chip-0", "chip-1", "chip-2"])
+        for gap in gaps { #expect(gap.seconds >= 1, "\(gap.chip): two reservations \(gap.seconds) s apart") }
     }
 }

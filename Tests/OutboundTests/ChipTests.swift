@@ -208,36 +208,17 @@ import Testing
     @Test func pacingHoldsAcrossThreeWorkers() async throws {
         try await withSetup { setup in
             for index in 0..<3 { try await addEvolutionChip(setup, index, interval: 2) }
-            for statement in [
-                "CREATE TABLE test_reservas (chip text NOT NULL, at timestamptz NOT NULL)",
-                """
-                CREATE FUNCTION test_reserva() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN INSERT INTO test_reservas VALUES (NEW.id, NEW.ultimo_envio_at); RETURN NEW; END $$
-                """,
-                """
-                CREATE TRIGGER test_reserva AFTER UPDATE OF ultimo_envio_at ON chips FOR EACH ROW
-                WHEN (NEW.ultimo_envio_at IS DISTINCT FROM OLD.ultimo_envio_at) EXECUTE FUNCTION test_reserva()
-                """,
-            ] {
-                try await setup.client.query(PostgresQuery(unsafeSQL: statement), logger: logger)
-            }
+            try await ChipReservationLog.install(client: setup.client, logger: logger)
             try await enqueue(setup, count: 30)
             let senders = (0..<3).map { _ in let registry = registry(); return (chipSender(setup, registry: registry), registry) }
             try await runWorkers(setup, senders: senders) {
                 try await eventually("each chip sent three") { setup.evolutions.allSatisfy { $0.sendAttempts >= 3 } }
             }
-            let closest = try await setup.client.query(
-                """
-                SELECT chip, min(gap)::float8, count(*)::int8 FROM (
-                    SELECT chip, extract(epoch FROM at - lag(at) OVER (PARTITION BY chip ORDER BY at)) AS gap FROM test_reservas) g
-                 WHERE gap IS NOT NULL GROUP BY chip ORDER BY chip
-                """,
-                logger: logger
-            ).collect().map { try $0.decode((String, Double, Int).self) }
+            let closest = try await ChipReservationLog.closestGaps(client: setup.client, logger: logger)
             #expect(closest.count == 3)
-            for (chip, gap, count) in closest {
-                #expect(count >= 2, "\(chip): \(count) intervals")
-                #expect(gap >= 2, "\(chip): two reservations \(gap) s apart")
+            for gap in closest {
+                #expect(gap.intervals >= 2, "\(gap.chip): \(gap.intervals) intervals")
+                #expect(gap.seconds >= 2, "\(gap.chip): two reservations \(gap.seconds) s apart")
             }
             // Waiting rows say why.
             #expect(try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM fila_mensagens WHERE outcome = 'FAILED_NO_CHIP' AND outcome_reason_code <> 'no_chip:pacing'") == 0)

@@ -86,6 +86,52 @@ import Testing
                 #expect(written[2].3 == "probe succeeded")
             }
 
+    /// A batch written again (its first write committed, but the answer came too late and the
+    /// writer kept it to retry) adds no row and broadcasts no opening again.
+    @Test(.migratedDatabase) func aRetriedWriteRecordsEachTransitionOnce() async throws {
+        let client = try TestDatabase.current.client
+        let log = CircuitTransitionLog()
+        let items = [
+            CircuitTransitionLog.Item(CircuitTransition(
+                circuit: "evolution", from: .closed, to: .open, reason: "5 failures", consecutiveFailures: 5,
+                openFor: .seconds(60), isLocal: true, at: .now
+            )),
+            CircuitTransitionLog.Item(CircuitTransition(
+                circuit: "zapi", from: .closed, to: .open, reason: "5 failures", consecutiveFailures: 5,
+                openFor: .seconds(60), isLocal: true, at: .now
+            )),
+        ]
+        let openings = try await TestDatabase.current.url.withConnection(logger: TestDatabase.logger) { listener in
+            try await listener.listen(on: CircuitTransitionLog.channel) { notifications in
+                try await log.write(items: items, processID: "host:1:a", client: client, logger: TestDatabase.logger)
+                try await log.write(items: items, processID: "host:1:a", client: client, logger: TestDatabase.logger)
+                // A new transition in a batch with an old one: only it is added.
+                let later = CircuitTransitionLog.Item(CircuitTransition(
+                    circuit: "evolution", from: .open, to: .halfOpen, reason: "probe", consecutiveFailures: 0,
+                    openFor: nil, isLocal: true, at: .now
+                ))
+                try await log.write(items: [items[0], later], processID: "host:1:a", client: client, logger: TestDatabase.logger)
+                // Notifications arrive in commit order: every broadcast precedes the marker.
+                _ = try await client.query("SELECT pg_notify(\(CircuitTransitionLog.channel), 'end of test')", logger: TestDatabase.logger).collect()
+                var openings: [String] = []
+                for try await notification in notifications {
+                    if notification.payload == "end of test" { break }
+                    openings.append(notification.payload)
+                }
+                return openings
+            }
+        }
+        #expect(openings.count == 2, "\(openings)")
+        let written = try await rows(client, """
+            SELECT circuit_name, from_state, to_state, reason, falhas_consecutivas, open_seconds, worker_id
+              FROM circuit_transitions ORDER BY id
+            """)
+        #expect(written.map { "\($0.0) \($0.1)->\($0.2)" } == ["evolution CLOSED->OPEN", "zapi CLOSED->OPEN", "evolution OPEN->HALF_OPEN"])
+        let ids = try await client.query("SELECT count(DISTINCT transition_id)::int8 FROM circuit_transitions", logger: TestDatabase.logger)
+            .collect().first?.decode(Int.self)
+        #expect(ids == 3)
+    }
+
     @Test(.migratedDatabase) func aFailedWriteNeverReachesTheCaller() async throws {
         let url = try TestDatabase.current.url
         let client = try TestDatabase.current.client
