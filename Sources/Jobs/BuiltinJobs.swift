@@ -124,6 +124,14 @@ public enum BuiltinJobs {
                 try await deleteOldResilienceRows(context, settings: settings)
             },
             JobDefinition(
+                name: "limpar-historico",
+                schedule: .cron(try! CronExpression("15 4 * * *"), timeZone: zone),
+                description: "Deletes job runs older than 30 days (each job's latest run and latest success kept), heartbeats of processes gone for over a day, and delivered alert events older than a year; app_settings retention.* says otherwise",
+                sla: .seconds(600)
+            ) { context in
+                try await deleteOldHistory(context)
+            },
+            JobDefinition(
                 name: "verificar-jobs-atrasados",
                 schedule: .every(seconds: 60),
                 description: "Reports jobs whose last success is older than twice their interval, and runs over their SLA (T03.6)",

@@ -117,6 +117,66 @@ struct BuiltinJobsTests {
         #expect(try await int(client, "SELECT sum(falhas) FROM chip_falhas") == 2)
     }
 
+    /// `limpar-historico`: job runs, heartbeats and alert events past their retention go; what
+    /// the scheduler, the late-job alert, the rescue and the delivery still read stays; the
+    /// settings in `app_settings` move the limits, and an unusable one is named.
+    @Test func historyPastItsRetentionIsDeleted() async throws {
+        let (client, run) = try await builtinJobs()
+        try await execute(client, """
+            INSERT INTO job_executions (job_name, scheduled_for, created_at, started_at, finished_at, status, triggered_by) VALUES
+                ('semanal', now() - interval '60 days', now() - interval '60 days', now() - interval '60 days', now() - interval '60 days', 'success', 'scheduler'),
+                ('diario', now() - interval '40 days', now() - interval '40 days', now() - interval '40 days', now() - interval '40 days', 'success', 'scheduler'),
+                ('diario', now() - interval '35 days', now() - interval '35 days', now() - interval '35 days', now() - interval '35 days', 'failed', 'scheduler'),
+                ('diario', now() - interval '10 days', now() - interval '10 days', now() - interval '10 days', now() - interval '10 days', 'success', 'scheduler'),
+                ('instavel', now() - interval '50 days', now() - interval '50 days', now() - interval '50 days', now() - interval '50 days', 'success', 'scheduler'),
+                ('instavel', now() - interval '45 days', now() - interval '45 days', now() - interval '45 days', now() - interval '45 days', 'failed', 'scheduler'),
+                ('instavel', now() - interval '5 days', now() - interval '5 days', now() - interval '5 days', now() - interval '5 days', 'failed', 'scheduler'),
+                ('pendurado', now() - interval '40 days', now() - interval '40 days', now() - interval '40 days', NULL, 'running', 'scheduler'),
+                ('pendurado', now() - interval '39 days', now() - interval '39 days', now() - interval '39 days', now() - interval '39 days', 'failed', 'scheduler')
+            """)
+        try await execute(client, """
+            INSERT INTO worker_heartbeats (id, kind, host, pid, version, last_seen_at, status) VALUES
+                ('parado-ha-dias', 'worker', 't', 2, 't', now() - interval '2 days', 'stopped'),
+                ('morto-com-linha', 'worker', 't', 3, 't', now() - interval '2 days', 'running'),
+                ('parado-agora', 'worker', 't', 4, 't', now() - interval '1 hour', 'stopped')
+            """)
+        try await insertMessages(client, count: 1, set: "status = 'processando', worker_id = 'morto-com-linha', processando_desde = now() - interval '2 days'")
+        try await execute(client, "INSERT INTO alert_state (rule, key) VALUES ('fila_acumulada', '')")
+        try await execute(client, """
+            INSERT INTO alert_events (rule, key, kind, title, text, status, sent_at, created_at) VALUES
+                ('fila_acumulada', '', 'firing', 'velho', 't', 'sent', now() - interval '400 days', now() - interval '400 days'),
+                ('fila_acumulada', '', 'firing', 'pendente', 't', 'pending', NULL, now() - interval '400 days'),
+                ('fila_acumulada', '', 'resolved', 'recente', 't', 'disabled', NULL, now() - interval '100 days')
+            """)
+
+        #expect(try await run("limpar-historico").result == ["execucoes_removidas": 3, "heartbeats_removidos": 1, "alertas_removidos": 1])
+        // Each job's latest run and latest success, and the open run, stay.
+        let runs = try await client.query(
+            "SELECT job_name || ':' || status || ':' || extract(day FROM now() - created_at)::int FROM job_executions WHERE job_name <> 'limpar-historico' ORDER BY 1",
+            logger: logger
+        ).collect().map { try $0.decode(String.self) }
+        #expect(runs == ["diario:success:10", "instavel:failed:5", "instavel:success:50", "pendurado:failed:39", "pendurado:running:40", "semanal:success:60"])
+        #expect(try await int(client, "SELECT count(*) FROM worker_heartbeats WHERE id IN ('morto-com-linha', 'parado-agora', 'cli-1')") == 3)
+        #expect(try await int(client, "SELECT count(*) FROM worker_heartbeats") == 3)
+        #expect(try await int(client, "SELECT count(*) FROM alert_events WHERE title IN ('pendente', 'recente')") == 2)
+        #expect(try await int(client, "SELECT count(*) FROM alert_events") == 2)
+
+        // Shorter limits from app_settings; an unusable value keeps its default and is named.
+        try await execute(client, """
+            INSERT INTO app_settings (key, value) VALUES
+                ('retention.alert_events_days', '90'), ('retention.worker_heartbeats_hours', '"soon"'),
+                ('retention.job_executions_days', '0')
+            """)
+        #expect(
+            try await run("limpar-historico").result
+                == [
+                    "execucoes_removidas": 0, "heartbeats_removidos": 0, "alertas_removidos": 1,
+                    "configuracoes_ignoradas": ["retention.job_executions_days", "retention.worker_heartbeats_hours"],
+                ]
+        )
+        #expect(try await int(client, "SELECT count(*) FROM alert_events") == 1)
+    }
+
     @Test func snapshotsAreTakenAndOldOnesDeleted() async throws {
         let (client, run) = try await builtinJobs()
         try await insertMessages(client, count: 4)

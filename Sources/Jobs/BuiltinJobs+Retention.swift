@@ -1,0 +1,150 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import Database
+import Logging
+import PostgresNIO
+import Primitives
+
+/// How long history is kept (job `limpar-historico`): `job_executions`, the heartbeats of
+/// processes gone for good, and `alert_events`. Each age is an `app_settings` row
+/// (`retention.*`), read at every run; a value that is missing, not a whole number or out of
+/// its range gives the default, and the run's result names it.
+extension BuiltinJobs {
+    /// One `retention.*` setting: its key, default and allowed range, in its unit.
+    struct RetentionSetting: Sendable {
+        let key: String
+        let defaultValue: Int
+        let range: ClosedRange<Int>
+
+        static let jobExecutionsDays = RetentionSetting(key: "retention.job_executions_days", defaultValue: 30, range: 1...3650)
+        static let heartbeatsHours = RetentionSetting(key: "retention.worker_heartbeats_hours", defaultValue: 24, range: 1...87_600)
+        static let alertEventsDays = RetentionSetting(key: "retention.alert_events_days", defaultValue: 365, range: 1...3650)
+        static let all = [jobExecutionsDays, heartbeatsHours, alertEventsDays]
+    }
+
+    /// Rows deleted per statement: each batch is its own short transaction.
+    static let retentionBatch = 5000
+
+    static func deleteOldHistory(_ context: JobContext) async throws -> JSONValue {
+        let (values, ignored) = try await retentionSettings(context)
+        let logger = context.logger
+        let client = context.client
+
+        // Runs older than the setting, except what the scheduler and the late-job alert read:
+        // open runs, and each job's latest run and latest success, however old.
+        let days = values[RetentionSetting.jobExecutionsDays.key]!
+        let kept = try await client.query(
+            """
+            SELECT id FROM (SELECT DISTINCT ON (job_name) id FROM job_executions
+                             ORDER BY job_name, scheduled_for DESC, created_at DESC) latest
+            UNION
+            SELECT id FROM (SELECT DISTINCT ON (job_name) id FROM job_executions WHERE status = 'success'
+                             ORDER BY job_name, finished_at DESC) succeeded
+            """,
+            logger: logger
+        ).collect().map { try $0.decode(UUID.self) }
+        let executions = try await inBatches(of: retentionBatch) { size in
+            try await client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM job_executions
+                     WHERE id IN (
+                           SELECT e.id FROM job_executions e
+                            WHERE e.created_at < now() - make_interval(days => \(Int32(days)))
+                              AND e.status NOT IN ('pending', 'running')
+                              AND e.id <> ALL (\(kept)::uuid[])
+                            LIMIT \(Int32(size)))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: logger
+            ).collect().first!.decode(Int.self)
+        }
+
+        // Processes silent (or stopped) for longer than the setting, unless a message still
+        // names one as its holder: that row is the rescue's to return first.
+        let hours = values[RetentionSetting.heartbeatsHours.key]!
+        let heartbeats = try await inBatches(of: retentionBatch) { size in
+            try await client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM worker_heartbeats
+                     WHERE id IN (
+                           SELECT h.id FROM worker_heartbeats h
+                            WHERE h.last_seen_at < now() - make_interval(hours => \(Int32(hours)))
+                              AND NOT EXISTS (SELECT 1 FROM fila_mensagens m
+                                               WHERE m.status = 'processando' AND m.worker_id = h.id)
+                            LIMIT \(Int32(size)))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: logger
+            ).collect().first!.decode(Int.self)
+        }
+
+        // Notifications older than the setting, except those still waiting to be delivered.
+        let alertDays = values[RetentionSetting.alertEventsDays.key]!
+        let events = try await inBatches(of: retentionBatch) { size in
+            try await client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM alert_events
+                     WHERE id IN (
+                           SELECT a.id FROM alert_events a
+                            WHERE a.created_at < now() - make_interval(days => \(Int32(alertDays)))
+                              AND a.status <> 'pending'
+                            LIMIT \(Int32(size)))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: logger
+            ).collect().first!.decode(Int.self)
+        }
+
+        var result: [String: JSONValue] = [
+            "execucoes_removidas": .integer(executions),
+            "heartbeats_removidos": .integer(heartbeats),
+            "alertas_removidos": .integer(events),
+        ]
+        if !ignored.isEmpty {
+            logger.warning(
+                "retention settings ignored: not a whole number in range; using the defaults",
+                metadata: ["settings": .string(ignored.joined(separator: ","))]
+            )
+            result["configuracoes_ignoradas"] = .array(ignored.map { .string($0) })
+        }
+        return .object(result)
+    }
+
+    /// Each `retention.*` setting's value in force, and the keys whose stored value was
+    /// unusable (so the default applies).
+    static func retentionSettings(_ context: JobContext) async throws -> (values: [String: Int], ignored: [String]) {
+        var stored: [String: JSONValue] = [:]
+        do {
+            let rows = try await context.client.query(
+                "SELECT key, value::text FROM app_settings WHERE starts_with(key, 'retention.')",
+                logger: context.logger
+            )
+            for try await (key, text) in rows.decode((String, String).self) {
+                stored[key] = JSONValue(parsing: text)
+            }
+        } catch {
+            throw DatabaseError(wrapping: error, context: "reading the retention settings")
+        }
+        var values: [String: Int] = [:]
+        var ignored: [String] = []
+        for setting in RetentionSetting.all {
+            values[setting.key] = setting.defaultValue
+            guard let value = stored[setting.key] else { continue }
+            if let number = value.integerValue, setting.range.contains(number) {
+                values[setting.key] = number
+            } else {
+                ignored.append(setting.key)
+            }
+        }
+        return (values, ignored.sorted())
+    }
+}
