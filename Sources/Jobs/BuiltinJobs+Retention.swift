@@ -9,7 +9,7 @@ import PostgresNIO
 import Primitives
 
 /// How long history is kept (job `limpar-historico`): `job_executions`, the heartbeats of
-/// processes gone for good, and `alert_events`. Each age is an `app_settings` row
+/// processes gone for good, `alert_events` and `ops_audit`. Each age is an `app_settings` row
 /// (`retention.*`), read at every run; a value that is missing, not a whole number or out of
 /// its range gives the default, and the run's result names it.
 extension BuiltinJobs {
@@ -22,7 +22,8 @@ extension BuiltinJobs {
         static let jobExecutionsDays = RetentionSetting(key: "retention.job_executions_days", defaultValue: 30, range: 1...3650)
         static let heartbeatsHours = RetentionSetting(key: "retention.worker_heartbeats_hours", defaultValue: 24, range: 1...87_600)
         static let alertEventsDays = RetentionSetting(key: "retention.alert_events_days", defaultValue: 365, range: 1...3650)
-        static let all = [jobExecutionsDays, heartbeatsHours, alertEventsDays]
+        static let auditDays = RetentionSetting(key: "retention.ops_audit_days", defaultValue: 365, range: 1...3650)
+        static let all = [jobExecutionsDays, heartbeatsHours, alertEventsDays, auditDays]
     }
 
     /// Rows deleted per statement: each batch is its own short transaction.
@@ -104,10 +105,26 @@ extension BuiltinJobs {
             ).collect().first!.decode(Int.self)
         }
 
+        // The interventions' audit.
+        let auditDays = values[RetentionSetting.auditDays.key]!
+        let audit = try await inBatches(of: retentionBatch) { size in
+            try await client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM ops_audit
+                     WHERE id IN (SELECT id FROM ops_audit WHERE feito_em < now() - make_interval(days => \(Int32(auditDays))) LIMIT \(Int32(size)))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: logger
+            ).collect().first!.decode(Int.self)
+        }
+
         var result: [String: JSONValue] = [
             "execucoes_removidas": .integer(executions),
             "heartbeats_removidos": .integer(heartbeats),
             "alertas_removidos": .integer(events),
+            "auditoria_removida": .integer(audit),
         ]
         if !ignored.isEmpty {
             logger.warning(

@@ -126,7 +126,7 @@ public enum BuiltinJobs {
             JobDefinition(
                 name: "limpar-historico",
                 schedule: .cron(try! CronExpression("15 4 * * *"), timeZone: zone),
-                description: "Deletes job runs older than 30 days (each job's latest run and latest success kept), heartbeats of processes gone for over a day, and delivered alert events older than a year; app_settings retention.* says otherwise",
+                description: "Deletes job runs older than 30 days (each job's latest run and latest success kept), heartbeats of processes gone for over a day, delivered alert events and ops_audit rows older than a year; app_settings retention.* says otherwise",
                 sla: .seconds(600)
             ) { context in
                 try await deleteOldHistory(context)

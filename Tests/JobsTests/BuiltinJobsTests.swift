@@ -149,7 +149,15 @@ struct BuiltinJobsTests {
                 ('fila_acumulada', '', 'resolved', 'recente', 't', 'disabled', NULL, now() - interval '100 days')
             """)
 
-        #expect(try await run("limpar-historico").result == ["execucoes_removidas": 3, "heartbeats_removidos": 1, "alertas_removidos": 1])
+        try await execute(client, """
+            INSERT INTO ops_audit (acao, motivo, linhas, feito_em) VALUES
+                ('cancel', 'old', 1, now() - interval '366 days'), ('cancel', 'recent', 1, now() - interval '364 days')
+            """)
+        #expect(
+            try await run("limpar-historico").result
+                == ["execucoes_removidas": 3, "heartbeats_removidos": 1, "alertas_removidos": 1, "auditoria_removida": 1]
+        )
+        #expect(try await int(client, "SELECT count(*) FROM ops_audit WHERE motivo = 'recent'") == 1)
         // Each job's latest run and latest success, and the open run, stay.
         let runs = try await client.query(
             "SELECT job_name || ':' || status || ':' || extract(day FROM now() - created_at)::int FROM job_executions WHERE job_name <> 'limpar-historico' ORDER BY 1",
@@ -170,7 +178,7 @@ struct BuiltinJobsTests {
         #expect(
             try await run("limpar-historico").result
                 == [
-                    "execucoes_removidas": 0, "heartbeats_removidos": 0, "alertas_removidos": 1,
+                    "execucoes_removidas": 0, "heartbeats_removidos": 0, "alertas_removidos": 1, "auditoria_removida": 0,
                     "configuracoes_ignoradas": ["retention.job_executions_days", "retention.worker_heartbeats_hours"],
                 ]
         )

@@ -37,7 +37,7 @@ struct JobProcessTests {
         let rows = list.standardOutput.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true) }
         #expect(rows.first == ["JOB", "SCHEDULE", "STATE", "LAST", "RUN", "LAST", "STATUS", "NEXT", "RUN"])
         // The built-in jobs and the chips' connection monitor, and the header.
-        #expect(rows.count == 13)
+        #expect(rows.count == 14)
         let reset = rows.first { $0.first == "resetar-fila-travada" }
         #expect(reset?[1...3] == ["every", "15m", "ok"])
         #expect(reset?[5] == "success")
@@ -84,7 +84,7 @@ struct JobProcessTests {
         for _ in 0..<300 where !registered {
             let definitions = try await int(url, "SELECT count(*) FROM job_definitions")
             let heartbeats = try await int(url, "SELECT count(*) FROM worker_heartbeats WHERE kind = 'scheduler'")
-            registered = definitions == 12 && heartbeats == 2
+            registered = definitions == 13 && heartbeats == 2
             if !registered { try await Task.sleep(for: .milliseconds(100)) }
         }
         #expect(registered)

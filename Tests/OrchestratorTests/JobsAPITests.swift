@@ -85,7 +85,7 @@ struct JobsAPITests {
             try await http.execute(uri: "/jobs", method: .get, headers: auth) { response throws in
                 #expect(response.status == .ok)
                 guard case .array(let jobs) = try json(response)["jobs"] else { Issue.record("no jobs array"); return }
-                #expect(jobs.count == 11)
+                #expect(jobs.count == 12)
                 let reset = jobs.first { $0["name"] == "resetar-fila-travada" }
                 #expect(reset?["state"] == "ok")
                 #expect(reset?["last_status"] == "success")
