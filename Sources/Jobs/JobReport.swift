@@ -46,25 +46,16 @@ public struct JobStatus: Sendable, Codable, Hashable {
 
 /// Read-only questions about jobs, answered from `job_definitions` and `job_executions`.
 public enum JobReport {
-    /// Every job in `job_definitions`, by name; `name` narrows it to one.
+    /// Every job in `job_definitions`, by name, as the view `ops.jobs` says (psql users see
+    /// the same rows); `name` narrows it to one.
     public static func list(client: PostgresClient, name: String? = nil, logger: Logger) async throws -> [JobStatus] {
         let rows = try await client.query(
             """
-            SELECT d.name, d.schedule, d.time_zone, d.description, d.enabled, d.sla_seconds, d.late_after_seconds, d.next_run_at,
-                   l.status, l.started_at, l.finished_at, l.duration_ms, s.last_success,
-                   CASE WHEN NOT d.enabled THEN 'disabled'
-                        WHEN l.status = 'running' AND l.started_at < now() - make_interval(secs => d.sla_seconds) THEN 'running_over_sla'
-                        WHEN coalesce(s.last_success, d.created_at) < now() - make_interval(secs => d.late_after_seconds) THEN 'late'
-                        WHEN s.last_success IS NULL THEN 'never_run'
-                        ELSE 'ok' END
-              FROM job_definitions d
-              LEFT JOIN LATERAL (SELECT status, started_at, finished_at, duration_ms FROM job_executions e
-                                  WHERE e.job_name = d.name AND e.status <> 'skipped'
-                                  ORDER BY coalesce(e.started_at, e.created_at) DESC LIMIT 1) l ON true
-              LEFT JOIN LATERAL (SELECT max(finished_at) AS last_success FROM job_executions e
-                                  WHERE e.job_name = d.name AND e.status = 'success') s ON true
-             WHERE \(name)::text IS NULL OR d.name = \(name)
-             ORDER BY d.name
+            SELECT name, schedule, time_zone, description, enabled, sla_seconds, late_after_seconds, next_run_at,
+                   last_status, last_started_at, last_finished_at, last_duration_ms, last_success_at, state
+              FROM ops.jobs
+             WHERE \(name)::text IS NULL OR name = \(name)
+             ORDER BY name
             """,
             logger: logger
         )
