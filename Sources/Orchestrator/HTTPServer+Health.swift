@@ -138,7 +138,10 @@ struct HealthAPI: Sendable {
     }
 
     var workerChecks: [HealthCheck] {
-        limited([QueueHealth.liveWorkers(client: client, logger: logger), QueueHealth.processes(client: client, logger: logger)])
+        limited([
+            QueueHealth.liveWorkers(client: client, logger: logger), QueueHealth.sendingPause(client: client, logger: logger),
+            QueueHealth.processes(client: client, logger: logger),
+        ])
     }
 
     var circuitChecks: [HealthCheck] {

@@ -73,12 +73,15 @@ struct ProcessAssembly {
                 listenURL: listenURL, identity: identity, logger: logger
             )
         }
+        // A worker claims nothing while an operator has paused sending (ops.pause_sending).
+        let pause = SendingPause()
+        let loopSender = sender.map { PausableSender(pause: pause, sender: $0.sender) }
         // Every process delivers the alerts any of them raised (or, with no webhook anywhere,
         // logs them), and says in its heartbeat whether it posts to Slack.
         let delivery = AlertDeliveryService(client: client, notifier: configuration.slackWebhookURL.map { SlackNotifier(url: $0) }, logger: logger)
         let heartbeat = HeartbeatService(
             client: client, identity: identity, stats: ProcessStats(),
-            details: { [sender = sender?.sender] in (sender?.healthDetails() ?? [:]).merging(delivery.announcement) { $1 } },
+            details: { [loopSender] in (loopSender?.healthDetails() ?? [:]).merging(delivery.announcement) { $1 } },
             logger: logger
         )
         // Every process evaluates the rules that must fire when the scheduler is what died;
@@ -130,12 +133,12 @@ struct ProcessAssembly {
             let scheduler = JobsAssembly.scheduler(client: client, url: databaseURL, identity: identity, configuration: configuration, logger: logger)
             services.append(.init(service: scheduler, serviceName: "scheduler"))
         }
-        if let worker, let sender {
+        if let worker, let sender, let loopSender {
             let wake = WakeSignal()
             let loop = Worker(
                 configuration: worker.configuration(drainTimeout: configuration.drainTimeout),
                 queue: MessageQueue(client: client),
-                sender: sender.sender,
+                sender: loopSender,
                 heartbeat: heartbeat,
                 wake: wake,
                 logger: logger
@@ -143,6 +146,10 @@ struct ProcessAssembly {
             // The sender's services (its HTTP client, the circuits' sync) stop after the worker.
             services += sender.services
             services.append(.init(service: QueueListener(url: listenURL, wake: wake, logger: logger), serviceName: "listener"))
+            services.append(.init(
+                service: SendingPauseWatcher(pause: pause, client: client, listenURL: listenURL, wake: wake, logger: logger),
+                serviceName: "sending-pause"
+            ))
             services.append(.init(service: loop, serviceName: "worker"))
         }
         self.services = services

@@ -65,6 +65,24 @@ public enum QueueHealth {
         }
     }
 
+    /// `worker:sending`: `warn` while an operator has paused sending (`ops.pause_sending`),
+    /// saying who, why and until when; `pass` otherwise.
+    public static func sendingPause(client: PostgresClient, logger: Logger) -> HealthCheck {
+        HealthCheck(component: "worker", measurement: "sending", componentType: .component) {
+            guard let pause = try await SendingPause.read(client: client, logger: logger) else {
+                return HealthObservation(status: .pass, observedValue: "sending")
+            }
+            var details: [String: JSONValue] = ["motivo": .string(pause.motivo), "por": .string(pause.por), "desde": .string(pause.desde)]
+            details["ate"] = pause.ate.map { .string($0.formatted(.iso8601)) } ?? .null
+            return HealthObservation(
+                status: .warn,
+                observedValue: "paused",
+                output: "sending paused by \(pause.por) since \(pause.desde): \(pause.motivo) (SELECT ops.resume_sending('why'); ends it)",
+                details: details
+            )
+        }
+    }
+
     /// `worker:processes`: every process seen in the last 24 hours, with its kind, host,
     /// heartbeat age, messages in flight and its claim loop's age. One that beats while its
     /// claim loop stands still (`STALLED`) is a warning; the rest only show their state.

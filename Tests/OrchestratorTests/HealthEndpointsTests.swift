@@ -246,6 +246,32 @@ struct HealthEndpointsTests {
 
     /// The January incident's cousin: the worker beats, but its claim loop is stuck. It is
     /// not counted, so the endpoint fails.
+    /// A sending pause shows as `worker:sending` warn, saying who, why and how to end it; the
+    /// endpoint stays 200 (a warning, not a failure) and passes again once it is lifted.
+    @Test func aSendingPauseShowsInWorkerHealth() async throws {
+        try await withAPI { http, client in
+            try await self.healthyProcesses(client)
+            try await self.sql("SELECT ops.pause_sending('campanha-7 on hold', interval '1 hour')", client)
+            try await http.execute(uri: "/health/worker", method: .get) { response in
+                #expect(response.status == .ok)
+                let body = try self.json(response)
+                #expect(body["status"] as? String == "warn")
+                let sending = try #require(try self.entries(body, "worker:sending").first)
+                #expect(sending["status"] as? String == "warn")
+                #expect(sending["observedValue"] as? String == "paused")
+                #expect(sending["motivo"] as? String == "campanha-7 on hold")
+                #expect((sending["output"] as? String)?.contains("ops.resume_sending") == true)
+                #expect(sending["ate"] is String)
+            }
+            try await self.sql("SELECT ops.resume_sending('released')", client)
+            try await http.execute(uri: "/health/worker", method: .get) { response in
+                let body = try self.json(response)
+                #expect(body["status"] as? String == "pass")
+                #expect(try self.entries(body, "worker:sending").first?["observedValue"] as? String == "sending")
+            }
+        }
+    }
+
     @Test func aWorkerWhoseClaimLoopStalledDoesNotCount() async throws {
         try await withAPI { http, client in
             try await self.sql(
@@ -426,7 +452,7 @@ struct HealthEndpointsTests {
                 let keys = Set((body["checks"] as? [String: Any])?.keys.map { $0 } ?? [])
                 #expect(keys == [
                     "postgres:responseTime", "postgres:deadTuples", "postgres:oldestTransaction", "postgres:notificationQueue",
-                    "fila:backlog", "worker:alive", "worker:processes", "circuits:state", "scheduler:alive", "scheduler:lateJobs",
+                    "fila:backlog", "worker:alive", "worker:sending", "worker:processes", "circuits:state", "scheduler:alive", "scheduler:lateJobs",
                     "alerts:delivery",
                 ])
                 let delivery = try #require(try self.entries(body, "alerts:delivery").first)

@@ -326,6 +326,45 @@ struct WorkerProcessTests {
         }
     }
 
+    /// `ops.pause_sending` stops two running workers from claiming within seconds (their
+    /// heartbeats say who paused and why); `ops.resume_sending` starts them again, and every
+    /// message is sent once.
+    @Test(.migratedDatabase) func pausedSendingStopsEveryWorkerUntilResumed() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
+        let record = recordFile()
+        defer { try? FileManager.default.removeItem(atPath: record) }
+        let workers = try (0..<2).map { _ in
+            try FilaProcess.start(["worker", "--poll-interval-ms", "200"], environment: environment(url, record: record))
+        }
+        #expect(try await waitUntil(seconds: 60) {
+            try await client.query("SELECT count(*) FROM worker_heartbeats WHERE kind = 'worker' AND status = 'running'", logger: logger)
+                .collect().first!.decode(Int.self) == 2
+        })
+        _ = try await client.query("SELECT ops.pause_sending('wrong template in campanha-7')", logger: logger).collect()
+        #expect(try await waitUntil(seconds: 60) {
+            try await client.query(
+                "SELECT count(*) FROM worker_heartbeats WHERE kind = 'worker' AND metadata->>'paused' LIKE '%wrong template in campanha-7%'",
+                logger: logger
+            ).collect().first!.decode(Int.self) == 2
+        })
+        let ids = try await enqueue(20, client: client)
+        // Paused: nothing is claimed, though the inserts woke both workers.
+        try await Task.sleep(for: .seconds(2))
+        #expect(try await count(client, where: "status <> 'pendente'") == 0)
+        #expect(recordedIDs(record).isEmpty)
+
+        _ = try await client.query("SELECT ops.resume_sending('template fixed')", logger: logger).collect()
+        #expect(try await waitUntil(seconds: 60) { try await count(client, where: "status = 'enviada'") == 20 })
+        for worker in workers { worker.signal(SIGTERM) }
+        for worker in workers {
+            let output = await worker.waitForExit()
+            #expect(output.status == 0, "\(output.standardError)")
+        }
+        let sent = recordedIDs(record)
+        #expect(sent.count == 20 && Set(sent) == ids)
+    }
+
     @Test func aWorkerWithoutASenderRefusesToStart() async throws {
         let output = try await FilaProcess.run(["worker"], environment: ["DATABASE_URL": "postgres://u@127.0.0.1:1/db"])
         #expect(output.status == 78)

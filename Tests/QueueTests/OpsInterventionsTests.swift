@@ -134,4 +134,42 @@ struct OpsInterventionsTests {
         #expect(try await audit(client) == ["run_job 1 -", "pause_job 1 disk full tonight", "resume_job 1 disk cleaned"])
         #expect(try await int(client, "SELECT count(*) FROM job_executions WHERE job_name = 'arquivar-fila' AND status = 'pending'") == 1)
     }
+
+    @Test func sendingIsPausedForAWhileOrUntilResumed() async throws {
+        let (client, _) = try await setup()
+        #expect(try await int(client, "SELECT count(*) FROM ops.pausa_envios") == 0)
+        await refused(client, "SELECT ops.resume_sending('nothing to resume')", saying: "sending is not paused")
+        await refused(client, "SELECT ops.pause_sending('x', interval '-5 minutes')", saying: "duracao must be more than 0")
+        await refused(client, "SELECT ops.pause_sending('x', interval '31 days')", saying: "duracao must be more than 0")
+        await refused(client, "SELECT ops.pause_sending(NULL)", saying: "a motivo is required")
+
+        let pause = try await text(client, "SELECT format('%s|%s|%s', p->>'motivo', p->>'por' = session_user, p->'ate') FROM ops.pause_sending('wrong template') p")
+        #expect(pause == "wrong template|t|null")
+        #expect(try await text(client, "SELECT motivo || ' ' || (ate IS NULL) FROM ops.pausa_envios") == "wrong template true")
+        // A pause for a while ends by itself.
+        _ = try await client.query("SELECT ops.pause_sending('maintenance', interval '10 minutes')", logger: logger).collect()
+        #expect(try await text(client, "SELECT (ate BETWEEN now() + interval '9 minutes' AND now() + interval '11 minutes')::text FROM ops.pausa_envios") == "true")
+        _ = try await client.query(
+            "UPDATE app_settings SET value = jsonb_set(value, '{ate}', to_jsonb(now() - interval '1 second')) WHERE key = 'sending.pause'",
+            logger: logger
+        ).collect()
+        #expect(try await int(client, "SELECT count(*) FROM ops.pausa_envios") == 0)
+        #expect(try await text(client, "SELECT fila_sending_pause()::text") == nil)
+        // Paused again, then resumed by hand.
+        _ = try await client.query("SELECT ops.pause_sending('again')", logger: logger).collect()
+        #expect(try await text(client, "SELECT p->>'motivo' FROM ops.resume_sending('fixed') p") == "again")
+        #expect(try await int(client, "SELECT count(*) FROM app_settings WHERE key = 'sending.pause'") == 0)
+        #expect(try await audit(client) == ["pause_sending 1 wrong template", "pause_sending 1 maintenance", "pause_sending 1 again", "resume_sending 1 fixed"])
+    }
+
+    /// What a worker reads: the pause with its expiry, or none.
+    @Test func aWorkerReadsThePauseInForce() async throws {
+        let (client, _) = try await setup()
+        #expect(try await SendingPause.read(client: client, logger: logger) == nil)
+        _ = try await client.query("SELECT ops.pause_sending('campaign check', interval '1 hour')", logger: logger).collect()
+        let pause = try #require(try await SendingPause.read(client: client, logger: logger))
+        #expect(pause.motivo == "campaign check")
+        let ate = try #require(pause.ate)
+        #expect(abs(ate.timeIntervalSinceNow - 3600) < 120)
+    }
 }
