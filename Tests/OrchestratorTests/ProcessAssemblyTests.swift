@@ -27,8 +27,8 @@ struct ProcessAssemblyTests {
         let common = ["postgres", "heartbeat", "alerts", "alert-rules"]
         #expect(try serviceNames([.api]) == common + ["http"])
         #expect(try serviceNames([.scheduler]) == common + ["scheduler"])
-        #expect(try serviceNames([.worker]) == common + ["listener", "worker"])
-        #expect(try serviceNames([.api, .worker, .scheduler]) == common + ["http", "scheduler", "listener", "worker"])
+        #expect(try serviceNames([.worker]) == common + ["listener", "sending-pause", "worker"])
+        #expect(try serviceNames([.api, .worker, .scheduler]) == common + ["http", "scheduler", "listener", "sending-pause", "worker"])
     }
 
     @Test func aWorkerWithoutASenderIsAConfigurationError() throws {

@@ -1,0 +1,135 @@
+import Database
+import FilaTestSupport
+import Foundation
+import PostgresNIO
+import Queue
+import Testing
+
+/// `fila.enqueue` and `fila.enqueue_batch` (migration 0017) as a producer in another language
+/// calls them: the rows they write, idempotency, the refusal of bad input with nothing
+/// written, the producer's transaction deciding, and the wake-up of idle workers.
+@Suite("SQL enqueue", .migratedDatabase)
+struct SQLEnqueueTests {
+    func refused(_ client: PostgresClient, _ sql: String, saying words: String) async {
+        do {
+            _ = try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+            Issue.record("accepted: \(sql)")
+        } catch let error as PSQLError {
+            #expect(error.serverInfo?[.sqlState] == "22023", "\(sql): \(String(reflecting: error))")
+            #expect(error.serverInfo?[.message]?.contains(words) == true, "\(sql): \(error.serverInfo?[.message] ?? "")")
+        } catch {
+            Issue.record("\(sql): \(error)")
+        }
+    }
+
+    @Test func oneMessageWithItsFieldsAndItsKey() async throws {
+        let client = try TestDatabase.current.client
+        let queue = MessageQueue(client: client)
+        let first = try await client.query(
+            """
+            SELECT id, inserted FROM fila.enqueue('medico-42', '5511999990000', 'Olá, doutor', tipo => 'campanha', prioridade => 5,
+                                                  idempotency_key => 'pedido-981', correlation_id => 'campanha-7',
+                                                  metadata => '{"campanha_id": 7}')
+            """,
+            logger: logger
+        ).collect().first!.decode((UUID, Bool).self)
+        #expect(first.1)
+        // Time-ordered like fila enqueue's ids: version 7, stamped about now.
+        #expect(first.0.uuidString.dropFirst(14).first == "7")
+        #expect(abs(TimeOrderedID.date(of: first.0).timeIntervalSinceNow) < 60)
+        let row = try await client.query(
+            "SELECT format('%s|%s|%s|%s|%s|%s|%s', cliente_id, tipo, prioridade, status, correlation_id, metadata->>'campanha_id', agendar_para <= now()) FROM fila_mensagens",
+            logger: logger
+        ).collect().first!.decode(String.self)
+        #expect(row == "medico-42|campanha|5|pendente|campanha-7|7|t")
+
+        // The same key again: the existing row, nothing written.
+        let again = try await client.query(
+            "SELECT id, inserted FROM fila.enqueue('medico-42', '5511999990000', 'outro texto', idempotency_key => 'pedido-981')",
+            logger: logger
+        ).collect().first!.decode((UUID, Bool).self)
+        #expect(again.0 == first.0 && !again.1)
+        #expect(try await queue.count() == 1)
+
+        for (sql, words) in [
+            ("SELECT fila.enqueue('', '5511999990000', 'x')", "cliente_id: must be 1-200 characters"),
+            ("SELECT fila.enqueue('m', '+55 11 99999', 'x')", "telefone: must be 10-15 digits"),
+            ("SELECT fila.enqueue('m', '5511999990000', E' \\n ')", "conteudo: is empty"),
+            ("SELECT fila.enqueue('m', '5511999990000', repeat('a', 4097))", "conteudo: is longer than 4096"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', tipo => 'spam')", "tipo: must be resposta, campanha"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', prioridade => 101)", "prioridade: must be between -100 and 100"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', max_tentativas => 0)", "max_tentativas: must be between 1 and 100"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', correlation_id => 'has space')", "correlation_id: must be 1-128 characters"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', metadata => '[1]')", "metadata: must be a JSON object"),
+        ] {
+            await refused(client, sql, saying: words)
+        }
+        #expect(try await queue.count() == 1)
+    }
+
+    /// The transactional outbox: the message exists exactly when the producer's transaction
+    /// commits, and the commit wakes a listening worker.
+    @Test func theProducersTransactionDecidesAndItsCommitWakesWorkers() async throws {
+        let url = try TestDatabase.current.url
+        let client = try TestDatabase.current.client
+        let queue = MessageQueue(client: client)
+        try await url.withConnection(logger: logger) { producer in
+            _ = try await producer.query("BEGIN", logger: logger).collect()
+            _ = try await producer.query("SELECT fila.enqueue('medico-1', '5511999990001', 'rolled back')", logger: logger).collect()
+            _ = try await producer.query("ROLLBACK", logger: logger).collect()
+        }
+        #expect(try await queue.count() == 0)
+
+        let woken = try await url.withConnection(logger: logger) { listener in
+            try await listener.listen(on: "fila_mensagens") { notifications in
+                try await url.withConnection(logger: logger) { producer in
+                    _ = try await producer.query("BEGIN", logger: logger).collect()
+                    _ = try await producer.query("SELECT fila.enqueue('medico-2', '5511999990002', 'committed')", logger: logger).collect()
+                    _ = try await producer.query("COMMIT", logger: logger).collect()
+                }
+                for try await _ in notifications { return true }
+                return false
+            }
+        }
+        #expect(woken)
+        #expect(try await queue.count(where: "conteudo = 'committed'") == 1)
+    }
+
+    @Test func aBatchIsAllOrNothingAndSaysWhatEachPositionBecame() async throws {
+        let client = try TestDatabase.current.client
+        let queue = MessageQueue(client: client)
+        _ = try await client.query("SELECT fila.enqueue('medico-0', '5511999990000', 'antes', idempotency_key => 'k-0')", logger: logger).collect()
+        let results = try await client.query(
+            """
+            SELECT posicao, id::text, inserted FROM fila.enqueue_batch('[
+                {"cliente_id": "medico-1", "telefone": "5511999990001", "conteudo": "um", "tipo": "campanha", "prioridade": 3},
+                {"cliente_id": "medico-0", "telefone": "5511999990000", "conteudo": "de novo", "idempotency_key": "k-0"},
+                {"cliente_id": "medico-2", "telefone": "5511999990002", "conteudo": "dois", "idempotency_key": "k-2",
+                 "agendar_para": "2030-01-01T09:00:00-03:00", "metadata": {"lote": 1}},
+                {"cliente_id": "medico-2", "telefone": "5511999990002", "conteudo": "dois outra vez", "idempotency_key": "k-2"}
+            ]')
+            """,
+            logger: logger
+        ).collect().map { try $0.decode((Int32, String, Bool).self) }
+        #expect(results.map(\.0) == [1, 2, 3, 4])
+        #expect(results.map(\.2) == [true, false, true, false])
+        #expect(results[3].1 == results[2].1)
+        #expect(try await queue.count() == 3)
+        #expect(try await queue.count(where: "idempotency_key = 'k-2' AND agendar_para = '2030-01-01 12:00:00+00' AND metadata->>'lote' = '1'") == 1)
+        #expect(try await queue.count(where: "cliente_id = 'medico-1' AND tipo = 'campanha' AND prioridade = 3") == 1)
+
+        for (json, words) in [
+            (#"{"cliente_id": "m"}"#, "mensagens: must be a JSON array"),
+            (#"[{"cliente_id": "medico-9", "telefone": "5511999990009", "conteudo": "ok"}, {"cliente_id": "m", "telefone": "1", "conteudo": "x"}]"#, "message 2: telefone: must be 10-15 digits"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "phone": "1"}]"#, "message 1: unknown field phone"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "prioridade": "alta"}]"#, "message 1: prioridade and max_tentativas must be whole numbers"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "agendar_para": "amanhã"}]"#, "message 1: agendar_para: must be a timestamp"),
+            (#"[7]"#, "message 1: must be a JSON object"),
+        ] {
+            await refused(client, "SELECT * FROM fila.enqueue_batch('\(json)')", saying: words)
+        }
+        // The valid first message of the refused batch was not written.
+        #expect(try await queue.count(where: "cliente_id = 'medico-9'") == 0)
+        #expect(try await queue.count() == 3)
+    }
+}
