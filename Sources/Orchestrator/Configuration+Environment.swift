@@ -58,6 +58,12 @@ extension FilaConfiguration {
             }
             adminToken = text
         }
+        if let text = value("PRODUCER_TOKEN") {
+            guard text.count >= 16 else {
+                throw ConfigurationError(variable: "PRODUCER_TOKEN", reason: "is too short; use at least 16 characters")
+            }
+            producerToken = text
+        }
         if let text = value("LOG_LEVEL") {
             logLevel = try Self.parseLogLevel(text, variable: "LOG_LEVEL")
         }

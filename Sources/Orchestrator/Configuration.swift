@@ -39,8 +39,11 @@ struct FilaConfiguration: Sendable {
     /// The largest HTTP request body accepted, in bytes; a larger one is answered 413
     /// before any handler runs.
     var httpMaxRequestBodyBytes: Int
-    /// `ADMIN_TOKEN`: the bearer token admin and enqueue endpoints require (16+ characters).
+    /// `ADMIN_TOKEN`: the bearer token the admin endpoints require (16+ characters).
     var adminToken: String?
+    /// `PRODUCER_TOKEN`: the bearer token `POST /fila` and `/fila/batch` require (16+
+    /// characters); unset, they are off.
+    var producerToken: String?
     /// `LOG_LEVEL`.
     var logLevel: Logger.Level
     /// `LOG_FORMAT`: `json` for collectors, `text` for terminals.
@@ -99,6 +102,7 @@ struct FilaConfiguration: Sendable {
         httpIdleTimeout: Duration = .seconds(30),
         httpMaxRequestBodyBytes: Int = 1 << 20,
         adminToken: String? = nil,
+        producerToken: String? = nil,
         logLevel: Logger.Level = .info,
         logFormat: LogFormat = .text,
         timeZone: TimeZone = TimeZone(identifier: "America/Sao_Paulo")!,
@@ -124,6 +128,7 @@ struct FilaConfiguration: Sendable {
         self.httpIdleTimeout = httpIdleTimeout
         self.httpMaxRequestBodyBytes = httpMaxRequestBodyBytes
         self.adminToken = adminToken
+        self.producerToken = producerToken
         self.logLevel = logLevel
         self.logFormat = logFormat
         self.timeZone = timeZone

@@ -107,10 +107,13 @@ struct DatabaseFailureMiddleware<Context: RequestContext>: RouterMiddleware {
 /// unauthenticated.
 struct AdminAuthorization<Context: RequestContext>: RouterMiddleware {
     let token: String?
+    /// Whose token it is, for the answers: `admin` (ADMIN_TOKEN) or `producer` (PRODUCER_TOKEN).
+    var role = "admin"
+    var variable = "ADMIN_TOKEN"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let token else {
-            throw APIError(status: .forbidden, code: "admin_disabled", message: "the admin API is off: set ADMIN_TOKEN to use it")
+            throw APIError(status: .forbidden, code: "\(role)_disabled", message: "the \(role) API is off: set \(variable) to use it")
         }
         let presented = request.headers[.authorization].flatMap { value -> Substring? in
             value.hasPrefix("Bearer ") ? value.dropFirst(7) : nil
@@ -118,7 +121,7 @@ struct AdminAuthorization<Context: RequestContext>: RouterMiddleware {
         guard let presented, constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
             throw APIError(
                 status: .unauthorized, code: "unauthorized",
-                message: "send the admin token as 'Authorization: Bearer TOKEN'", headers: [.wwwAuthenticate: "Bearer"]
+                message: "send the \(role) token as 'Authorization: Bearer TOKEN'", headers: [.wwwAuthenticate: "Bearer"]
             )
         }
         return try await next(request, context)

@@ -14,16 +14,25 @@ import NIOCore
 /// ``JSONResponse`` for another status or content type) and throws an ``APIError`` for
 /// anything else; the middleware below turns every other failure into the same error body.
 enum HTTPServer {
-    static func makeApplication(configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, guardrails: GuardrailsAPI? = nil, logger: Logger) -> some ApplicationProtocol {
+    static func makeApplication(
+        configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil,
+        guardrails: GuardrailsAPI? = nil, enqueue: EnqueueAPI? = nil, logger: Logger
+    ) -> some ApplicationProtocol {
         Application(
-            router: makeRouter(jobs: jobs, health: health, metrics: metrics, guardrails: guardrails, maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes),
+            router: makeRouter(
+                jobs: jobs, health: health, metrics: metrics, guardrails: guardrails, enqueue: enqueue,
+                maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes
+            ),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpIdleTimeout))),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "fila"),
             logger: logger
         )
     }
 
-    static func makeRouter(jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, guardrails: GuardrailsAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes) -> Router<APIRequestContext> {
+    static func makeRouter(
+        jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, guardrails: GuardrailsAPI? = nil,
+        enqueue: EnqueueAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes
+    ) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
         if let metrics { router.add(middleware: HTTPMetricsMiddleware(factory: metrics.metrics.factory)) }
         // Before the routes: a router wraps each route, and its not-found answer, in the
@@ -39,6 +48,7 @@ enum HTTPServer {
         metrics?.register(on: router)
         jobs?.register(on: router)
         guardrails?.register(on: router)
+        enqueue?.register(on: router)
         return router
     }
 }
@@ -104,18 +114,27 @@ struct APIError: HTTPResponseError, CustomStringConvertible {
     let code: String
     let message: String
     var headers: HTTPFields = [:]
+    /// For a batch refused as a whole: each item at fault, by position (from 1), and why.
+    var rejected: [Rejection]?
+
+    struct Rejection: Encodable, Sendable, Equatable {
+        let posicao: Int
+        let reason: String
+    }
 
     private struct Body: Encodable, Sendable {
         struct Detail: Encodable, Sendable {
             let code: String
             let message: String
+            let rejected: [Rejection]?
         }
 
         let error: Detail
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = try JSONResponse(Body(error: .init(code: code, message: message)), status: status).response(from: request, context: context)
+        var response = try JSONResponse(Body(error: .init(code: code, message: message, rejected: rejected)), status: status)
+            .response(from: request, context: context)
         response.headers.append(contentsOf: headers)
         return response
     }

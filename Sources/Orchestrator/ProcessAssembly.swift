@@ -125,6 +125,11 @@ struct ProcessAssembly {
                 health: HealthAPI(client: client, redisURL: configuration.redisURL, logger: logger),
                 metrics: metricsAPI,
                 guardrails: GuardrailsAPI(client: client, admin: AdminAuthorization(token: configuration.adminToken), logger: logger),
+                enqueue: EnqueueAPI(
+                    queue: MessageQueue(client: client),
+                    producer: AdminAuthorization(token: configuration.producerToken, role: "producer", variable: "PRODUCER_TOKEN"),
+                    logger: logger
+                ),
                 logger: logger
             )
             services.append(.init(service: application, serviceName: "http"))
