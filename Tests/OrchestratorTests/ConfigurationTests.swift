@@ -30,6 +30,7 @@ struct ConfigurationTests {
             "PORT": "9000",
             "METRICS_PORT": "9100",
             "ADMIN_TOKEN": "0123456789abcdef",
+            "PRODUCER_TOKEN": "fedcba9876543210",
             "LOG_LEVEL": "DEBUG",
             "LOG_FORMAT": "json",
             "TZ": ":America/Manaus",
@@ -44,6 +45,7 @@ struct ConfigurationTests {
         #expect(configuration.port == 9000)
         #expect(configuration.metricsPort == 9100)
         #expect(configuration.adminToken == "0123456789abcdef")
+        #expect(configuration.producerToken == "fedcba9876543210")
         #expect(configuration.logLevel == .debug)
         #expect(configuration.logFormat == .json)
         #expect(configuration.timeZone.identifier == "America/Manaus")
@@ -81,6 +83,7 @@ struct ConfigurationTests {
         ("METRICS_PORT", "metrics", "METRICS_PORT is 'metrics'"),
         ("METRICS_PORT", "-1", "METRICS_PORT is '-1'"),
         ("ADMIN_TOKEN", "short", "ADMIN_TOKEN is too short"),
+        ("PRODUCER_TOKEN", "short", "PRODUCER_TOKEN is too short"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL is 'loud'"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT is 'xml'"),
         ("TZ", "Mars/Olympus", "TZ is 'Mars/Olympus'"),
@@ -101,6 +104,7 @@ struct ConfigurationTests {
             ("DATABASE_URL", "postgres://fila:hunter2secret@db/fila?sslmode=maybe"),
             ("REDIS_URL", "redis://:hunter2secret@/0"),
             ("ADMIN_TOKEN", "hunter2secret"),
+            ("PRODUCER_TOKEN", "hunter2secret"),
             ("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/hunter2secret"),
         ] {
             do {

@@ -278,6 +278,10 @@ import Testing
 
                 // chip-0 reconnects; the deferred rows come due (as time passing would) and go out.
                 _ = try await ChipStore(client: setup.client).recordConnection(chipID: "chip-0", state: .open, detail: "open", logger: logger)
+                // Once the roster has heard it: a claim before would defer them again, for 5 min.
+                try await eventually("the roster sees chip-0 back") {
+                    try await sender.chips!.snapshot(logger: logger).entries.first { $0.chip.id == "chip-0" }?.chip.connectionState == .open
+                }
                 try await setup.client.query("UPDATE fila_mensagens SET agendar_para = now() WHERE status = 'pendente'", logger: logger)
                 try await setup.client.query("NOTIFY fila_mensagens", logger: logger)
                 try await eventually("all thirteen are sent") {
