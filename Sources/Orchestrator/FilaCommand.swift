@@ -17,7 +17,7 @@ struct FilaCommand: AsyncParsableCommand {
             78 configuration error.
             """,
         version: FilaVersion.current,
-        subcommands: [MigrateCommand.self, ServeCommand.self, WorkerCommand.self, SchedulerCommand.self, AllCommand.self, JobCommand.self, EnqueueCommand.self, VersionCommand.self]
+        subcommands: [MigrateCommand.self, ServeCommand.self, WorkerCommand.self, SchedulerCommand.self, AllCommand.self, JobCommand.self, EnqueueCommand.self, StatusCommand.self, VersionCommand.self]
     )
 }
 

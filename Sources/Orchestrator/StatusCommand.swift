@@ -1,0 +1,207 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import ArgumentParser
+import Logging
+import Observability
+import PostgresNIO
+import Primitives
+import Resilience
+
+/// `fila status`: the state of the whole installation on one screen, from the `ops` views and
+/// the health checks `/health/score` runs. Exit status: 0 healthy, 1 degraded, 2 unhealthy.
+struct StatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show the queue, workers, circuits, jobs, open alerts and the sending pause.",
+        discussion: """
+            Read from the ops views and scored as /health/score scores it; while sending is paused \
+            or an alert is open it is at least degraded. Exit status: 0 healthy, 1 degraded, \
+            2 unhealthy (69 when Postgres cannot be reached), so scripts and cron can act on it. \
+            Colour on a terminal, plain text when piped.
+            """
+    )
+
+    @OptionGroup var global: GlobalOptions
+
+    @Flag(help: "Print one JSON object (every section, the score and its band) instead of text.")
+    var json = false
+
+    @Flag(help: "Refresh every 2 seconds until interrupted.")
+    var watch = false
+
+    func run() async throws {
+        try await reportingErrors {
+            let context = try CommandContext(options: global)
+            let status = try await withStatusDatabase(context) { client in
+                var status = try await StatusReport.read(client: client, redisURL: context.configuration.redisURL, logger: context.logger)
+                while watch {
+                    print("\u{1B}[H\u{1B}[2J", terminator: "")
+                    print(status.text(colour: isatty(1) != 0), terminator: "")
+                    try await Task.sleep(for: .seconds(2))
+                    status = try await StatusReport.read(client: client, redisURL: context.configuration.redisURL, logger: context.logger)
+                }
+                return status
+            }
+            print(json ? status.json() : status.text(colour: isatty(1) != 0), terminator: json ? "\n" : "")
+            switch status.band {
+            case .healthy: break
+            case .degraded: throw ExitCode(1)
+            case .unhealthy: throw ExitCode(2)
+            }
+        }
+    }
+}
+
+/// What `fila status` shows, read once.
+struct StatusReport: Sendable {
+    var score: Int
+    var band: HealthScore.Band
+    var components: [String: Int]
+    var queue: [String: JSONValue]
+    var workers: [[String: JSONValue]]
+    var circuits: [[String: JSONValue]]
+    var jobs: [[String: JSONValue]]
+    var alerts: [[String: JSONValue]]
+    var pause: [String: JSONValue]?
+
+    static func read(client: PostgresClient, redisURL: RedisURL?, logger: Logger) async throws -> StatusReport {
+        let health = HealthAPI(client: client, redisURL: redisURL, logger: logger)
+        let scores = HealthScores(report: await HealthRunner.run(health.allChecks, logger: logger), redisConfigured: redisURL != nil)
+        var report = StatusReport(
+            score: scores.overall.value, band: scores.overall.band,
+            components: scores.components.mapValues { (score: HealthScore) in score.value }, queue: [:], workers: [], circuits: [], jobs: [], alerts: [], pause: nil
+        )
+        let queue = try await client.query(
+            """
+            SELECT m.pendentes::int8, m.processando::int8, m.enviadas_ultima_hora::int8, m.erros_ultima_hora::int8,
+                   m.mensagem_mais_antiga_minutos::int8,
+                   (SELECT count(*) FROM fila_mensagens f WHERE f.status = 'enviada' AND f.outcome_at > now() - interval '5 minutes')
+              FROM ops.fila_metricas m
+            """,
+            logger: logger
+        ).collect().first?.decode((Int, Int, Int, Int, Int, Int).self)
+        if let queue {
+            report.queue = [
+                "pendentes": JSONValue.integer(queue.0), "processando": .integer(queue.1), "enviadas_ultima_hora": .integer(queue.2),
+                "erros_ultima_hora": .integer(queue.3), "mensagem_mais_antiga_minutos": .integer(queue.4), "enviadas_5_min": .integer(queue.5),
+            ]
+        }
+        for try await (id, kind, state, inFlight, age, loop) in try await client.query(
+            """
+            SELECT id, kind, state, in_flight, extract(epoch FROM since_heartbeat)::float8, extract(epoch FROM since_claim_loop)::float8
+              FROM ops.workers WHERE state <> 'stopped' ORDER BY kind, id
+            """,
+            logger: logger
+        ).decode((String, String, String, Int32, Double, Double?).self) {
+            report.workers.append([
+                "id": .string(id), "kind": .string(kind), "state": .string(state), "in_flight": .integer(Int(inFlight)),
+                "heartbeat_age_seconds": .integer(Int(age)), "claim_loop_age_seconds": loop.map { .integer(Int($0)) } ?? .null,
+            ])
+        }
+        for try await (name, state, override) in try await client.query(
+            "SELECT circuit_name, state, override FROM ops.circuits", logger: logger
+        ).decode((String, String, String?).self) {
+            report.circuits.append(["circuit": .string(name), "state": .string(state), "override": override.map(JSONValue.string) ?? .null])
+        }
+        for try await (name, state, last, success) in try await client.query(
+            """
+            SELECT name, state, last_status, extract(epoch FROM now() - last_success_at)::float8
+              FROM ops.jobs ORDER BY state = 'ok', state = 'never_run', name
+            """,
+            logger: logger
+        ).decode((String, String, String?, Double?).self) {
+            report.jobs.append([
+                "name": .string(name), "state": .string(state), "last_status": last.map(JSONValue.string) ?? .null,
+                "last_success_seconds_ago": success.map { .integer(Int($0)) } ?? .null,
+            ])
+        }
+        for try await (rule, key, title, since) in try await client.query(
+            "SELECT rule, key, title, extract(epoch FROM firing_for)::float8 FROM ops.alertas", logger: logger
+        ).decode((String, String, String, Double).self) {
+            report.alerts.append(["rule": .string(rule), "key": .string(key), "title": .string(title), "firing_seconds": .integer(Int(since))])
+        }
+        for try await (motivo, por, desde, ate) in try await client.query(
+            "SELECT motivo, por, desde::text, ate::text FROM ops.pausa_envios", logger: logger
+        ).decode((String, String, String, String?).self) {
+            report.pause = ["motivo": .string(motivo), "por": .string(por), "desde": .string(desde), "ate": ate.map(JSONValue.string) ?? .null]
+        }
+        // Sending paused by hand, or an alert open: something a person must look at, whatever
+        // the score says.
+        if report.band == .healthy && (report.pause != nil || !report.alerts.isEmpty) { report.band = .degraded }
+        return report
+    }
+
+    func json() -> String {
+        let value: JSONValue = [
+            "health_status": .string(band.rawValue), "overall_score": .integer(score),
+            "components": .object(components.mapValues { .integer($0) }),
+            "queue": .object(queue), "workers": .array(workers.map(JSONValue.object)), "circuits": .array(circuits.map(JSONValue.object)),
+            "jobs": .array(jobs.map(JSONValue.object)), "alerts": .array(alerts.map(JSONValue.object)),
+            "sending_pause": pause.map(JSONValue.object) ?? .null,
+        ]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    func text(colour: Bool) -> String {
+        func paint(_ word: String) -> String {
+            guard colour else { return word }
+            let code: String
+            switch word {
+            case "healthy", "alive", "ok", "CLOSED", "sending": code = "32"
+            case "degraded", "late", "never_run", "disabled", "HALF_OPEN", "FORCED_CLOSED", "running_over_sla", "paused": code = "33"
+            case "unhealthy", "LOST", "STALLED", "OPEN", "FORCED_OPEN": code = "31"
+            default: return word
+            }
+            return "\u{1B}[\(code)m\(word)\u{1B}[0m"
+        }
+        func int(_ value: JSONValue?) -> String { value?.integerValue.map(String.init) ?? "-" }
+        var out = "fila: \(paint(band.rawValue)) (score \(score): "
+            + components.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ") + ")\n"
+        if let pause {
+            out += "\nSENDING \(paint("paused")) by \(TerminalText.escaped(pause["por"]?.stringValue ?? "?", limit: 100)) since \(pause["desde"]?.stringValue ?? "?")"
+                + (pause["ate"]?.stringValue.map { " until \($0)" } ?? "") + ": \(TerminalText.escaped(pause["motivo"]?.stringValue ?? "", limit: 200))\n"
+                + "  SELECT ops.resume_sending('why'); ends it\n"
+        }
+        out += "\nQUEUE  pending \(int(queue["pendentes"])) (oldest due \(int(queue["mensagem_mais_antiga_minutos"])) min)  processing \(int(queue["processando"]))"
+            + "  sent 5 min \(int(queue["enviadas_5_min"])) / 1 h \(int(queue["enviadas_ultima_hora"]))  errors 1 h \(int(queue["erros_ultima_hora"]))\n"
+        out += "\nWORKERS\n" + (workers.isEmpty ? "  none alive\n" : Self.indent(table([["ID", "KIND", "STATE", "IN FLIGHT", "BEAT", "LOOP"]] + workers.map { worker in
+            [worker["id"]?.stringValue ?? "", worker["kind"]?.stringValue ?? "", paint(worker["state"]?.stringValue ?? ""), int(worker["in_flight"]),
+             int(worker["heartbeat_age_seconds"]) + "s", worker["claim_loop_age_seconds"]?.integerValue.map { "\($0)s" } ?? "-"]
+        }, cellLimit: 120)))
+        out += "\nCIRCUITS\n" + (circuits.isEmpty ? "  none has changed state\n" : Self.indent(table([["CIRCUIT", "STATE", "OVERRIDE"]] + circuits.map { circuit in
+            [circuit["circuit"]?.stringValue ?? "", paint(circuit["state"]?.stringValue ?? ""), circuit["override"]?.stringValue ?? "-"]
+        }, cellLimit: 120)))
+        out += "\nJOBS\n" + (jobs.isEmpty ? "  none registered yet\n" : Self.indent(table([["JOB", "STATE", "LAST", "LAST SUCCESS"]] + jobs.map { job in
+            [job["name"]?.stringValue ?? "", paint(job["state"]?.stringValue ?? ""), job["last_status"]?.stringValue ?? "-",
+             job["last_success_seconds_ago"]?.integerValue.map { "\($0)s ago" } ?? "never"]
+        }, cellLimit: 120)))
+        out += "\nALERTS\n" + (alerts.isEmpty ? "  none open\n" : Self.indent(table([["RULE", "KEY", "FIRING", "TITLE"]] + alerts.map { alert in
+            [alert["rule"]?.stringValue ?? "", alert["key"]?.stringValue ?? "", int(alert["firing_seconds"]) + "s", alert["title"]?.stringValue ?? ""]
+        }, cellLimit: 160)))
+        return out
+    }
+
+    private static func indent(_ text: String) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.isEmpty ? "" : "  " + $0 }.joined(separator: "\n")
+    }
+}
+
+/// A client for `fila status`, running for the duration of `body`; unreachable Postgres is
+/// exit 69 with one line, as every command does.
+private func withStatusDatabase<Result: Sendable>(_ context: CommandContext, _ body: (PostgresClient) async throws -> Result) async throws -> Result {
+    let url = try context.configuration.requireDatabaseURL()
+    try await url.withConnection(logger: context.logger) { _ in }
+    var poolLogger = context.logger
+    poolLogger.logLevel = max(poolLogger.logLevel, .error)
+    let client = PostgresClient(configuration: url.clientConfiguration(maximumConnections: 8), backgroundLogger: poolLogger)
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { await client.run() }
+        defer { group.cancelAll() }
+        return try await body(client)
+    }
+}
