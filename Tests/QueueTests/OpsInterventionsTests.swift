@@ -172,4 +172,37 @@ struct OpsInterventionsTests {
         let ate = try #require(pause.ate)
         #expect(abs(ate.timeIntervalSinceNow - 3600) < 120)
     }
+
+    @Test func settingsAreCheckedAgainstTheCatalogAndAudited() async throws {
+        let (client, _) = try await setup()
+        #expect(try await text(client, "SELECT value::text FROM ops.set_setting('guardrail.contact_cap_7d.limit', '3', 'agreed on 3')") == "3")
+        #expect(try await text(client, "SELECT value::text FROM ops.set_setting('alert.fila_acumulada.cooldown_seconds', '900', 'quieter')") == "900")
+        #expect(try await text(client, "SELECT value::text FROM ops.set_setting('rate_limit.weights', '{\"campanha\": 2, \"resposta\": 0}', 'campaigns weigh 2')") == #"{"campanha": 2, "resposta": 0}"#)
+        #expect(try await text(client, "SELECT value::text FROM ops.set_setting('rate_limit.time_zone', '\"America/Manaus\"', 'the team moved')") == #""America/Manaus""#)
+        #expect(try await text(client, "SELECT (updated_by = session_user)::text FROM app_settings WHERE key = 'guardrail.contact_cap_7d.limit'") == "true")
+        // The value in force beside the default, and a pattern's key listed once set.
+        #expect(try await text(client, "SELECT format('%s %s %s', tipo, padrao, valor) FROM ops.settings WHERE chave = 'guardrail.contact_cap_7d.limit'") == "integer 2 3")
+        #expect(try await text(client, "SELECT valor::text FROM ops.settings WHERE chave = 'alert.fila_acumulada.cooldown_seconds'") == "900")
+
+        for (sql, words) in [
+            ("SELECT ops.set_setting('guardrail.contact_cap_7d.limit', '1001', 'x')", "must be between 0 and 1000"),
+            ("SELECT ops.set_setting('guardrail.contact_cap_7d.limit', '2.5', 'x')", "must be a whole number"),
+            ("SELECT ops.set_setting('guardrail.contact_cap_7d.limit', '\"3\"', 'x')", "must be a whole number"),
+            ("SELECT ops.set_setting('guardrail.contact_cap_7d.enabled', '1', 'x')", "must be true or false"),
+            ("SELECT ops.set_setting('rate_limit.time_zone', '\"Mars/Olympus\"', 'x')", "must be a time zone name"),
+            ("SELECT ops.set_setting('rate_limit.weights', '{\"campanha\": -1}', 'x')", "must be a JSON object of whole numbers"),
+            ("SELECT ops.set_setting('no.such.setting', '1', 'x')", "unknown setting no.such.setting"),
+            ("SELECT ops.set_setting('sending.pause', '{}', 'x')", "set by ops.pause_sending"),
+            ("SELECT ops.set_setting('retention.ops_audit_days', '30', ' ')", "a motivo is required"),
+        ] {
+            await refused(client, sql, saying: words)
+        }
+        #expect(try await text(client, "SELECT value::text FROM app_settings WHERE key = 'guardrail.contact_cap_7d.limit'") == "3")
+
+        // NULL removes the row: the default applies again.
+        #expect(try await text(client, "SELECT key FROM ops.set_setting('guardrail.contact_cap_7d.limit', NULL, 'back to the default')") == "guardrail.contact_cap_7d.limit")
+        #expect(try await int(client, "SELECT count(*) FROM app_settings WHERE key = 'guardrail.contact_cap_7d.limit'") == 0)
+        #expect(try await text(client, "SELECT format('%s>%s', argumentos->>'de', coalesce(argumentos->>'para', 'NULL')) FROM ops_audit WHERE acao = 'set_setting' ORDER BY id DESC LIMIT 1") == "3>NULL")
+        #expect(try await int(client, "SELECT count(*) FROM ops_audit WHERE acao = 'set_setting'") == 5)
+    }
 }
