@@ -47,78 +47,38 @@ extension BuiltinJobs {
             """,
             logger: logger
         ).collect().map { try $0.decode(UUID.self) }
-        let executions = try await inBatches(of: retentionBatch) { size in
-            try await client.query(
-                """
-                WITH gone AS (
-                    DELETE FROM job_executions
-                     WHERE id IN (
-                           SELECT e.id FROM job_executions e
-                            WHERE e.created_at < now() - make_interval(days => \(Int32(days)))
-                              AND e.status NOT IN ('pending', 'running')
-                              AND e.id <> ALL (\(kept)::uuid[])
-                            LIMIT \(Int32(size)))
-                    RETURNING 1)
-                SELECT count(*) FROM gone
+        // Ids and whole numbers only go into these conditions: nothing from outside.
+        let keptList = kept.map { "'\($0.uuidString)'" }.joined(separator: ",")
+        let executions = try await deleteInBatches(
+            from: "job_executions",
+            where: """
+                created_at < now() - make_interval(days => \(days)) AND status NOT IN ('pending', 'running')
+                \(kept.isEmpty ? "" : "AND id NOT IN (\(keptList))")
                 """,
-                logger: logger
-            ).collect().first!.decode(Int.self)
-        }
+            context
+        )
 
         // Processes silent (or stopped) for longer than the setting, unless a message still
         // names one as its holder: that row is the rescue's to return first.
         let hours = values[RetentionSetting.heartbeatsHours.key]!
-        let heartbeats = try await inBatches(of: retentionBatch) { size in
-            try await client.query(
-                """
-                WITH gone AS (
-                    DELETE FROM worker_heartbeats
-                     WHERE id IN (
-                           SELECT h.id FROM worker_heartbeats h
-                            WHERE h.last_seen_at < now() - make_interval(hours => \(Int32(hours)))
-                              AND NOT EXISTS (SELECT 1 FROM fila_mensagens m
-                                               WHERE m.status = 'processando' AND m.worker_id = h.id)
-                            LIMIT \(Int32(size)))
-                    RETURNING 1)
-                SELECT count(*) FROM gone
+        let heartbeats = try await deleteInBatches(
+            from: "worker_heartbeats",
+            where: """
+                last_seen_at < now() - make_interval(hours => \(hours))
+                AND NOT EXISTS (SELECT 1 FROM fila_mensagens m WHERE m.status = 'processando' AND m.worker_id = worker_heartbeats.id)
                 """,
-                logger: logger
-            ).collect().first!.decode(Int.self)
-        }
+            context
+        )
 
         // Notifications older than the setting, except those still waiting to be delivered.
         let alertDays = values[RetentionSetting.alertEventsDays.key]!
-        let events = try await inBatches(of: retentionBatch) { size in
-            try await client.query(
-                """
-                WITH gone AS (
-                    DELETE FROM alert_events
-                     WHERE id IN (
-                           SELECT a.id FROM alert_events a
-                            WHERE a.created_at < now() - make_interval(days => \(Int32(alertDays)))
-                              AND a.status <> 'pending'
-                            LIMIT \(Int32(size)))
-                    RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                logger: logger
-            ).collect().first!.decode(Int.self)
-        }
+        let events = try await deleteInBatches(
+            from: "alert_events", where: "created_at < now() - make_interval(days => \(alertDays)) AND status <> 'pending'", context
+        )
 
         // The interventions' audit.
         let auditDays = values[RetentionSetting.auditDays.key]!
-        let audit = try await inBatches(of: retentionBatch) { size in
-            try await client.query(
-                """
-                WITH gone AS (
-                    DELETE FROM ops_audit
-                     WHERE id IN (SELECT id FROM ops_audit WHERE feito_em < now() - make_interval(days => \(Int32(auditDays))) LIMIT \(Int32(size)))
-                    RETURNING 1)
-                SELECT count(*) FROM gone
-                """,
-                logger: logger
-            ).collect().first!.decode(Int.self)
-        }
+        let audit = try await deleteInBatches(from: "ops_audit", where: "feito_em < now() - make_interval(days => \(auditDays))", context)
 
         var result: [String: JSONValue] = [
             "execucoes_removidas": .integer(executions),
@@ -134,6 +94,23 @@ extension BuiltinJobs {
             result["configuracoes_ignoradas"] = .array(ignored.map { .string($0) })
         }
         return .object(result)
+    }
+
+    /// Deletes `table`'s rows matching `condition`, `retentionBatch` at a time, each batch its
+    /// own statement; returns how many. Both are SQL written here, never input.
+    static func deleteInBatches(from table: String, where condition: String, _ context: JobContext) async throws -> Int {
+        try await inBatches(of: retentionBatch) { size in
+            try await context.client.query(
+                """
+                WITH gone AS (
+                    DELETE FROM \(unescaped: table)
+                     WHERE id IN (SELECT id FROM \(unescaped: table) WHERE \(unescaped: condition) LIMIT \(Int32(size)))
+                    RETURNING 1)
+                SELECT count(*) FROM gone
+                """,
+                logger: context.logger
+            ).collect().first!.decode(Int.self)
+        }
     }
 
     /// Each `retention.*` setting's value in force, and the keys whose stored value was

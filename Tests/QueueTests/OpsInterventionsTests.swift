@@ -23,19 +23,6 @@ struct OpsInterventionsTests {
         try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect().first!.decode(Int.self)
     }
 
-    /// Runs `sql` and expects SQLSTATE 22023 with a message containing `words`.
-    func refused(_ client: PostgresClient, _ sql: String, saying words: String) async {
-        do {
-            _ = try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
-            Issue.record("accepted: \(sql)")
-        } catch let error as PSQLError {
-            #expect(error.serverInfo?[.sqlState] == "22023", "\(sql): \(String(reflecting: error))")
-            #expect(error.serverInfo?[.message]?.contains(words) == true, "\(sql): \(error.serverInfo?[.message] ?? "")")
-        } catch {
-            Issue.record("\(sql): \(error)")
-        }
-    }
-
     /// The audit's rows, oldest first: "acao linhas motivo", and whether each names the login.
     func audit(_ client: PostgresClient) async throws -> [String] {
         try await client.query(
@@ -54,21 +41,21 @@ struct OpsInterventionsTests {
 
         // requeue: one more attempt, the count kept.
         #expect(try await text(client, "SELECT format('%s %s/%s', status, tentativas, max_tentativas) FROM ops.requeue('\(failed)', 'provider back')") == "pendente 3/4")
-        await refused(client, "SELECT ops.requeue('\(sent)', 'again')", saying: "would send it twice")
-        await refused(client, "SELECT ops.requeue('\(pending)', 'again')", saying: "already")
-        await refused(client, "SELECT ops.requeue('\(UUID())', 'again')", saying: "no message with id")
-        await refused(client, "SELECT ops.requeue('\(failed)', '  ')", saying: "a motivo is required")
+        await expectRefused(client, "SELECT ops.requeue('\(sent)', 'again')", saying: "would send it twice")
+        await expectRefused(client, "SELECT ops.requeue('\(pending)', 'again')", saying: "already")
+        await expectRefused(client, "SELECT ops.requeue('\(UUID())', 'again')", saying: "no message with id")
+        await expectRefused(client, "SELECT ops.requeue('\(failed)', '  ')", saying: "a motivo is required")
 
         // send_now: only the schedule moves.
         #expect(try await text(client, "SELECT (agendar_para <= now())::text FROM ops.send_now('\(later)', 'doctor asked')") == "true")
-        await refused(client, "SELECT ops.send_now('\(sent)', 'x')", saying: "only a pending message")
+        await expectRefused(client, "SELECT ops.send_now('\(sent)', 'x')", saying: "only a pending message")
 
         // cancel: pending only.
         #expect(try await text(client, "SELECT status || ' ' || outcome || ' ' || outcome_reason_code FROM ops.cancel('\(pending)', 'wrong text')")
             == "cancelada CANCELLED_MANUAL manual:\(try await text(client, "SELECT session_user::text")!)")
         try await queue.execute("UPDATE fila_mensagens SET status = 'processando', worker_id = 'w1', processando_desde = now() WHERE id = '\(later)'")
-        await refused(client, "SELECT ops.cancel('\(later)', 'too late')", saying: "being sent now (by w1)")
-        await refused(client, "SELECT ops.cancel('\(sent)', 'x')", saying: "only a pending message")
+        await expectRefused(client, "SELECT ops.cancel('\(later)', 'too late')", saying: "being sent now (by w1)")
+        await expectRefused(client, "SELECT ops.cancel('\(sent)', 'x')", saying: "only a pending message")
 
         // The sent row never changed; every refusal left no audit row.
         #expect(try await text(client, "SELECT status || ' ' || outcome FROM fila_mensagens WHERE id = '\(sent)'") == "enviada SENT")
@@ -86,11 +73,11 @@ struct OpsInterventionsTests {
         #expect(try await int(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'FAILED_PROVIDER', 'Evolution was down')") == 2)
         #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE status = 'pendente' AND max_tentativas = 4") == 2)
         #expect(try await int(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'FAILED_TIMEOUT', 'none of these')") == 0)
-        await refused(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'FAILED_VALIDATION', 'x')", saying: "not retryable")
-        await refused(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'FAILED_GUARDRAIL', 'x')", saying: "not retryable")
-        await refused(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'SENT', 'x')", saying: "outcome must be one that ends in erro")
-        await refused(client, "SELECT ops.requeue_failed(now() + interval '1 hour', 'FAILED_PROVIDER', 'x')", saying: "since must be a time in the past")
-        await refused(client, "SELECT ops.requeue_failed(now() - interval '1 hour', 'FAILED_PROVIDER', NULL)", saying: "a motivo is required")
+        await expectRefused(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'FAILED_VALIDATION', 'x')", saying: "not retryable")
+        await expectRefused(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'FAILED_GUARDRAIL', 'x')", saying: "not retryable")
+        await expectRefused(client, "SELECT ops.requeue_failed(now() - interval '6 hours', 'SENT', 'x')", saying: "outcome must be one that ends in erro")
+        await expectRefused(client, "SELECT ops.requeue_failed(now() + interval '1 hour', 'FAILED_PROVIDER', 'x')", saying: "since must be a time in the past")
+        await expectRefused(client, "SELECT ops.requeue_failed(now() - interval '1 hour', 'FAILED_PROVIDER', NULL)", saying: "a motivo is required")
         #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE status = 'erro'") == 2)
         #expect(try await audit(client) == ["requeue_failed 2 Evolution was down", "requeue_failed 0 none of these"])
         #expect(try await text(client, "SELECT argumentos->>'outcome' FROM ops_audit ORDER BY id LIMIT 1") == "FAILED_PROVIDER")
@@ -109,13 +96,13 @@ struct OpsInterventionsTests {
         #expect(try await int(client, "SELECT ops.cancel_campaign('campanha-7', 'wrong template')") == 2)
         #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE correlation_id = 'campanha-7' AND status = 'cancelada'") == 2)
         #expect(try await text(client, "SELECT status FROM fila_mensagens WHERE id = '\(ids[0])'") == "processando")
-        await refused(client, "SELECT ops.cancel_campaign(' ', 'x')", saying: "a correlation_id is required")
+        await expectRefused(client, "SELECT ops.cancel_campaign(' ', 'x')", saying: "a correlation_id is required")
 
         // The worker's claims come back without an attempt used; its later write is fenced.
         #expect(try await int(client, "SELECT ops.return_stuck('w1', 'hung since 09:10')") == 2)
         #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE status = 'pendente' AND outcome = 'FAILED_WORKER_LOST' AND outcome_reason_code = 'manual:w1' AND tentativas = 0 AND worker_id IS NULL") == 2)
         #expect(try await int(client, "SELECT ops.return_stuck('w1', 'again')") == 0)
-        await refused(client, "SELECT ops.return_stuck(NULL, 'x')", saying: "a worker_id is required")
+        await expectRefused(client, "SELECT ops.return_stuck(NULL, 'x')", saying: "a worker_id is required")
         #expect(try await audit(client) == ["cancel_campaign 2 wrong template", "return_stuck 2 hung since 09:10", "return_stuck 0 again"])
     }
 
@@ -126,10 +113,10 @@ struct OpsInterventionsTests {
             VALUES ('arquivar-fila', 'cron 0 4 * * *', 'America/Sao_Paulo', 300, 172800, 900)
             """)
         #expect(try await text(client, "SELECT status || ' ' || triggered_by FROM ops.run_job('arquivar-fila')") == "pending psql")
-        await refused(client, "SELECT ops.run_job('no-such-job')", saying: "no job named no-such-job")
+        await expectRefused(client, "SELECT ops.run_job('no-such-job')", saying: "no job named no-such-job")
         #expect(try await text(client, "SELECT enabled::text FROM ops.pause_job('arquivar-fila', 'disk full tonight')") == "false")
-        await refused(client, "SELECT ops.pause_job('arquivar-fila', 'again')", saying: "paused already")
-        await refused(client, "SELECT ops.resume_job('arquivar-fila', '')", saying: "a motivo is required")
+        await expectRefused(client, "SELECT ops.pause_job('arquivar-fila', 'again')", saying: "paused already")
+        await expectRefused(client, "SELECT ops.resume_job('arquivar-fila', '')", saying: "a motivo is required")
         #expect(try await text(client, "SELECT enabled::text FROM ops.resume_job('arquivar-fila', 'disk cleaned')") == "true")
         #expect(try await audit(client) == ["run_job 1 -", "pause_job 1 disk full tonight", "resume_job 1 disk cleaned"])
         #expect(try await int(client, "SELECT count(*) FROM job_executions WHERE job_name = 'arquivar-fila' AND status = 'pending'") == 1)
@@ -138,10 +125,10 @@ struct OpsInterventionsTests {
     @Test func sendingIsPausedForAWhileOrUntilResumed() async throws {
         let (client, _) = try await setup()
         #expect(try await int(client, "SELECT count(*) FROM ops.pausa_envios") == 0)
-        await refused(client, "SELECT ops.resume_sending('nothing to resume')", saying: "sending is not paused")
-        await refused(client, "SELECT ops.pause_sending('x', interval '-5 minutes')", saying: "duracao must be more than 0")
-        await refused(client, "SELECT ops.pause_sending('x', interval '31 days')", saying: "duracao must be more than 0")
-        await refused(client, "SELECT ops.pause_sending(NULL)", saying: "a motivo is required")
+        await expectRefused(client, "SELECT ops.resume_sending('nothing to resume')", saying: "sending is not paused")
+        await expectRefused(client, "SELECT ops.pause_sending('x', interval '-5 minutes')", saying: "duracao must be more than 0")
+        await expectRefused(client, "SELECT ops.pause_sending('x', interval '31 days')", saying: "duracao must be more than 0")
+        await expectRefused(client, "SELECT ops.pause_sending(NULL)", saying: "a motivo is required")
 
         let pause = try await text(client, "SELECT format('%s|%s|%s', p->>'motivo', p->>'por' = session_user, p->'ate') FROM ops.pause_sending('wrong template') p")
         #expect(pause == "wrong template|t|null")
@@ -195,7 +182,7 @@ struct OpsInterventionsTests {
             ("SELECT ops.set_setting('sending.pause', '{}', 'x')", "set by ops.pause_sending"),
             ("SELECT ops.set_setting('retention.ops_audit_days', '30', ' ')", "a motivo is required"),
         ] {
-            await refused(client, sql, saying: words)
+            await expectRefused(client, sql, saying: words)
         }
         #expect(try await text(client, "SELECT value::text FROM app_settings WHERE key = 'guardrail.contact_cap_7d.limit'") == "3")
 

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import Queue
+import Testing
 
 let logger = TestDatabase.logger
 
@@ -76,5 +77,19 @@ extension MessageQueue {
             let (id, claimedAt) = try $0.decode((UUID, Int64).self)
             return HeldClaim(id: id, claimedAtMicroseconds: claimedAt)
         }
+    }
+}
+
+/// Runs `sql` and expects it refused with SQLSTATE 22023 and a message containing `words`
+/// (the `ops` and `fila` functions' answer to bad arguments).
+func expectRefused(_ client: PostgresClient, _ sql: String, saying words: String, sourceLocation: SourceLocation = #_sourceLocation) async {
+    do {
+        _ = try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+        Issue.record("accepted: \(sql)", sourceLocation: sourceLocation)
+    } catch let error as PSQLError {
+        #expect(error.serverInfo?[.sqlState] == "22023", "\(sql): \(String(reflecting: error))", sourceLocation: sourceLocation)
+        #expect(error.serverInfo?[.message]?.contains(words) == true, "\(sql): \(error.serverInfo?[.message] ?? "")", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("\(sql): \(error)", sourceLocation: sourceLocation)
     }
 }

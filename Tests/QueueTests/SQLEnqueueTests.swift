@@ -10,18 +10,6 @@ import Testing
 /// written, the producer's transaction deciding, and the wake-up of idle workers.
 @Suite("SQL enqueue", .migratedDatabase)
 struct SQLEnqueueTests {
-    func refused(_ client: PostgresClient, _ sql: String, saying words: String) async {
-        do {
-            _ = try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
-            Issue.record("accepted: \(sql)")
-        } catch let error as PSQLError {
-            #expect(error.serverInfo?[.sqlState] == "22023", "\(sql): \(String(reflecting: error))")
-            #expect(error.serverInfo?[.message]?.contains(words) == true, "\(sql): \(error.serverInfo?[.message] ?? "")")
-        } catch {
-            Issue.record("\(sql): \(error)")
-        }
-    }
-
     @Test func oneMessageWithItsFieldsAndItsKey() async throws {
         let client = try TestDatabase.current.client
         let queue = MessageQueue(client: client)
@@ -62,7 +50,7 @@ struct SQLEnqueueTests {
             ("SELECT fila.enqueue('m', '5511999990000', 'x', correlation_id => 'has space')", "correlation_id: must be 1-128 characters"),
             ("SELECT fila.enqueue('m', '5511999990000', 'x', metadata => '[1]')", "metadata: must be a JSON object"),
         ] {
-            await refused(client, sql, saying: words)
+            await expectRefused(client, sql, saying: words)
         }
         #expect(try await queue.count() == 1)
     }
@@ -126,7 +114,7 @@ struct SQLEnqueueTests {
             (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "agendar_para": "amanhã"}]"#, "message 1: agendar_para: must be a timestamp"),
             (#"[7]"#, "message 1: must be a JSON object"),
         ] {
-            await refused(client, "SELECT * FROM fila.enqueue_batch('\(json)')", saying: words)
+            await expectRefused(client, "SELECT * FROM fila.enqueue_batch('\(json)')", saying: words)
         }
         // The valid first message of the refused batch was not written.
         #expect(try await queue.count(where: "cliente_id = 'medico-9'") == 0)
