@@ -10,12 +10,23 @@
 -- The pause is the app_settings row 'sending.pause' ({"motivo", "por", "desde", "ate"}), so it
 -- survives restarts and every replica reads the same one. Both calls are audited in ops_audit.
 
+-- A time from text, or NULL when the text is not one (a hand edit of 'ate' must not make the
+-- pause unreadable: a bad end counts as none, and ops.resume_sending still ends it).
+CREATE FUNCTION fila_try_timestamptz(p_text text) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path FROM CURRENT AS $$
+BEGIN
+    RETURN p_text::timestamptz;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END;
+$$;
+
 CREATE FUNCTION fila_sending_pause() RETURNS jsonb
 LANGUAGE sql STABLE SET search_path FROM CURRENT AS $$
     SELECT s.value FROM app_settings s
      WHERE s.key = 'sending.pause'
        AND jsonb_typeof(s.value) = 'object'
-       AND (s.value->>'ate' IS NULL OR (s.value->>'ate')::timestamptz > now())
+       AND (fila_try_timestamptz(s.value->>'ate') IS NULL OR fila_try_timestamptz(s.value->>'ate') > now())
 $$;
 
 COMMENT ON FUNCTION fila_sending_pause() IS
@@ -66,7 +77,7 @@ COMMENT ON FUNCTION ops.resume_sending(text) IS
     'Ends the sending pause (workers claim again within seconds) and returns it. Audited';
 
 CREATE VIEW ops.pausa_envios AS
-SELECT p->>'motivo' AS motivo, p->>'por' AS por, (p->>'desde')::timestamptz AS desde, (p->>'ate')::timestamptz AS ate
+SELECT p->>'motivo' AS motivo, p->>'por' AS por, fila_try_timestamptz(p->>'desde') AS desde, fila_try_timestamptz(p->>'ate') AS ate
   FROM (SELECT fila_sending_pause() AS p) x
  WHERE p IS NOT NULL;
 

@@ -1,6 +1,6 @@
 -- 0017_sql_enqueue: enqueue from SQL, for producers in any language (the transactional outbox).
 --
--- fila.enqueue(cliente_id, telefone, conteudo, …)   one message; returns (id, inserted)
+-- fila.enqueue(cliente_id, telefone, conteudo, tipo, …)   one message; returns (id, inserted)
 -- fila.enqueue_batch(mensagens jsonb)                a JSON array of messages; all or nothing
 --
 -- The same rules as `fila enqueue` and the HTTP API: each field checked with a clear error
@@ -45,7 +45,11 @@ BEGIN
         problem := 'conteudo: is empty';
     ELSIF length(p_conteudo) > 4096 THEN
         problem := 'conteudo: is longer than 4096 characters';
-    ELSIF p_tipo IS NULL OR p_tipo NOT IN ('resposta', 'campanha', 'followup', 'sistema') THEN
+    ELSIF p_tipo IS NULL THEN
+        -- Required, as in fila enqueue: it decides the rate-limit weight and the contact cap,
+        -- and a campaign must not slip through as replies by default.
+        problem := 'tipo: is missing (one of resposta, campanha, followup, sistema)';
+    ELSIF p_tipo NOT IN ('resposta', 'campanha', 'followup', 'sistema') THEN
         problem := 'tipo: must be resposta, campanha, followup or sistema';
     ELSIF p_prioridade IS NULL OR p_prioridade NOT BETWEEN -100 AND 100 THEN
         problem := 'prioridade: must be between -100 and 100';
@@ -66,10 +70,10 @@ BEGIN
 END;
 $$;
 
--- SELECT * FROM fila.enqueue('medico-42', '5511999990000', 'Olá, doutor', idempotency_key => 'pedido-981');
+-- SELECT * FROM fila.enqueue('medico-42', '5511999990000', 'Olá, doutor', 'resposta', idempotency_key => 'pedido-981');
 CREATE FUNCTION fila.enqueue(
-    cliente_id text, telefone text, conteudo text,
-    tipo text DEFAULT 'resposta', prioridade integer DEFAULT 0, agendar_para timestamptz DEFAULT NULL,
+    cliente_id text, telefone text, conteudo text, tipo text,
+    prioridade integer DEFAULT 0, agendar_para timestamptz DEFAULT NULL,
     idempotency_key text DEFAULT NULL, correlation_id text DEFAULT NULL, metadata jsonb DEFAULT '{}',
     max_tentativas integer DEFAULT 3
 ) RETURNS TABLE (id uuid, inserted boolean)
@@ -79,6 +83,9 @@ DECLARE
 BEGIN
     PERFORM fila_enqueue_check(enqueue.cliente_id, enqueue.telefone, enqueue.conteudo, enqueue.tipo, enqueue.prioridade,
                                enqueue.max_tentativas, enqueue.idempotency_key, enqueue.correlation_id, enqueue.metadata, NULL);
+    IF NOT isfinite(coalesce(enqueue.agendar_para, now())) THEN
+        RAISE EXCEPTION 'agendar_para: must be a finite time (infinity would never come due)' USING ERRCODE = '22023';
+    END IF;
     INSERT INTO fila_mensagens AS m (id, cliente_id, telefone, conteudo, tipo, prioridade, agendar_para,
                                      idempotency_key, correlation_id, metadata, max_tentativas)
     VALUES (fila_uuid_v7(), enqueue.cliente_id, enqueue.telefone, enqueue.conteudo, enqueue.tipo, enqueue.prioridade,
@@ -105,6 +112,8 @@ DECLARE
     item jsonb;
     n integer := 0;
     unknown text;
+    ids uuid[];
+    keys text[];
 BEGIN
     IF mensagens IS NULL OR jsonb_typeof(mensagens) <> 'array' THEN
         RAISE EXCEPTION 'mensagens: must be a JSON array of messages' USING ERRCODE = '22023';
@@ -132,18 +141,21 @@ BEGIN
             RAISE EXCEPTION 'message %: prioridade and max_tentativas must be whole numbers (-100 to 100, 1 to 100)', n USING ERRCODE = '22023';
         END IF;
         PERFORM fila_enqueue_check(
-            item->>'cliente_id', item->>'telefone', item->>'conteudo', coalesce(item->>'tipo', 'resposta'),
+            item->>'cliente_id', item->>'telefone', item->>'conteudo', item->>'tipo',
             coalesce((item->>'prioridade')::numeric, 0)::integer, coalesce((item->>'max_tentativas')::numeric, 3)::integer,
             item->>'idempotency_key', item->>'correlation_id', coalesce(item->'metadata', '{}'::jsonb),
             format('message %s: ', n));
-        BEGIN
-            PERFORM (item->>'agendar_para')::timestamptz;
-        EXCEPTION WHEN others THEN
-            RAISE EXCEPTION 'message %: agendar_para: must be a timestamp with a time zone, e.g. 2026-12-02T09:00:00-03:00', n
+        -- A time with its zone, as fila enqueue reads it; never 'infinity' (it would never come due).
+        IF item ? 'agendar_para' AND (
+               jsonb_typeof(item->'agendar_para') <> 'string'
+            OR (item->>'agendar_para') !~ '^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$'
+            OR fila_try_timestamptz(item->>'agendar_para') IS NULL) THEN
+            RAISE EXCEPTION 'message %: agendar_para: must be a time with its zone, e.g. 2026-12-02T09:00:00-03:00', n
                 USING ERRCODE = '22023';
-        END;
+        END IF;
     END LOOP;
-    RETURN QUERY
+    -- Written in one statement; what it skipped for a key taken meanwhile by another
+    -- transaction is looked up by a second one, which sees that row once it has committed.
     WITH input AS (
         SELECT x.ordinality::integer AS posicao, x.value AS item, fila_uuid_v7() AS new_id
           FROM jsonb_array_elements(mensagens) WITH ORDINALITY x
@@ -151,7 +163,7 @@ BEGIN
     written AS (
         INSERT INTO fila_mensagens AS m (id, cliente_id, telefone, conteudo, tipo, prioridade, agendar_para,
                                          idempotency_key, correlation_id, metadata, max_tentativas)
-        SELECT i.new_id, i.item->>'cliente_id', i.item->>'telefone', i.item->>'conteudo', coalesce(i.item->>'tipo', 'resposta'),
+        SELECT i.new_id, i.item->>'cliente_id', i.item->>'telefone', i.item->>'conteudo', i.item->>'tipo',
                coalesce((i.item->>'prioridade')::numeric, 0)::smallint, coalesce((i.item->>'agendar_para')::timestamptz, now()),
                i.item->>'idempotency_key', nullif(i.item->>'correlation_id', ''), coalesce(i.item->'metadata', '{}'::jsonb),
                coalesce((i.item->>'max_tentativas')::numeric, 3)::integer
@@ -159,15 +171,14 @@ BEGIN
          ORDER BY i.posicao
         ON CONFLICT ON CONSTRAINT fila_mensagens_idempotency_key_key DO NOTHING
         RETURNING m.id)
-    -- A key already in the table gives that row; a key used twice in the batch, the first's.
-    SELECT i.posicao,
-           coalesce(w.id, f.id, (SELECT w2.id FROM input i2 JOIN written w2 ON w2.id = i2.new_id
-                                  WHERE i2.item->>'idempotency_key' = i.item->>'idempotency_key' LIMIT 1)),
-           w.id IS NOT NULL
+    SELECT array_agg(w.id ORDER BY i.posicao), array_agg(i.item->>'idempotency_key' ORDER BY i.posicao)
+      INTO ids, keys
       FROM input i
-      LEFT JOIN written w ON w.id = i.new_id
-      LEFT JOIN fila_mensagens f ON w.id IS NULL AND f.idempotency_key = i.item->>'idempotency_key'
-     ORDER BY i.posicao;
+      LEFT JOIN written w ON w.id = i.new_id;
+    RETURN QUERY
+    SELECT x.posicao::integer, coalesce(x.id, (SELECT f.id FROM fila_mensagens f WHERE f.idempotency_key = x.key)), x.id IS NOT NULL
+      FROM unnest(ids, keys) WITH ORDINALITY AS x(id, key, posicao)
+     ORDER BY x.posicao;
 END;
 $$;
 

@@ -21,27 +21,36 @@ public final class SendingPause: Sendable {
         public let motivo: String
         public let por: String
         public let desde: String
-        /// When it ends by itself; nil until `ops.resume_sending`.
+        /// When it ends by itself; nil until `ops.resume_sending`. For people (health, logs).
         public let ate: Date?
+        /// How long it had left when it was read, by the database's clock.
+        public let remaining: Duration?
     }
 
-    private let current = Mutex<Pause?>(nil)
+    private struct State {
+        var pause: Pause?
+        /// When `pause` was read, by this process's monotonic clock: an expiry is counted from
+        /// it, never from this machine's wall clock.
+        var readAt: ContinuousClock.Instant = .now
+    }
+
+    private let current = Mutex(State())
 
     public init() {}
 
-    /// The pause in force now, if any.
+    /// The pause in force now, if any: as last read, until its remaining time has passed.
     public var active: Pause? {
-        current.withLock { pause in
-            guard let pause else { return nil }
-            if let ate = pause.ate, ate <= Date() { return nil }
+        current.withLock { state in
+            guard let pause = state.pause else { return nil }
+            if let remaining = pause.remaining, ContinuousClock.now - state.readAt >= remaining { return nil }
             return pause
         }
     }
 
-    func set(_ pause: Pause?) -> (before: Pause?, after: Pause?) {
-        current.withLock { current in
-            defer { current = pause }
-            return (current, pause)
+    func set(_ pause: Pause?, readAt: ContinuousClock.Instant = .now) -> (before: Pause?, after: Pause?) {
+        current.withLock { state in
+            defer { state = State(pause: pause, readAt: readAt) }
+            return (state.pause, pause)
         }
     }
 
@@ -50,15 +59,19 @@ public final class SendingPause: Sendable {
         let rows = try await client.query(
             """
             SELECT coalesce(p->>'motivo', ''), coalesce(p->>'por', '?'), coalesce(p->>'desde', '?'),
-                   extract(epoch FROM (p->>'ate')::timestamptz)::float8
+                   extract(epoch FROM fila_try_timestamptz(p->>'ate'))::float8,
+                   extract(epoch FROM fila_try_timestamptz(p->>'ate') - now())::float8
               FROM (SELECT fila_sending_pause() AS p) x
              WHERE p IS NOT NULL
             """,
             logger: logger
         ).collect()
         guard let row = rows.first else { return nil }
-        let (motivo, por, desde, ate) = try row.decode((String, String, String, Double?).self)
-        return Pause(motivo: motivo, por: por, desde: desde, ate: ate.map { Date(timeIntervalSince1970: $0) })
+        let (motivo, por, desde, ate, remaining) = try row.decode((String, String, String, Double?, Double?).self)
+        return Pause(
+            motivo: motivo, por: por, desde: desde, ate: ate.map { Date(timeIntervalSince1970: $0) },
+            remaining: remaining.map { .milliseconds(Int64(($0 * 1000).rounded())) }
+        )
     }
 }
 
@@ -75,6 +88,20 @@ public struct SendingPauseWatcher: Service {
     /// Signalled when the pause changes, so a paused claim loop looks again at once.
     let wake: WakeSignal?
     let logger: Logger
+    /// Whether the last read failed: an outage is logged once, not at every poll.
+    private let failing = FailureFlag()
+
+    private final class FailureFlag: Sendable {
+        let value = Mutex(false)
+        /// Marks a failure; true when it is the first of a run.
+        func fail() -> Bool {
+            value.withLock { failing in
+                defer { failing = true }
+                return !failing
+            }
+        }
+        func succeed() { value.withLock { $0 = false } }
+    }
 
     public init(pause: SendingPause, client: PostgresClient, listenURL: DatabaseURL, pollInterval: Duration = .seconds(15), wake: WakeSignal? = nil, logger: Logger) {
         self.pause = pause
@@ -103,16 +130,21 @@ public struct SendingPauseWatcher: Service {
 
     func refresh() async {
         let read: SendingPause.Pause?
+        let started = ContinuousClock.now
         do {
             read = try await withTimeLimit(.seconds(5), onTimeout: { DatabaseError(.queryFailed, "reading the sending pause: no answer within 5 s") }) {
                 try await SendingPause.read(client: client, logger: logger)
             }
         } catch {
-            logger.debug("cannot read the sending pause; keeping the last one", metadata: ["error": .string(String(reflecting: error))])
+            if failing.fail() {
+                logger.warning("cannot read the sending pause; keeping the last one read", metadata: ["error": .string(String(reflecting: error))])
+            }
             return
         }
-        let (before, after) = pause.set(read)
-        guard before != after else { return }
+        failing.succeed()
+        let (before, after) = pause.set(read, readAt: started)
+        // The same pause read again (only its time left has moved): nothing to say.
+        guard before?.ate != after?.ate || before?.desde != after?.desde || (before == nil) != (after == nil) else { return }
         if let after {
             logger.warning("sending paused: not claiming", metadata: ["pause.by": .string(after.por), "pause.motivo": .string(after.motivo)])
         } else if before != nil {

@@ -2,7 +2,7 @@ import Database
 import FilaTestSupport
 import Foundation
 import PostgresNIO
-import Queue
+@testable import Queue
 import Testing
 
 /// The audited interventions of the `ops` schema (migration 0014) as psql calls them, against a
@@ -142,11 +142,21 @@ struct OpsInterventionsTests {
         ).collect()
         #expect(try await int(client, "SELECT count(*) FROM ops.pausa_envios") == 0)
         #expect(try await text(client, "SELECT fila_sending_pause()::text") == nil)
+        // An end edited by hand into something that is not a time counts as no end: the pause
+        // holds, reads, and still ends with ops.resume_sending.
+        _ = try await client.query("SELECT ops.pause_sending('edited by hand', interval '5 minutes')", logger: logger).collect()
+        _ = try await client.query(#"UPDATE app_settings SET value = jsonb_set(value, '{ate}', '"soon"') WHERE key = 'sending.pause'"#, logger: logger).collect()
+        #expect(try await text(client, "SELECT motivo || ' ' || (ate IS NULL) FROM ops.pausa_envios") == "edited by hand true")
+        #expect(try await SendingPause.read(client: client, logger: logger)?.motivo == "edited by hand")
+        _ = try await client.query("SELECT ops.resume_sending('cleared')", logger: logger).collect()
         // Paused again, then resumed by hand.
         _ = try await client.query("SELECT ops.pause_sending('again')", logger: logger).collect()
         #expect(try await text(client, "SELECT p->>'motivo' FROM ops.resume_sending('fixed') p") == "again")
         #expect(try await int(client, "SELECT count(*) FROM app_settings WHERE key = 'sending.pause'") == 0)
-        #expect(try await audit(client) == ["pause_sending 1 wrong template", "pause_sending 1 maintenance", "pause_sending 1 again", "resume_sending 1 fixed"])
+        #expect(try await audit(client) == [
+            "pause_sending 1 wrong template", "pause_sending 1 maintenance", "pause_sending 1 edited by hand", "resume_sending 1 cleared",
+            "pause_sending 1 again", "resume_sending 1 fixed",
+        ])
     }
 
     /// What a worker reads: the pause with its expiry, or none.
@@ -158,6 +168,14 @@ struct OpsInterventionsTests {
         #expect(pause.motivo == "campaign check")
         let ate = try #require(pause.ate)
         #expect(abs(ate.timeIntervalSinceNow - 3600) < 120)
+        // Its time left is the database's reckoning, counted down by this process's monotonic clock.
+        let remaining = try #require(pause.remaining)
+        #expect(remaining > .seconds(3500) && remaining <= .seconds(3600))
+        let local = SendingPause()
+        _ = local.set(pause)
+        #expect(local.active?.motivo == "campaign check")
+        _ = local.set(pause, readAt: .now - .seconds(3601))
+        #expect(local.active == nil)
     }
 
     @Test func settingsAreCheckedAgainstTheCatalogAndAudited() async throws {

@@ -33,22 +33,24 @@ struct SQLEnqueueTests {
 
         // The same key again: the existing row, nothing written.
         let again = try await client.query(
-            "SELECT id, inserted FROM fila.enqueue('medico-42', '5511999990000', 'outro texto', idempotency_key => 'pedido-981')",
+            "SELECT id, inserted FROM fila.enqueue('medico-42', '5511999990000', 'outro texto', 'resposta', idempotency_key => 'pedido-981')",
             logger: logger
         ).collect().first!.decode((UUID, Bool).self)
         #expect(again.0 == first.0 && !again.1)
         #expect(try await queue.count() == 1)
 
         for (sql, words) in [
-            ("SELECT fila.enqueue('', '5511999990000', 'x')", "cliente_id: must be 1-200 characters"),
-            ("SELECT fila.enqueue('m', '+55 11 99999', 'x')", "telefone: must be 10-15 digits"),
-            ("SELECT fila.enqueue('m', '5511999990000', E' \\n ')", "conteudo: is empty"),
-            ("SELECT fila.enqueue('m', '5511999990000', repeat('a', 4097))", "conteudo: is longer than 4096"),
-            ("SELECT fila.enqueue('m', '5511999990000', 'x', tipo => 'spam')", "tipo: must be resposta, campanha"),
-            ("SELECT fila.enqueue('m', '5511999990000', 'x', prioridade => 101)", "prioridade: must be between -100 and 100"),
-            ("SELECT fila.enqueue('m', '5511999990000', 'x', max_tentativas => 0)", "max_tentativas: must be between 1 and 100"),
-            ("SELECT fila.enqueue('m', '5511999990000', 'x', correlation_id => 'has space')", "correlation_id: must be 1-128 characters"),
-            ("SELECT fila.enqueue('m', '5511999990000', 'x', metadata => '[1]')", "metadata: must be a JSON object"),
+            ("SELECT fila.enqueue('', '5511999990000', 'x', 'resposta')", "cliente_id: must be 1-200 characters"),
+            ("SELECT fila.enqueue('m', '+55 11 99999', 'x', 'resposta')", "telefone: must be 10-15 digits"),
+            ("SELECT fila.enqueue('m', '5511999990000', E' \\n ', 'resposta')", "conteudo: is empty"),
+            ("SELECT fila.enqueue('m', '5511999990000', repeat('a', 4097), 'resposta')", "conteudo: is longer than 4096"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', 'spam')", "tipo: must be resposta, campanha"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', NULL)", "tipo: is missing"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', 'resposta', prioridade => 101)", "prioridade: must be between -100 and 100"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', 'resposta', max_tentativas => 0)", "max_tentativas: must be between 1 and 100"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', 'resposta', correlation_id => 'has space')", "correlation_id: must be 1-128 characters"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', 'resposta', metadata => '[1]')", "metadata: must be a JSON object"),
+            ("SELECT fila.enqueue('m', '5511999990000', 'x', 'resposta', agendar_para => 'infinity')", "agendar_para: must be a finite time"),
         ] {
             await expectRefused(client, sql, saying: words)
         }
@@ -63,7 +65,7 @@ struct SQLEnqueueTests {
         let queue = MessageQueue(client: client)
         try await url.withConnection(logger: logger) { producer in
             _ = try await producer.query("BEGIN", logger: logger).collect()
-            _ = try await producer.query("SELECT fila.enqueue('medico-1', '5511999990001', 'rolled back')", logger: logger).collect()
+            _ = try await producer.query("SELECT fila.enqueue('medico-1', '5511999990001', 'rolled back', 'resposta')", logger: logger).collect()
             _ = try await producer.query("ROLLBACK", logger: logger).collect()
         }
         #expect(try await queue.count() == 0)
@@ -72,7 +74,7 @@ struct SQLEnqueueTests {
             try await listener.listen(on: "fila_mensagens") { notifications in
                 try await url.withConnection(logger: logger) { producer in
                     _ = try await producer.query("BEGIN", logger: logger).collect()
-                    _ = try await producer.query("SELECT fila.enqueue('medico-2', '5511999990002', 'committed')", logger: logger).collect()
+                    _ = try await producer.query("SELECT fila.enqueue('medico-2', '5511999990002', 'committed', 'resposta')", logger: logger).collect()
                     _ = try await producer.query("COMMIT", logger: logger).collect()
                 }
                 for try await _ in notifications { return true }
@@ -86,15 +88,15 @@ struct SQLEnqueueTests {
     @Test func aBatchIsAllOrNothingAndSaysWhatEachPositionBecame() async throws {
         let client = try TestDatabase.current.client
         let queue = MessageQueue(client: client)
-        _ = try await client.query("SELECT fila.enqueue('medico-0', '5511999990000', 'antes', idempotency_key => 'k-0')", logger: logger).collect()
+        _ = try await client.query("SELECT fila.enqueue('medico-0', '5511999990000', 'antes', 'resposta', idempotency_key => 'k-0')", logger: logger).collect()
         let results = try await client.query(
             """
             SELECT posicao, id::text, inserted FROM fila.enqueue_batch('[
                 {"cliente_id": "medico-1", "telefone": "5511999990001", "conteudo": "um", "tipo": "campanha", "prioridade": 3},
-                {"cliente_id": "medico-0", "telefone": "5511999990000", "conteudo": "de novo", "idempotency_key": "k-0"},
-                {"cliente_id": "medico-2", "telefone": "5511999990002", "conteudo": "dois", "idempotency_key": "k-2",
+                {"cliente_id": "medico-0", "telefone": "5511999990000", "conteudo": "de novo", "tipo": "resposta", "idempotency_key": "k-0"},
+                {"cliente_id": "medico-2", "telefone": "5511999990002", "conteudo": "dois", "tipo": "resposta", "idempotency_key": "k-2",
                  "agendar_para": "2030-01-01T09:00:00-03:00", "metadata": {"lote": 1}},
-                {"cliente_id": "medico-2", "telefone": "5511999990002", "conteudo": "dois outra vez", "idempotency_key": "k-2"}
+                {"cliente_id": "medico-2", "telefone": "5511999990002", "conteudo": "dois outra vez", "tipo": "resposta", "idempotency_key": "k-2"}
             ]')
             """,
             logger: logger
@@ -108,10 +110,13 @@ struct SQLEnqueueTests {
 
         for (json, words) in [
             (#"{"cliente_id": "m"}"#, "mensagens: must be a JSON array"),
-            (#"[{"cliente_id": "medico-9", "telefone": "5511999990009", "conteudo": "ok"}, {"cliente_id": "m", "telefone": "1", "conteudo": "x"}]"#, "message 2: telefone: must be 10-15 digits"),
-            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "phone": "1"}]"#, "message 1: unknown field phone"),
-            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "prioridade": "alta"}]"#, "message 1: prioridade and max_tentativas must be whole numbers"),
-            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "agendar_para": "amanhã"}]"#, "message 1: agendar_para: must be a timestamp"),
+            (#"[{"cliente_id": "medico-9", "telefone": "5511999990009", "conteudo": "ok", "tipo": "resposta"}, {"cliente_id": "m", "telefone": "1", "conteudo": "x", "tipo": "resposta"}]"#, "message 2: telefone: must be 10-15 digits"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "tipo": "resposta", "phone": "1"}]"#, "message 1: unknown field phone"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "tipo": "resposta", "prioridade": "alta"}]"#, "message 1: prioridade and max_tentativas must be whole numbers"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "tipo": "resposta", "agendar_para": "amanhã"}]"#, "message 1: agendar_para: must be a time with its zone"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "tipo": "resposta", "agendar_para": "infinity"}]"#, "message 1: agendar_para: must be a time with its zone"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x", "tipo": "resposta", "agendar_para": "2030-01-01 09:00"}]"#, "message 1: agendar_para: must be a time with its zone"),
+            (#"[{"cliente_id": "m", "telefone": "5511999990009", "conteudo": "x"}]"#, "message 1: tipo: is missing"),
             (#"[7]"#, "message 1: must be a JSON object"),
         ] {
             await expectRefused(client, "SELECT * FROM fila.enqueue_batch('\(json)')", saying: words)
