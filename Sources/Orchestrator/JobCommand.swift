@@ -135,19 +135,22 @@ struct JobCommand: AsyncParsableCommand {
     }
 }
 
-/// A client for a one-shot command, running for the duration of `body`.
-private func withDatabase(_ context: CommandContext, _ body: (PostgresClient, DatabaseURL) async throws -> Void) async throws {
+/// A client for a one-shot command (`fila job`, `fila status`), running for the duration of
+/// `body`, with at most `connections` connections.
+func withDatabase<Result: Sendable>(
+    _ context: CommandContext, connections: Int = 4, _ body: (PostgresClient, DatabaseURL) async throws -> Result
+) async throws -> Result {
     let url = try context.configuration.requireDatabaseURL()
     // One connection first: an unreachable database is exit 69 with one clear line.
     try await url.withConnection(logger: context.logger) { _ in }
     // The pool's own chatter (a lease racing run() at start-up) is not for a CLI's user.
     var poolLogger = context.logger
     poolLogger.logLevel = max(poolLogger.logLevel, .error)
-    let client = PostgresClient(configuration: url.clientConfiguration(maximumConnections: 4), backgroundLogger: poolLogger)
-    try await withThrowingTaskGroup(of: Void.self) { group in
+    let client = PostgresClient(configuration: url.clientConfiguration(maximumConnections: connections), backgroundLogger: poolLogger)
+    return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { await client.run() }
         defer { group.cancelAll() }
-        try await body(client, url)
+        return try await body(client, url)
     }
 }
 

@@ -35,7 +35,8 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             let context = try CommandContext(options: global)
-            let status = try await withStatusDatabase(context) { client in
+            // The health checks run at once: a connection each.
+            let status = try await withDatabase(context, connections: 8) { client, _ in
                 var status = try await StatusReport.read(client: client, redisURL: context.configuration.redisURL, logger: context.logger)
                 while watch {
                     print("\u{1B}[H\u{1B}[2J", terminator: "")
@@ -188,20 +189,5 @@ struct StatusReport: Sendable {
 
     private static func indent(_ text: String) -> String {
         text.split(separator: "\n", omittingEmptySubsequences: false).map { $0.isEmpty ? "" : "  " + $0 }.joined(separator: "\n")
-    }
-}
-
-/// A client for `fila status`, running for the duration of `body`; unreachable Postgres is
-/// exit 69 with one line, as every command does.
-private func withStatusDatabase<Result: Sendable>(_ context: CommandContext, _ body: (PostgresClient) async throws -> Result) async throws -> Result {
-    let url = try context.configuration.requireDatabaseURL()
-    try await url.withConnection(logger: context.logger) { _ in }
-    var poolLogger = context.logger
-    poolLogger.logLevel = max(poolLogger.logLevel, .error)
-    let client = PostgresClient(configuration: url.clientConfiguration(maximumConnections: 8), backgroundLogger: poolLogger)
-    return try await withThrowingTaskGroup(of: Void.self) { group in
-        group.addTask { await client.run() }
-        defer { group.cancelAll() }
-        return try await body(client)
     }
 }
