@@ -107,20 +107,20 @@ struct EnqueueAPI: Sendable {
         guard items.count <= maximumBatch else {
             throw APIError(status: .contentTooLarge, code: "batch_too_large", message: "at most \(maximumBatch) messages per batch; this one has \(items.count)")
         }
-        let encoder = JSONEncoder()
+        // Each item is read from the bytes the producer sent, as `fila enqueue` reads a line,
+        // not from a re-encoding of it, which need not be what was sent.
+        guard let ranges = Self.elementRanges(ofArray: body), ranges.count == items.count else {
+            throw APIError(status: .badRequest, code: "invalid_body", message: "the body is not a JSON array of messages")
+        }
         var messages: [NewMessage] = []
         var rejected: [APIError.Rejection] = []
-        for (index, item) in items.enumerated() {
-            guard case .object = item, let data = try? encoder.encode(item) else {
-                rejected.append(.init(posicao: index + 1, reason: "not a JSON object"))
-                continue
-            }
-            switch MessageFileReader.message(fromJSONLine: data, line: index + 1) {
+        for item in MessageFileReader.messages(fromJSONLines: body, lines: ranges.enumerated().map { (line: $0.offset + 1, range: $0.element) }) {
+            switch item.result {
             case .success(var message):
                 if message.correlationID == nil, let correlationID { message.correlationID = correlationID.value }
                 messages.append(message)
             case .failure(let reason):
-                rejected.append(.init(posicao: index + 1, reason: reason.reason))
+                rejected.append(.init(posicao: item.line, reason: reason.reason))
             }
         }
         guard rejected.isEmpty else {
@@ -130,5 +130,55 @@ struct EnqueueAPI: Sendable {
             )
         }
         return messages
+    }
+
+    /// The byte ranges of a JSON array's items, or nil when `body` is not one array. Only
+    /// the nesting is followed (strings and their escapes included); the items themselves are
+    /// checked by whoever reads them.
+    static func elementRanges(ofArray body: Data) -> [Range<Int>]? {
+        body.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) -> [Range<Int>]? in
+            func isSpace(_ byte: UInt8) -> Bool { byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 }
+            var index = 0
+            while index < bytes.count, isSpace(bytes[index]) { index += 1 }
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "[") else { return nil }
+            index += 1
+            var ranges: [Range<Int>] = []
+            var depth = 0
+            var start: Int? = nil
+            var inString = false
+            var escaped = false
+            while index < bytes.count {
+                let byte = bytes[index]
+                if inString {
+                    if escaped { escaped = false } else if byte == UInt8(ascii: "\\") { escaped = true } else if byte == UInt8(ascii: "\"") { inString = false }
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = true
+                    if start == nil { start = index }
+                } else if byte == UInt8(ascii: "[") || byte == UInt8(ascii: "{") {
+                    if start == nil { start = index }
+                    depth += 1
+                } else if (byte == UInt8(ascii: "]") || byte == UInt8(ascii: "}")) && depth > 0 {
+                    depth -= 1
+                } else if depth == 0 && (byte == UInt8(ascii: ",") || byte == UInt8(ascii: "]")) {
+                    guard let first = start else {
+                        // "[]" is an empty array; an empty item ("[1,,2]") is not JSON.
+                        return byte == UInt8(ascii: "]") && ranges.isEmpty ? [] : nil
+                    }
+                    var end = index
+                    while end > first, isSpace(bytes[end - 1]) { end -= 1 }
+                    ranges.append(first..<end)
+                    start = nil
+                    if byte == UInt8(ascii: "]") {
+                        index += 1
+                        while index < bytes.count, isSpace(bytes[index]) { index += 1 }
+                        return index == bytes.count ? ranges : nil
+                    }
+                } else if !isSpace(byte) && start == nil {
+                    start = index
+                }
+                index += 1
+            }
+            return nil
+        }
     }
 }

@@ -135,4 +135,19 @@ struct EnqueueAPITests {
             #expect(try await count(client) == 0)
         }
     }
+
+    /// A batch's items are cut from the bytes sent, whatever their strings hold.
+    @Test func aBatchsItemsAreTheBytesSent() throws {
+        func items(_ text: String) -> [String]? {
+            let data = Data(text.utf8)
+            return EnqueueAPI.elementRanges(ofArray: data)?.map { String(decoding: data[$0], as: UTF8.self) }
+        }
+        #expect(items(#" [ {"a": "x,]}\"[", "m": {"k": [1, {"z": 2}]}} ,{"b":1}, null, "s" ] "#)
+            == [#"{"a": "x,]}\"[", "m": {"k": [1, {"z": 2}]}}"#, #"{"b":1}"#, "null", #""s""#])
+        #expect(items("[]") == [])
+        #expect(items("[1,,2]") == nil)
+        #expect(items("[1, 2] 3") == nil)
+        #expect(items(#"{"a": 1}"#) == nil)
+        #expect(items("[1, 2") == nil)
+    }
 }

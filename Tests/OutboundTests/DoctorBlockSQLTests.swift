@@ -73,7 +73,9 @@ import Testing
         #expect(unknown?.message == "medico-desconhecido is not blocked")
     }
 
-    @Test func theOpsFunctionsAreInvokerFunctionsWithAFixedSearchPath() async throws {
+    /// The ops functions run as their owner (an operator writes no table itself, migration
+    /// 0019); the helpers they and the worker call run as the caller. All on a fixed path.
+    @Test func theOpsFunctionsAreDefinerFunctionsAndTheHelpersInvokerOnesWithAFixedSearchPath() async throws {
         let rows = try await strings("""
             SELECT p.proname || ' ' || p.prosecdef || ' ' || (p.proconfig IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%'))
               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
@@ -82,8 +84,8 @@ import Testing
              ORDER BY 1
             """)
         #expect(rows == [
-            "block_medico false true", "fila_guardrails_check false true", "fila_guardrails_release false true",
-            "fila_medico_block false true", "fila_medico_unblock false true", "unblock_medico false true",
+            "block_medico true true", "fila_guardrails_check false true", "fila_guardrails_release false true",
+            "fila_medico_block false true", "fila_medico_unblock false true", "unblock_medico true true",
         ])
     }
 }

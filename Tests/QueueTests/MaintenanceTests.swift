@@ -67,11 +67,14 @@ struct MaintenanceTests {
 
     @Test func pendingRowsOlderThanADayAreCancelledAsExpired() async throws {
         let queue = try MessageQueue(client: TestDatabase.current.client)
-        let ids = try await queue.enqueue([message(1), message(2), message(3), message(4)], logger: logger).map(\.id)
-        try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '25 hours' WHERE id IN ('\(ids[0])', '\(ids[2])', '\(ids[3])')")
+        let ids = try await queue.enqueue((1...6).map { message($0) }, logger: logger).map(\.id)
+        try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '25 hours', updated_at = now() - interval '25 hours'")
         // Booked days ago for tomorrow: waiting, not stale.
         try await queue.execute("UPDATE fila_mensagens SET agendar_para = now() + interval '1 day' WHERE id = '\(ids[3])'")
-        try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '23 hours' WHERE id = '\(ids[1])'")
+        try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '23 hours', updated_at = now() - interval '23 hours' WHERE id = '\(ids[1])'")
+        try await queue.execute("UPDATE fila_mensagens SET status = 'erro', outcome = 'FAILED_PROVIDER' WHERE id = '\(ids[4])'")
+        _ = try await queue.client.query("SELECT ops.requeue(\(ids[4]), 'provider back')", logger: logger).collect()
+        try await queue.execute("UPDATE fila_mensagens SET outcome = 'FAILED_RATE_LIMIT', updated_at = now() - interval '2 hours' WHERE id = '\(ids[5])'")
         // An old row already being processed is not expired under its worker.
         try await queue.registerWorker("w1")
         try await queue.execute("UPDATE fila_mensagens SET status = 'processando', processando_desde = now(), worker_id = 'w1' WHERE id = '\(ids[2])'")
@@ -83,6 +86,9 @@ struct MaintenanceTests {
         #expect(try await queue.row(ids[1]).status == "pendente")
         #expect(try await queue.row(ids[2]).status == "processando")
         #expect(try await queue.row(ids[3]).status == "pendente")
+        // Requeued by an operator an hour ago, and deferred by a worker to now: each gets its day.
+        #expect(try await queue.row(ids[4]).status == "pendente")
+        #expect(try await queue.row(ids[5]).status == "pendente")
     }
 
     /// A claim that committed while its answer was lost: the live worker hands back what it
