@@ -23,12 +23,13 @@ struct DashboardPage {
     static let refreshSeconds = 10
 
     /// Re-fetches the page every 10 s while the tab is visible and swaps the body; a 401 or
-    /// 403 (a token since rotated) reloads, so the login page shows. Marks the document, so a
-    /// test can tell it ran (the policy blocks it if its hash is wrong).
+    /// 403 (a token since rotated) reloads, so the login page shows. Marks the document (and
+    /// counts the refreshes on it), so a test can tell it ran: the policy blocks it if its
+    /// hash is wrong.
     static let script = """
         (function () {
           document.documentElement.setAttribute("data-refresh", "on");
-          var busy = false;
+          var busy = false, refreshed = 0;
           function refresh() {
             if (document.hidden || busy) return;
             busy = true;
@@ -40,6 +41,7 @@ struct DashboardPage {
               var page = new DOMParser().parseFromString(html, "text/html");
               document.title = page.title;
               document.body.replaceWith(document.adoptNode(page.body));
+              document.documentElement.setAttribute("data-refreshed", String(++refreshed));
             }).catch(function () {
               var stale = document.getElementById("stale");
               if (stale) stale.hidden = false;
@@ -101,7 +103,7 @@ struct DashboardPage {
                 <header>
                 <h1>Fila <span class="pill \(Self.tone(band))" id="band">\(Self.escaped(band))</span> <span class="score">score \(report.score)</span></h1>
                 <p class="muted">\(components.joined(separator: " · "))</p>
-                <p class="muted">Rendered <time id="rendered">\(Self.escaped(Self.format(renderedAt, in: timeZone)))</time>; refreshes every \(Self.refreshSeconds) s.</p>
+                <p class="muted">Rendered <time id="rendered">\(Self.escaped(Self.format(renderedAt, in: timeZone, withZone: false)))</time> (times in \(Self.escaped(timeZone.identifier))); refreshes every \(Self.refreshSeconds) s.</p>
                 <p id="stale" class="banner warn" hidden>The server did not answer the last refresh: this is older data.</p>
                 </header>
                 <main>
@@ -121,8 +123,8 @@ struct DashboardPage {
         guard let pause = report.pause else {
             return section("pause", "Sending", "<p><span class=\"pill good\">sending</span> Workers claim messages as they come due.</p>")
         }
-        let since = pause["desde"]?.stringValue.map { "since \(Self.escaped($0))" + (pause["paused_seconds"]?.integerValue.map { " (\(Self.age($0)) ago)" } ?? "") } ?? ""
-        let until = pause["ate"]?.stringValue.map { "until \(Self.escaped($0))" } ?? "until someone runs <code>SELECT ops.resume_sending('why');</code>"
+        let since = pause["desde"]?.stringValue.map { "since \(local($0))" + (pause["paused_seconds"]?.integerValue.map { " (\(Self.age($0)) ago)" } ?? "") } ?? ""
+        let until = pause["ate"]?.stringValue.map { "until \(local($0))" } ?? "until someone runs <code>SELECT ops.resume_sending('why');</code>"
         return section("pause", "Sending is paused", """
             <div class="banner bad">
             <p><span class="pill bad">paused</span> by <b>\(Self.escaped(pause["por"]?.stringValue ?? "?"))</b> \(since), \(until).</p>
@@ -136,11 +138,11 @@ struct DashboardPage {
         guard !report.alerts.isEmpty else {
             return section("alerts", "Open alerts", "<p class=\"muted\">No alert is open.</p>")
         }
-        return section("alerts", "Open alerts (\(report.alerts.count))", Self.table(["Alert", "Rule", "Firing for"], report.alerts.map { alert in
+        return section("alerts", "Open alerts (\(report.alerts.count))", Self.table(["Alert", "Firing for"], wrapping: [0], report.alerts.map { alert in
             let key = alert["key"]?.stringValue ?? ""
             return [
-                "<b class=\"bad\">\(Self.escaped(alert["title"]?.stringValue ?? ""))</b>",
-                Self.escaped(alert["rule"]?.stringValue ?? "") + (key.isEmpty ? "" : " <span class=\"muted\">\(Self.escaped(key))</span>"),
+                "<b class=\"bad\">\(Self.escaped(alert["title"]?.stringValue ?? ""))</b><br><span class=\"muted\">"
+                    + Self.escaped(alert["rule"]?.stringValue ?? "") + (key.isEmpty ? "" : " · \(Self.escaped(key))") + "</span>",
                 Self.age(alert["firing_seconds"]?.integerValue),
             ]
         }), tone: "bad")
@@ -174,8 +176,8 @@ struct DashboardPage {
 
     /// A bar per minute, oldest on the left; the y axis from 0 to the busiest minute.
     static func chart(_ counts: [Int]) -> String {
-        let (width, height) = (480.0, 170.0)
-        let (left, right, top, bottom) = (34.0, 6.0, 10.0, 24.0)
+        let (width, height) = (420.0, 170.0)
+        let (left, right, top, bottom) = (34.0, 6.0, 10.0, 26.0)
         let plotWidth = width - left - right
         let plotHeight = height - top - bottom
         let peak = max(counts.max() ?? 0, 1)
@@ -211,13 +213,13 @@ struct DashboardPage {
         guard !report.workers.isEmpty else {
             return section("workers", "Workers", "<p class=\"bad\">No fila process is alive: nothing is sending.</p>", tone: "bad")
         }
-        return section("workers", "Workers (\(report.workers.count))", Self.table(["Process", "Kind", "State", "In flight", "Heartbeat", "Claim loop"], report.workers.map { worker in
-            let state = worker["state"]?.stringValue ?? ""
-            return [
-                "<code>\(Self.escaped(worker["id"]?.stringValue ?? ""))</code>", Self.escaped(worker["kind"]?.stringValue ?? ""),
-                Self.pill(state), worker["in_flight"]?.integerValue.map(String.init) ?? "–",
-                Self.age(worker["heartbeat_age_seconds"]?.integerValue) + " ago",
-                worker["claim_loop_age_seconds"]?.integerValue.map { Self.age($0) + " ago" } ?? "<span class=\"muted\">–</span>",
+        let headings = ["Process", "State", "In flight", "<abbr title=\"since its last heartbeat\">Beat</abbr>", "<abbr title=\"since its claim loop last turned\">Loop</abbr>"]
+        return section("workers", "Workers (\(report.workers.count))", Self.table(headings, wrapping: [0], report.workers.map { worker in
+            [
+                "<code>\(Self.escaped(worker["id"]?.stringValue ?? ""))</code><br><span class=\"muted\">\(Self.escaped(worker["kind"]?.stringValue ?? ""))</span>",
+                Self.pill(worker["state"]?.stringValue ?? ""), worker["in_flight"]?.integerValue.map(String.init) ?? "–",
+                Self.age(worker["heartbeat_age_seconds"]?.integerValue),
+                worker["claim_loop_age_seconds"]?.integerValue.map { Self.age($0) } ?? "<span class=\"muted\">–</span>",
             ]
         }))
     }
@@ -238,7 +240,7 @@ struct DashboardPage {
                 let worker = transition["worker_id"]?.stringValue.map { " <span class=\"muted\">on <code>\(Self.escaped($0))</code></span>" } ?? ""
                 return "<li><span class=\"\(Self.tone(transition["from_state"]?.stringValue ?? ""))\">\(Self.escaped(transition["from_state"]?.stringValue ?? ""))</span> → "
                     + "<b class=\"\(Self.tone(transition["to_state"]?.stringValue ?? ""))\">\(Self.escaped(transition["to_state"]?.stringValue ?? ""))</b> "
-                    + "<time title=\"\(Self.escaped(transition["at"]?.stringValue ?? ""))\">\(Self.age(transition["seconds_ago"]?.integerValue)) ago</time>\(worker)"
+                    + "<time title=\"\(local(transition["at"]?.stringValue ?? ""))\">\(Self.age(transition["seconds_ago"]?.integerValue)) ago</time>\(worker)"
                     + "<br><span class=\"reason\">\(Self.escaped(transition["reason"]?.stringValue ?? ""))</span></li>"
             }
             return "<div class=\"circuit\">\(head)<ol class=\"transitions\">\(rows.joined())</ol></div>"
@@ -251,7 +253,7 @@ struct DashboardPage {
         guard !report.jobs.isEmpty else {
             return section("jobs", "Jobs", "<p class=\"muted\">No periodic job is registered yet (a scheduler registers them when it starts).</p>")
         }
-        return section("jobs", "Jobs", Self.table(["Job", "SLA state", "Last run", "Last success", "SLA"], report.jobs.map { job in
+        return section("jobs", "Jobs", Self.table(["Job", "SLA state", "Last run", "Last success", "SLA"], wrapping: [2], report.jobs.map { job in
             let last = job["last_status"]?.stringValue
             let duration = job["last_duration_ms"]?.integerValue.map { " in \(Self.duration(milliseconds: $0))" } ?? ""
             return [
@@ -269,10 +271,13 @@ struct DashboardPage {
         "<section id=\"\(id)\"\(tone.isEmpty ? "" : " class=\"\(tone)-edge\"")><h2>\(heading)</h2>\n\(content)\n</section>"
     }
 
-    /// `rows` of cells already escaped, under `headings`; scrolls sideways on a narrow screen.
-    private static func table(_ headings: [String], _ rows: [[String]]) -> String {
+    /// `rows` of cells already escaped, under `headings`; the columns in `wrapping` (free
+    /// text) wrap, the others stay on one line and the table scrolls sideways on a narrow screen.
+    private static func table(_ headings: [String], wrapping: Set<Int> = [], _ rows: [[String]]) -> String {
         "<div class=\"scroll\"><table><thead><tr>" + headings.map { "<th>\($0)</th>" }.joined() + "</tr></thead><tbody>"
-            + rows.map { "<tr>" + $0.map { "<td>\($0)</td>" }.joined() + "</tr>" }.joined() + "</tbody></table></div>"
+            + rows.map { row in
+                "<tr>" + row.enumerated().map { wrapping.contains($0.offset) ? "<td class=\"text\">\($0.element)</td>" : "<td>\($0.element)</td>" }.joined() + "</tr>"
+            }.joined() + "</tbody></table></div>"
     }
 
     private static func pill(_ state: String) -> String {
@@ -311,13 +316,21 @@ struct DashboardPage {
         return "\(scaled < 0 ? "-" : "")\(abs(scaled) / 10).\(abs(scaled) % 10)"
     }
 
-    /// `date` as `2026-12-02 06:14:05 America/Sao_Paulo`.
-    static func format(_ date: Date, in timeZone: TimeZone) -> String {
+    /// A report's timestamp (``StatusReport/timestamp(_:)``) in the page's zone, escaped.
+    private func local(_ timestamp: String) -> String {
+        guard let date = try? Date.ISO8601FormatStyle().parse(timestamp) else { return Self.escaped(timestamp) }
+        return Self.escaped(Self.format(date, in: timeZone, withZone: false))
+    }
+
+    /// `date` as `2026-12-02 06:14:05 America/Sao_Paulo` (without the zone's name when
+    /// `withZone` is false).
+    static func format(_ date: Date, in timeZone: TimeZone, withZone: Bool = true) -> String {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = timeZone
         let parts = calendar.dateComponents([.year, .month, .day, .hour, .minute, .second], from: date)
         func two(_ value: Int?) -> String { (value ?? 0) < 10 ? "0\(value ?? 0)" : "\(value ?? 0)" }
-        return "\(parts.year ?? 0)-\(two(parts.month))-\(two(parts.day)) \(two(parts.hour)):\(two(parts.minute)):\(two(parts.second)) \(timeZone.identifier)"
+        return "\(parts.year ?? 0)-\(two(parts.month))-\(two(parts.day)) \(two(parts.hour)):\(two(parts.minute)):\(two(parts.second))"
+            + (withZone ? " \(timeZone.identifier)" : "")
     }
 
     // MARK: the other pages
@@ -404,13 +417,13 @@ struct DashboardPage {
         h3 { font-size: 0.95rem; margin: 0 0 4px; }
         p { margin: 4px 0; }
         code { font: 0.9em ui-monospace, SFMono-Regular, Menlo, monospace; overflow-wrap: anywhere; }
-        main { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 540px), 1fr)); gap: 14px; margin-top: 14px; }
+        main { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 540px), 1fr)); gap: 14px; margin-top: 14px; align-items: start; }
         section { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 14px 16px; min-width: 0; }
         section.bad-edge { border-left: 5px solid var(--bad); }
         #pause, #alerts { grid-column: 1 / -1; }
         .muted { color: var(--muted); }
         .good { color: var(--good); } .warn { color: var(--warn); } .bad { color: var(--bad); }
-        .pill { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 0.8rem; font-weight: 600; color: #fff; background: var(--muted); vertical-align: middle; }
+        .pill { display: inline-block; white-space: nowrap; padding: 1px 9px; border-radius: 999px; font-size: 0.8rem; font-weight: 600; color: #fff; background: var(--muted); vertical-align: middle; }
         .pill.good { background: var(--good); } .pill.warn { background: var(--warn); } .pill.bad { background: var(--bad); }
         h1 .pill { font-size: 0.95rem; }
         .score { font-size: 1rem; font-weight: 400; color: var(--muted); }
@@ -424,11 +437,12 @@ struct DashboardPage {
         .tile .label { color: var(--muted); font-size: 0.85rem; }
         .scroll { overflow-x: auto; }
         table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-        th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-        th { color: var(--muted); font-weight: 500; font-size: 0.85rem; white-space: nowrap; }
-        td { overflow-wrap: anywhere; }
+        th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; white-space: nowrap; }
+        th { color: var(--muted); font-weight: 500; font-size: 0.85rem; }
+        abbr { text-decoration: none; }
+        td.text { white-space: normal; overflow-wrap: anywhere; min-width: 9em; }
         .chart { width: 100%; height: auto; display: block; margin-top: 6px; }
-        .chart text { font-size: 12px; fill: var(--muted); }
+        .chart text { font-size: 11px; fill: var(--muted); }
         .chart .axis { stroke: var(--muted); stroke-width: 1; }
         .chart .grid { stroke: var(--line); stroke-dasharray: 3 3; }
         .chart .bars rect { fill: var(--bar); }
@@ -445,6 +459,7 @@ struct DashboardPage {
           .tiles { grid-template-columns: repeat(2, 1fr); }
           .tile .value { font-size: 1.3rem; }
           th, td { padding: 4px 6px; }
+          .chart text { font-size: 15px; }
         }
         """
 }

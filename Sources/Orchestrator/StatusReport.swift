@@ -81,17 +81,17 @@ struct StatusReport: Sendable {
         for try await (name, from, to, reason, worker, age, at) in try await client.query(
             """
             SELECT c.circuit_name, t.from_state, t.to_state, t.reason, t.worker_id,
-                   extract(epoch FROM now() - t.created_at)::float8, date_trunc('second', t.created_at)::text
+                   extract(epoch FROM now() - t.created_at)::float8, t.created_at
               FROM ops.circuits c
              CROSS JOIN LATERAL (SELECT * FROM circuit_transitions t WHERE t.circuit_name = c.circuit_name
                                   ORDER BY t.created_at DESC, t.id DESC LIMIT \(Int32(Self.transitionsPerCircuit))) t
              ORDER BY c.circuit_name, t.created_at DESC, t.id DESC
             """,
             logger: logger
-        ).decode((String, String, String, String, String?, Double, String).self) {
+        ).decode((String, String, String, String, String?, Double, Date).self) {
             transitions[name, default: []].append([
                 "from_state": .string(from), "to_state": .string(to), "reason": .string(reason),
-                "worker_id": worker.map(JSONValue.string) ?? .null, "seconds_ago": .integer(Int(age)), "at": .string(at),
+                "worker_id": worker.map(JSONValue.string) ?? .null, "seconds_ago": .integer(Int(age)), "at": .string(Self.timestamp(at)),
             ])
         }
         for index in report.circuits.indices {
@@ -120,14 +120,13 @@ struct StatusReport: Sendable {
         }
         for try await (motivo, por, desde, ate, since) in try await client.query(
             """
-            SELECT motivo, por, date_trunc('second', desde)::text, date_trunc('second', ate)::text, extract(epoch FROM now() - desde)::float8
-              FROM ops.pausa_envios
+            SELECT motivo, por, desde, ate, extract(epoch FROM now() - desde)::float8 FROM ops.pausa_envios
             """,
             logger: logger
-        ).decode((String, String, String?, String?, Double?).self) {
+        ).decode((String, String, Date?, Date?, Double?).self) {
             report.pause = [
-                "motivo": .string(motivo), "por": .string(por), "desde": desde.map(JSONValue.string) ?? .null,
-                "ate": ate.map(JSONValue.string) ?? .null, "paused_seconds": since.map { .integer(Int($0)) } ?? .null,
+                "motivo": .string(motivo), "por": .string(por), "desde": desde.map { .string(Self.timestamp($0)) } ?? .null,
+                "ate": ate.map { .string(Self.timestamp($0)) } ?? .null, "paused_seconds": since.map { .integer(Int($0)) } ?? .null,
             ]
         }
         // Zero-filled, minute by minute; the range matches fila_mensagens_outcome_at_idx.
@@ -153,6 +152,11 @@ struct StatusReport: Sendable {
         // the score says.
         if report.band == .healthy && (report.pause != nil || !report.alerts.isEmpty) { report.band = .degraded }
         return report
+    }
+
+    /// A time as the report writes it: ISO 8601 in UTC, to the second (`2026-12-02T09:23:57Z`).
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle())
     }
 
     func json() -> String {

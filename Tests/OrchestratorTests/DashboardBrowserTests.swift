@@ -45,9 +45,15 @@ struct DashboardBrowserTests {
             #expect(page.contains(text), "\(text) in the DOM")
         }
 
+        // Ten seconds on (virtual time), the script has fetched the page again with the cookie
+        // and swapped it in.
+        let later = try await Chromium(path: chromium).run(["--virtual-time-budget=\(12_000)", "--dump-dom", login])
+        #expect(later.standardOutput.contains(#"data-refreshed="1""#), "no refresh in:\n\(later.standardOutput.prefix(300))\n\(later.standardError)")
+        #expect(later.standardOutput.contains("<section id=\"circuits\""))
+
         let run = try packageRoot().appendingPathComponent(".run")
         try FileManager.default.createDirectory(at: run, withIntermediateDirectories: true)
-        for (name, size) in [("dashboard.png", "1280,1600"), ("dashboard-phone.png", "390,1400")] {
+        for (name, size) in [("dashboard.png", "1280,1600"), ("dashboard-phone.png", "390,2300")] {
             let file = run.appendingPathComponent(name)
             try? FileManager.default.removeItem(at: file)
             let shot = try await Chromium(path: chromium).run(["--screenshot=\(file.path)", "--window-size=\(size)", "--hide-scrollbars", login])
