@@ -42,7 +42,7 @@ struct DashboardAPI: Sendable {
     func page() async throws -> Response {
         let report: StatusReport
         do {
-            report = try await withTimeLimit(readTimeLimit, onTimeout: { DashboardReadTimedOut() }) { [client, redisURL, logger] in
+            report = try await withTimeLimit(readTimeLimit, onTimeout: { [readTimeLimit] in DashboardReadTimedOut(limit: readTimeLimit) }) { [client, redisURL, logger] in
                 try await StatusReport.read(client: client, redisURL: redisURL, logger: logger)
             }
         } catch is CancellationError {
@@ -54,7 +54,10 @@ struct DashboardAPI: Sendable {
         return DashboardPage.response(DashboardPage(report: report, renderedAt: Date(), timeZone: timeZone).html, status: .ok)
     }
 
-    private struct DashboardReadTimedOut: Error {}
+    private struct DashboardReadTimedOut: Error, CustomStringConvertible {
+        let limit: Duration
+        var description: String { "the database did not answer within \(limit)" }
+    }
 }
 
 /// Who may open the dashboard: a browser cannot send a bearer header, so besides
