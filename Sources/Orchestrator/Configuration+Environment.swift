@@ -64,6 +64,12 @@ extension FilaConfiguration {
             }
             producerToken = text
         }
+        if let text = value("DASHBOARD_TOKEN") {
+            guard text.count >= 16 else {
+                throw ConfigurationError(variable: "DASHBOARD_TOKEN", reason: "is too short; use at least 16 characters")
+            }
+            dashboardToken = text
+        }
         if let text = value("LOG_LEVEL") {
             logLevel = try Self.parseLogLevel(text, variable: "LOG_LEVEL")
         }

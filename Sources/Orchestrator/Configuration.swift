@@ -44,6 +44,9 @@ struct FilaConfiguration: Sendable {
     /// `PRODUCER_TOKEN`: the bearer token `POST /fila` and `/fila/batch` require (16+
     /// characters); unset, they are off.
     var producerToken: String?
+    /// `DASHBOARD_TOKEN`: a read-only token that opens `GET /dashboard` and nothing else
+    /// (16+ characters). The admin token opens the dashboard too; with neither, it is off.
+    var dashboardToken: String?
     /// `LOG_LEVEL`.
     var logLevel: Logger.Level
     /// `LOG_FORMAT`: `json` for collectors, `text` for terminals.
@@ -103,6 +106,7 @@ struct FilaConfiguration: Sendable {
         httpMaxRequestBodyBytes: Int = 1 << 20,
         adminToken: String? = nil,
         producerToken: String? = nil,
+        dashboardToken: String? = nil,
         logLevel: Logger.Level = .info,
         logFormat: LogFormat = .text,
         timeZone: TimeZone = TimeZone(identifier: "America/Sao_Paulo")!,
@@ -129,6 +133,7 @@ struct FilaConfiguration: Sendable {
         self.httpMaxRequestBodyBytes = httpMaxRequestBodyBytes
         self.adminToken = adminToken
         self.producerToken = producerToken
+        self.dashboardToken = dashboardToken
         self.logLevel = logLevel
         self.logFormat = logFormat
         self.timeZone = timeZone

@@ -16,11 +16,11 @@ import NIOCore
 enum HTTPServer {
     static func makeApplication(
         configuration: FilaConfiguration, jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil,
-        guardrails: GuardrailsAPI? = nil, enqueue: EnqueueAPI? = nil, logger: Logger
+        guardrails: GuardrailsAPI? = nil, enqueue: EnqueueAPI? = nil, dashboard: DashboardAPI? = nil, logger: Logger
     ) -> some ApplicationProtocol {
         Application(
             router: makeRouter(
-                jobs: jobs, health: health, metrics: metrics, guardrails: guardrails, enqueue: enqueue,
+                jobs: jobs, health: health, metrics: metrics, guardrails: guardrails, enqueue: enqueue, dashboard: dashboard,
                 maxRequestBodyBytes: configuration.httpMaxRequestBodyBytes
             ),
             server: .http1(configuration: .init(idleTimeout: TimeAmount(configuration.httpIdleTimeout))),
@@ -31,7 +31,7 @@ enum HTTPServer {
 
     static func makeRouter(
         jobs: JobsAPI? = nil, health: HealthAPI? = nil, metrics: MetricsAPI? = nil, guardrails: GuardrailsAPI? = nil,
-        enqueue: EnqueueAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes
+        enqueue: EnqueueAPI? = nil, dashboard: DashboardAPI? = nil, maxRequestBodyBytes: Int = FilaConfiguration().httpMaxRequestBodyBytes
     ) -> Router<APIRequestContext> {
         let router = Router(context: APIRequestContext.self)
         if let metrics { router.add(middleware: HTTPMetricsMiddleware(factory: metrics.metrics.factory)) }
@@ -49,6 +49,7 @@ enum HTTPServer {
         jobs?.register(on: router)
         guardrails?.register(on: router)
         enqueue?.register(on: router)
+        dashboard?.register(on: router)
         return router
     }
 }

@@ -15,7 +15,7 @@ import ServiceLifecycle
 struct ProcessRoles: OptionSet, Sendable {
     let rawValue: Int
 
-    /// The HTTP API (health endpoints, jobs).
+    /// The HTTP API (health endpoints, jobs, the dashboard).
     static let api = ProcessRoles(rawValue: 1 << 0)
     /// The claim-and-send loop, with its LISTEN connection and its sender.
     static let worker = ProcessRoles(rawValue: 1 << 1)
@@ -129,6 +129,11 @@ struct ProcessAssembly {
                     queue: MessageQueue(client: client),
                     producer: AdminAuthorization(token: configuration.producerToken, role: "producer", variable: "PRODUCER_TOKEN"),
                     logger: logger
+                ),
+                dashboard: DashboardAPI(
+                    client: client, redisURL: configuration.redisURL,
+                    access: DashboardAuthorization(adminToken: configuration.adminToken, dashboardToken: configuration.dashboardToken),
+                    timeZone: configuration.timeZone, logger: logger
                 ),
                 logger: logger
             )

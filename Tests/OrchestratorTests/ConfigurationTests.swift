@@ -31,6 +31,7 @@ struct ConfigurationTests {
             "METRICS_PORT": "9100",
             "ADMIN_TOKEN": "0123456789abcdef",
             "PRODUCER_TOKEN": "fedcba9876543210",
+            "DASHBOARD_TOKEN": "dashboard-0123456789",
             "LOG_LEVEL": "DEBUG",
             "LOG_FORMAT": "json",
             "TZ": ":America/Manaus",
@@ -46,6 +47,7 @@ struct ConfigurationTests {
         #expect(configuration.metricsPort == 9100)
         #expect(configuration.adminToken == "0123456789abcdef")
         #expect(configuration.producerToken == "fedcba9876543210")
+        #expect(configuration.dashboardToken == "dashboard-0123456789")
         #expect(configuration.logLevel == .debug)
         #expect(configuration.logFormat == .json)
         #expect(configuration.timeZone.identifier == "America/Manaus")
@@ -84,6 +86,7 @@ struct ConfigurationTests {
         ("METRICS_PORT", "-1", "METRICS_PORT is '-1'"),
         ("ADMIN_TOKEN", "short", "ADMIN_TOKEN is too short"),
         ("PRODUCER_TOKEN", "short", "PRODUCER_TOKEN is too short"),
+        ("DASHBOARD_TOKEN", "short", "DASHBOARD_TOKEN is too short"),
         ("LOG_LEVEL", "loud", "LOG_LEVEL is 'loud'"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT is 'xml'"),
         ("TZ", "Mars/Olympus", "TZ is 'Mars/Olympus'"),
@@ -105,6 +108,7 @@ struct ConfigurationTests {
             ("REDIS_URL", "redis://:hunter2secret@/0"),
             ("ADMIN_TOKEN", "hunter2secret"),
             ("PRODUCER_TOKEN", "hunter2secret"),
+            ("DASHBOARD_TOKEN", "hunter2secret"),
             ("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T0/B0/hunter2secret"),
         ] {
             do {

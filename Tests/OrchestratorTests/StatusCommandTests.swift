@@ -56,6 +56,7 @@ struct StatusCommandTests {
         #expect(workers.map { $0["id"] as? String } == ["s1", "w1"])
         #expect(workers.first { $0["id"] as? String == "w1" }?["in_flight"] as? Int == 3)
         for key in ["overall_score", "components", "circuits", "jobs", "alerts"] { #expect(body[key] != nil, "\(key)") }
+        #expect((body["sends_per_minute"] as? [Int]).map { $0.count == 60 && $0.allSatisfy { $0 == 0 } } == true)
 
         let text = try await FilaProcess.run(["status"], environment: environment)
         #expect(text.status == 1)
