@@ -4,6 +4,7 @@
 -- ops.cancel_pending(motivo, correlation_id, metadata, tipo, created_from, created_until)
 --                                                   pending messages matching every filter given
 -- ops.send_campaign_now(correlation_id, motivo)     a campaign's later messages, due now
+-- ops.set_priority(id, prioridade, motivo)          one pending message ahead of (or behind) others
 -- ops.requeue_unblocked(cliente_id, since, motivo)  a doctor's messages refused while blocked
 -- ops.bypass_guardrails(id, motivo)                 one message past every guardrail
 --                                                   (members of fila_guardrail_bypass only)
@@ -99,6 +100,32 @@ $$;
 COMMENT ON FUNCTION ops.send_campaign_now(text, text) IS
     'Makes the pending messages of a correlation_id scheduled later due now (no attempt used) and returns how many. Audited';
 
+-- SELECT ops.set_priority('5f0c9a4e-…', 100, 'the doctor is waiting for it');
+CREATE FUNCTION ops.set_priority(id uuid, prioridade integer, motivo text) RETURNS fila_mensagens
+LANGUAGE plpgsql AS $$
+DECLARE
+    why text := fila_ops_motivo(motivo, 'change its priority');
+    msg fila_mensagens := fila_ops_message(set_priority.id);
+    before smallint := msg.prioridade;
+BEGIN
+    IF set_priority.prioridade IS NULL OR set_priority.prioridade NOT BETWEEN -100 AND 100 THEN
+        RAISE EXCEPTION 'prioridade must be between -100 and 100 (claims take the highest first), not %', coalesce(set_priority.prioridade::text, 'NULL')
+            USING ERRCODE = '22023';
+    ELSIF msg.status <> 'pendente' THEN
+        RAISE EXCEPTION 'message % is %: only a pending message waits in line', msg.id, msg.status USING ERRCODE = '22023';
+    END IF;
+    UPDATE fila_mensagens m SET prioridade = set_priority.prioridade, updated_at = now()
+     WHERE m.id = msg.id
+    RETURNING * INTO msg;
+    PERFORM fila_ops_record('set_priority', jsonb_build_object('id', msg.id, 'de', before, 'para', msg.prioridade), why, 1);
+    PERFORM pg_notify('fila_mensagens', '');
+    RETURN msg;
+END;
+$$;
+
+COMMENT ON FUNCTION ops.set_priority(uuid, integer, text) IS
+    'Sets one pending message''s prioridade (-100 to 100; claims take the highest first). Audited with the value before and after';
+
 -- Guardrails ----------------------------------------------------------------------------------
 
 -- SELECT ops.requeue_unblocked('medico-42', now() - interval '1 day', 'unblocked: confirmed by phone');
@@ -144,11 +171,34 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
             AND pg_has_role(p_role, 'fila_guardrail_bypass', 'MEMBER'));
 $$;
 
--- The bypass trigger's check. Inside ops.bypass_guardrails current_user is the functions' owner,
--- who may not be a member: the login that function checked is then the one that counts.
+-- The bypass trigger's check, as before: the current role's right.
 CREATE OR REPLACE FUNCTION fila_may_bypass_guardrails() RETURNS boolean
 LANGUAGE sql STABLE SECURITY INVOKER SET search_path FROM CURRENT AS $$
-    SELECT fila_role_may_bypass(current_user) OR fila_role_may_bypass(session_user);
+    SELECT fila_role_may_bypass(current_user);
+$$;
+
+-- Inside ops.bypass_guardrails the current role is the functions' owner, which need not be a
+-- member: there the login that function checked counts. Only the table's owner gets this
+-- second look, and the owner can change its rows (and disable this trigger) anyway.
+CREATE OR REPLACE FUNCTION fila_mensagens_guardrail_bypass() RETURNS trigger
+LANGUAGE plpgsql SECURITY INVOKER SET search_path FROM CURRENT AS $$
+BEGIN
+    IF NEW.guardrail_bypass_motivo IS NULL THEN
+        -- Clearing a bypass only makes the guardrails stricter: anyone may.
+        NEW.guardrail_bypass_por := NULL;
+        NEW.guardrail_bypass_em := NULL;
+        RETURN NEW;
+    END IF;
+    IF NOT fila_may_bypass_guardrails()
+       AND NOT (fila_role_may_bypass(session_user)
+                AND (SELECT c.relowner FROM pg_class c WHERE c.oid = TG_RELID) = (SELECT r.oid FROM pg_roles r WHERE r.rolname = current_user)) THEN
+        RAISE EXCEPTION 'role % may not set a guardrail bypass: only members of fila_guardrail_bypass may', current_user
+            USING ERRCODE = '42501', HINT = 'enqueue the message without guardrail_bypass_motivo, or ask for GRANT fila_guardrail_bypass TO your role';
+    END IF;
+    NEW.guardrail_bypass_por := session_user;
+    NEW.guardrail_bypass_em := now();
+    RETURN NEW;
+END;
 $$;
 
 -- SELECT ops.bypass_guardrails('0190c3a2-…', 'approved by the coordination');

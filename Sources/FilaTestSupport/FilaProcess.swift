@@ -124,6 +124,24 @@ public final class RunningFila: @unchecked Sendable {
 
     /// What the process has written to standard error so far.
     public var standardErrorSoFar: String { stderrCollector.snapshot() }
+
+    /// The port the process says it listens on (`<what> listening on 127.0.0.1:PORT` in its
+    /// log), waiting up to `timeout` for it; otherwise the process is killed and the error
+    /// carries its log.
+    public func listeningPort(_ what: String = "listening on", timeout: Duration = .seconds(60)) async throws -> Int {
+        let pattern = NSRegularExpression.escapedPattern(for: what) + #" 127\.0\.0\.1:(\d+)"#
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let log = standardErrorSoFar
+            if let range = log.range(of: pattern, options: .regularExpression),
+               let port = log[range].split(separator: ":").last.flatMap({ Int($0) }) {
+                return port
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        signal(SIGKILL)
+        throw TestSetupError("fila never said where it listens (\(what)):\n\(await waitForExit().standardError)")
+    }
 }
 
 /// Reads a pipe on a background thread until EOF.

@@ -143,7 +143,7 @@ struct EnqueueCommand: AsyncParsableCommand {
                         inserted += a.inserted + b.inserted
                         duplicates += a.duplicates + b.duplicates
                         rejected += a.rejected + b.rejected
-                        progress.update(done: done)
+                        progress.update(done: done, inserted: inserted, duplicates: duplicates, rejected: rejected.count)
                         index += 2
                     }
                 }
@@ -233,25 +233,38 @@ struct InputError: Error, CustomStringConvertible {
     let description: String
 }
 
-/// `[=====>     ] 45% 4500/10000` on standard error, only when it is a terminal.
+/// `[=====>     ] 45% 4500/10000  9,850 rows/s  inserted 4400  duplicates 90  rejected 10` on
+/// standard error, only when it is a terminal and the file is large enough to wait for.
 final class ProgressBar {
+    /// Smaller files finish before a bar would tell anyone anything.
+    static let minimumLines = 2000
+
     private let total: Int
     private let enabled: Bool
+    private let started = ContinuousClock.now
 
     init(total: Int) {
         self.total = total
-        self.enabled = isatty(2) != 0 && total > 0
+        self.enabled = isatty(2) != 0 && total >= Self.minimumLines
     }
 
-    func update(done: Int) {
+    func update(done: Int, inserted: Int, duplicates: Int, rejected: Int) {
         guard enabled else { return }
-        let width = 30
-        let filled = total == 0 ? width : done * width / total
-        let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(0, width - filled - 1))
-        printErrorRaw("\r[\(bar)] \(done * 100 / max(total, 1))% \(done)/\(total)")
+        printErrorRaw("\r" + Self.line(done: done, total: total, inserted: inserted, duplicates: duplicates, rejected: rejected,
+                                       elapsed: ContinuousClock.now - started))
     }
 
     func finish() {
         if enabled { printErrorRaw("\n") }
+    }
+
+    /// One state of the bar: how far, how fast, and what became of the rows so far.
+    static func line(done: Int, total: Int, inserted: Int, duplicates: Int, rejected: Int, elapsed: Duration) -> String {
+        let width = 30
+        let filled = total == 0 ? width : min(width, done * width / total)
+        let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(0, width - filled - 1))
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let rate = seconds > 0 ? Int((Double(done) / seconds).rounded()) : 0
+        return "[\(bar)] \(done * 100 / max(total, 1))% \(done)/\(total)  \(rate) rows/s  inserted \(inserted)  duplicates \(duplicates)  rejected \(rejected)"
     }
 }

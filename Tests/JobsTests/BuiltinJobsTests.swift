@@ -80,7 +80,7 @@ struct BuiltinJobsTests {
 
     @Test func stuckAndExpiredMessagesAreHandled() async throws {
         let (client, run) = try await builtinJobs()
-        try await insertMessages(client, count: 2, set: "created_at = now() - interval '25 hours', agendar_para = now() - interval '25 hours'")
+        try await insertMessages(client, count: 2, set: "created_at = now() - interval '25 hours', updated_at = now() - interval '25 hours', agendar_para = now() - interval '25 hours'")
         try await insertMessages(client, count: 1)
         try await execute(
             client,

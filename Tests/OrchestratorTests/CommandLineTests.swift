@@ -154,20 +154,7 @@ struct CommandLineTests {
         environment["LOG_FORMAT"] = "json"
         let serve = try FilaProcess.start(["serve"], environment: environment)
 
-        var port: Int?
-        for _ in 0..<200 where port == nil {
-            let log = serve.standardErrorSoFar
-            if let range = log.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
-                port = Int(log[range].split(separator: ":").last!)
-            } else {
-                try await Task.sleep(for: .milliseconds(50))
-            }
-        }
-        guard let port else {
-            serve.signal(SIGKILL)
-            Issue.record("fila serve never said where it listens: \(await serve.waitForExit().standardError)")
-            return
-        }
+        let port = try await serve.listeningPort()
 
         let response = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/health"), timeout: .seconds(5))
         #expect(response.status == .ok)

@@ -132,18 +132,7 @@ struct CorrelationProcessTests {
 
     /// The port `fila` says it listens on.
     private func listeningPort(_ fila: RunningFila) async throws -> Int {
-        for _ in 0..<400 {
-            let log = fila.standardErrorSoFar
-            if let range = log.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-               let port = log[range].split(separator: ":").last.flatMap({ Int($0) }) {
-                return port
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        fila.signal(SIGKILL)
-        let log = await fila.waitForExit().standardError
-        Issue.record("fila never said where it listens: \(log)")
-        throw CancellationError()
+        try await fila.listeningPort()
     }
 
     /// The JSON log lines of `standardError`, decoded.

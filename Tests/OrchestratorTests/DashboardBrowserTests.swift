@@ -71,16 +71,7 @@ struct DashboardBrowserTests {
         let fila = try FilaProcess.start(["serve"], environment: [
             "DATABASE_URL": url.connectionString, "HOST": "127.0.0.1", "PORT": "0", "DASHBOARD_TOKEN": token,
         ])
-        for _ in 0..<400 {
-            let log = fila.standardErrorSoFar
-            if let range = log.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-               let port = log[range].split(separator: ":").last.flatMap({ Int($0) }) {
-                return (fila, port)
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        fila.signal(SIGKILL)
-        throw TestSetupError("fila serve did not listen:\n\(await fila.waitForExit().standardError)")
+        return (fila, try await fila.listeningPort())
     }
 
     private func packageRoot() throws -> URL {

@@ -62,3 +62,15 @@ struct FlatJSONScannerTests {
         }
     }
 }
+
+/// What `fila enqueue` shows on a terminal while a large file goes in.
+@Suite("fila enqueue progress")
+struct EnqueueProgressTests {
+    @Test func theBarSaysHowFarHowFastAndWhatBecameOfTheRows() {
+        #expect(ProgressBar.line(done: 4500, total: 10000, inserted: 4400, duplicates: 90, rejected: 10, elapsed: .milliseconds(500))
+            == "[=============>                ] 45% 4500/10000  9000 rows/s  inserted 4400  duplicates 90  rejected 10")
+        #expect(ProgressBar.line(done: 10000, total: 10000, inserted: 10000, duplicates: 0, rejected: 0, elapsed: .seconds(2))
+            == "[==============================] 100% 10000/10000  5000 rows/s  inserted 10000  duplicates 0  rejected 0")
+        #expect(ProgressBar.line(done: 0, total: 3000, inserted: 0, duplicates: 0, rejected: 0, elapsed: .zero).contains(" 0 rows/s"))
+    }
+}

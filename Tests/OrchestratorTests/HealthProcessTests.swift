@@ -14,16 +14,7 @@ struct HealthProcessTests {
         let fila = try FilaProcess.start([command], environment: [
             "DATABASE_URL": url.connectionString, "FILA_SENDER": "sandbox", "HOST": "127.0.0.1", "PORT": "0",
         ].merging(extra) { _, new in new })
-        for _ in 0..<400 {
-            let log = fila.standardErrorSoFar
-            if let range = log.range(of: #"listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-               let port = log[range].split(separator: ":").last.flatMap({ Int($0) }) {
-                return (fila, port)
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        fila.signal(SIGKILL)
-        throw FilaDidNotListen(log: await fila.waitForExit().standardError)
+        return (fila, try await fila.listeningPort())
     }
 
     private func get(_ port: Int, _ path: String) async throws -> (Int, [String: Any]) {
@@ -133,7 +124,3 @@ struct HealthProcessTests {
     }
 }
 
-private struct FilaDidNotListen: Error, CustomStringConvertible {
-    let log: String
-    var description: String { "fila never said where it listens: \(log)" }
-}

@@ -17,16 +17,7 @@ struct MetricsProcessTests {
             "DATABASE_URL": url.connectionString, "FILA_SENDER": "sandbox", "HOST": "127.0.0.1", "METRICS_PORT": "0",
             "DATABASE_POOL_SIZE": "4",
         ])
-        for _ in 0..<1200 {
-            let log = fila.standardErrorSoFar
-            if let range = log.range(of: #"metrics endpoint listening on 127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-               let port = log[range].split(separator: ":").last.flatMap({ Int($0) }) {
-                return (fila, port)
-            }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        fila.signal(SIGKILL)
-        throw TestSetupError("fila \(command) never said where its metrics are: \(await fila.waitForExit().standardError)")
+        return (fila, try await fila.listeningPort("metrics endpoint listening on"))
     }
 
     private func get(_ port: Int, _ path: String) async throws -> (Int, String, String?) {

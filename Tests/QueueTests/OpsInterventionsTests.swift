@@ -257,9 +257,13 @@ struct OpsInterventionsTests {
             #expect(try await int(client, "SELECT count(*) FROM fila_mensagens WHERE status = 'pendente' AND agendar_para <= now()") == 3)
             #expect(try await int(client, "SELECT ops.send_campaign_now('campanha-8', 'again')") == 0)
             await expectRefused(client, "SELECT ops.send_campaign_now('', 'x')", saying: "a correlation_id is required")
+            // One message ahead of the line; an ended one has no place in it.
+            #expect(try await text(client, "SELECT prioridade::text FROM ops.set_priority('\(ids[4])', 100, 'the doctor is waiting')") == "100")
+            await expectRefused(client, "SELECT ops.set_priority('\(ids[4])', 101, 'x')", saying: "prioridade must be between -100 and 100")
+            await expectRefused(client, "SELECT ops.set_priority('\(ids[1])', 5, 'x')", saying: "only a pending message")
             #expect(try await audit(client) == [
                 "cancel_pending 1 wrong template", "cancel_pending 0 nothing is a followup", "cancel_pending 0 none that old",
-                "send_campaign_now 2 clinic asked for today", "send_campaign_now 0 again",
+                "send_campaign_now 2 clinic asked for today", "send_campaign_now 0 again", "set_priority 1 the doctor is waiting",
             ])
             #expect(try await text(client, "SELECT argumentos::text FROM ops_audit ORDER BY id LIMIT 1") == #"{"tipo": "campanha", "metadata": {"campanha_id": "7"}}"#)
         }

@@ -159,15 +159,18 @@ struct OpsRolesTests {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
             process.arguments = [
-                "psql", url.connectionString, "-X", "-v", "ON_ERROR_STOP=1",
+                "psql", url.connectionString + "&connect_timeout=10", "-X", "-v", "ON_ERROR_STOP=1",
                 "-c", "BEGIN", "-c", "SELECT ops.cancel('\(id)', 'forgot to commit')", "-c", "\\! sleep 3", "-c", "SELECT 1",
             ]
             let pipe = Pipe()
             process.standardOutput = pipe
             process.standardError = pipe
-            try process.run()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+            // Waited for without holding a thread of the test run's pool.
+            let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+                process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+                do { try process.run() } catch { continuation.resume(throwing: error) }
+            }
+            return (status, String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
         }
         #expect(output.0 != 0, "\(output.1)")
         #expect(output.1.contains("idle-in-transaction timeout"), "\(output.1)")
