@@ -154,26 +154,28 @@ struct OpsRolesTests {
         let queue = MessageQueue(client: owner)
         let id = try await queue.enqueue([message(1)], logger: logger)[0].id
         // One second instead of the minute the runbook sets: the mechanism is the same.
-        // psql itself, as a person would leave it: BEGIN, an intervention, then nothing.
-        let output = try await TestDatabase.withLoginURL(in: .operator, settings: ["idle_in_transaction_session_timeout": "1s"]) { url, _ in
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = [
-                "psql", url.connectionString + "&connect_timeout=10", "-X", "-v", "ON_ERROR_STOP=1",
-                "-c", "BEGIN", "-c", "SELECT ops.cancel('\(id)', 'forgot to commit')", "-c", "\\! sleep 3", "-c", "SELECT 1",
-            ]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            // Waited for without holding a thread of the test run's pool.
-            let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-                process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-                do { try process.run() } catch { continuation.resume(throwing: error) }
+        // The operator's session: BEGIN, an intervention, then nothing, as in a psql left open.
+        // Nothing is awaited on it once the server has ended it.
+        try await TestDatabase.withLoginURL(in: .operator, settings: ["idle_in_transaction_session_timeout": "1s"]) { url, login in
+            let session = Task {
+                try await url.withConnection(logger: logger) { connection in
+                    try await connection.query("BEGIN", logger: logger)
+                    _ = try await connection.query("SELECT ops.cancel(\(id), 'forgot to commit')", logger: logger).collect()
+                    try await Task.sleep(for: .seconds(60))
+                }
             }
-            return (status, String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+            defer { session.cancel() }
+            // Seen from the owner's side: the session idles in its transaction, its intervention
+            // made, then the server ends it.
+            var seen = false
+            var gone = false
+            for _ in 0..<200 where !gone {
+                let states = try await strings(owner, "SELECT coalesce(state, '?') FROM pg_stat_activity WHERE usename = '\(login)'")
+                if states == ["idle in transaction"] { seen = true } else if seen && states.isEmpty { gone = true }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(seen && gone, "the operator's session was \(seen ? "never ended" : "never seen idle in its transaction")")
         }
-        #expect(output.0 != 0, "\(output.1)")
-        #expect(output.1.contains("idle-in-transaction timeout"), "\(output.1)")
         // The row is free (a worker's claim does not wait) and still pending.
         try await owner.withTransaction(logger: logger) { connection in
             try await connection.query("SET LOCAL lock_timeout = '2s'", logger: logger)
