@@ -97,14 +97,17 @@ LANGUAGE plpgsql AS $$
 DECLARE
     result circuit_overrides;
 BEGIN
+    IF circuit IS NULL OR circuit !~ '^[a-z0-9][a-z0-9_.-]{0,99}$' THEN
+        RAISE EXCEPTION 'circuit must be a circuit name such as evolution, zapi or chip.<id>, not %', coalesce(circuit, 'NULL') USING ERRCODE = '22023';
+    END IF;
     IF state IS NULL OR state NOT IN ('FORCED_OPEN', 'FORCED_CLOSED') THEN
         RAISE EXCEPTION 'state must be FORCED_OPEN or FORCED_CLOSED, not %', coalesce(state, 'NULL') USING ERRCODE = '22023';
     END IF;
     IF duration IS NOT NULL AND duration <= interval '0' THEN
         RAISE EXCEPTION 'duration must be positive, not %', duration USING ERRCODE = '22023';
     END IF;
-    IF reason IS NULL OR length(btrim(reason)) = 0 THEN
-        RAISE EXCEPTION 'a reason is required: say why you force the circuit' USING ERRCODE = '22023';
+    IF reason IS NULL OR length(btrim(reason)) = 0 OR length(reason) > 1000 THEN
+        RAISE EXCEPTION 'a reason is required (1-1000 characters): say why you force the circuit' USING ERRCODE = '22023';
     END IF;
     INSERT INTO circuit_overrides AS o (circuit_name, state, reason, set_by, expires_at)
     VALUES (circuit, state, reason, session_user, now() + duration)
@@ -123,6 +126,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
     released integer;
 BEGIN
+    IF circuit IS NULL OR length(btrim(circuit)) = 0 THEN
+        RAISE EXCEPTION 'a circuit name is required, e.g. evolution' USING ERRCODE = '22023';
+    END IF;
     DELETE FROM circuit_overrides WHERE circuit_name = circuit;
     GET DIAGNOSTICS released = ROW_COUNT;
     PERFORM fila_ops_record('release_circuit', jsonb_build_object('circuit', circuit), NULL, released);
@@ -149,26 +155,36 @@ DECLARE
     path text;
     fn record;
     tbl regclass;
+    owner oid;
     reader boolean := to_regrole('fila_reader') IS NOT NULL;
     operator boolean := to_regrole('fila_operator') IS NOT NULL;
     producer boolean := to_regrole('fila_producer') IS NOT NULL;
     secured integer := 0;
 BEGIN
-    SELECT n.nspname INTO home FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = 'fila_mensagens'::regclass;
+    SELECT n.nspname, c.relowner INTO home, owner FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = 'fila_mensagens'::regclass;
     path := format('%I, pg_temp', home);
+    -- A role that could create a function or operator in a schema on that path could have an
+    -- ops function, which runs as the owner, call it: nobody but the owner creates there.
+    IF has_schema_privilege('public', home, 'CREATE') THEN
+        EXECUTE format('REVOKE CREATE ON SCHEMA %I FROM PUBLIC', home);
+        RAISE NOTICE 'revoked CREATE on schema % from PUBLIC: the ops functions run as its owner, so no other role may create objects there (GRANT CREATE to a role that needs it)', home;
+    END IF;
     -- Every function of Fila's that pins a search path: ending it in pg_temp. Those without a
     -- pinned path run on their caller's, which inside an ops function is the pinned one.
     FOR fn IN
         SELECT p.oid::regprocedure AS sig, n.nspname AS schema,
                (SELECT c FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%') AS setting
           FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-         WHERE n.nspname IN (home, 'ops', 'fila') AND p.proowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)
+         WHERE n.nspname IN (home, 'ops', 'fila') AND p.proowner = owner
            AND p.prokind = 'f'
     LOOP
         IF fn.schema IN ('ops', 'fila') THEN
             EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER SET search_path = %s', fn.sig, path);
             EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn.sig);
-            IF fn.schema = 'ops' AND operator THEN
+            -- Adding a chip names an environment variable the workers send to the chip's URL:
+            -- that is the owner's to do, or an operator could send any secret anywhere.
+            IF fn.schema = 'ops' AND operator AND fn.sig::text NOT LIKE 'ops.add_chip(%' THEN
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO fila_operator', fn.sig);
             ELSIF fn.schema = 'fila' AND producer THEN
                 EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO fila_producer', fn.sig);
@@ -194,6 +210,10 @@ BEGIN
     END IF;
     IF producer THEN
         EXECUTE 'GRANT USAGE ON SCHEMA fila TO fila_producer';
+    END IF;
+    IF secured = 0 THEN
+        RAISE EXCEPTION 'no ops or fila function was found owned by the owner of fila_mensagens: run this as that role (or a superuser)'
+            USING ERRCODE = '42501';
     END IF;
     RETURN format('%s ops/fila functions run as their owner on search_path %s; roles granted: %s', secured, path,
         coalesce(nullif(concat_ws(', ', CASE WHEN reader THEN 'fila_reader' END, CASE WHEN operator THEN 'fila_operator' END,

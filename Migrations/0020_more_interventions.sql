@@ -36,8 +36,15 @@ BEGIN
         RAISE EXCEPTION 'say which messages: correlation_id, metadata, tipo, created_from or created_until (all given must match)'
             USING ERRCODE = '22023', HINT = 'SELECT ops.cancel_pending(''why'', metadata => ''{"campanha_id": "7"}'');';
     END IF;
-    IF cancel_pending.metadata IS NOT NULL AND jsonb_typeof(cancel_pending.metadata) <> 'object' THEN
-        RAISE EXCEPTION 'metadata must be a JSON object the rows'' metadata contains, e.g. ''{"campanha_id": "7"}''' USING ERRCODE = '22023';
+    IF cancel_pending.metadata IS NOT NULL AND (jsonb_typeof(cancel_pending.metadata) <> 'object' OR cancel_pending.metadata = '{}') THEN
+        RAISE EXCEPTION 'metadata must be a non-empty JSON object the rows'' metadata contains, e.g. {"campanha_id": "7"} ({} would match every row)'
+            USING ERRCODE = '22023';
+    END IF;
+    IF cancel_pending.correlation_id IS NOT NULL AND length(btrim(cancel_pending.correlation_id)) = 0 THEN
+        RAISE EXCEPTION 'correlation_id must not be blank' USING ERRCODE = '22023';
+    END IF;
+    IF NOT isfinite(coalesce(cancel_pending.created_from, now())) OR NOT isfinite(coalesce(cancel_pending.created_until, now())) THEN
+        RAISE EXCEPTION 'created_from and created_until must be finite times' USING ERRCODE = '22023';
     END IF;
     IF cancel_pending.tipo IS NOT NULL AND cancel_pending.tipo NOT IN ('resposta', 'campanha', 'followup', 'sistema') THEN
         RAISE EXCEPTION 'tipo must be resposta, campanha, followup or sistema, not %', cancel_pending.tipo USING ERRCODE = '22023';
@@ -261,12 +268,11 @@ BEGIN
          WHERE c.cliente_id = reset_rate_limit.cliente_id
            AND c.janela BETWEEN (now() AT TIME ZONE 'UTC')::date - 1 AND (now() AT TIME ZONE 'UTC')::date + 1;
     END IF;
+    SELECT c.usado INTO used FROM rate_limit_counters c
+     WHERE c.cliente_id = reset_rate_limit.cliente_id AND c.janela = today FOR UPDATE;
     -- A new version, so a worker holding the old count retries its update.
     UPDATE rate_limit_counters c SET usado = 0, versao = c.versao + 1, updated_at = now()
-      FROM rate_limit_counters old
-     WHERE c.cliente_id = reset_rate_limit.cliente_id AND c.janela = today
-       AND old.cliente_id = c.cliente_id AND old.janela = c.janela
-    RETURNING old.usado INTO used;
+     WHERE c.cliente_id = reset_rate_limit.cliente_id AND c.janela = today;
     RAISE NOTICE 'with REDIS_URL set, workers count in Redis while it is up: this reset the Postgres count only';
     PERFORM fila_ops_record('reset_rate_limit', jsonb_build_object('cliente_id', reset_rate_limit.cliente_id, 'janela', today, 'usado', used),
                             why, CASE WHEN used IS NULL THEN 0 ELSE 1 END);
@@ -384,7 +390,10 @@ DECLARE
     target chips;
     result chips;
 BEGIN
-    SELECT * INTO target FROM chips c WHERE c.id = chip FOR UPDATE;
+    -- The default's row too, in id order: two changes of the default queue up instead of one
+    -- failing on chips_one_default.
+    PERFORM 1 FROM chips c WHERE c.is_default OR c.id = chip ORDER BY c.id FOR UPDATE;
+    SELECT * INTO target FROM chips c WHERE c.id = chip;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'no chip %', coalesce(chip, 'NULL') USING ERRCODE = '22023', HINT = 'SELECT id, nome, status FROM chips;';
     ELSIF target.status = 'banido' THEN

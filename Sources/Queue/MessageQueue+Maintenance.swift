@@ -115,9 +115,9 @@ extension MessageQueue {
     /// Seed T01.2: rows `pendente` for longer than `maximumAge` (default 24 hours) since
     /// they were created, and untouched for as long, are cancelled with outcome
     /// FAILED_EXPIRED. Returns the count.
-    /// A row scheduled for later (`agendar_para` still ahead) is not stale, only waiting:
-    /// it is judged once it is due, so a message booked two days out is not cancelled
-    /// before its time. Nor is a row something happened to within `maximumAge`
+    /// A row scheduled for later is not stale, only waiting: it is judged a day after it
+    /// falls due (`agendar_para`), so a message booked two days out is not cancelled the
+    /// moment its time comes. Nor is a row something happened to within `maximumAge`
     /// (`updated_at`): one an operator requeued (`ops.requeue`), or one a worker deferred to
     /// tomorrow for the doctor's rate limit, gets its day. What expires is what no worker and
     /// no person has touched for a day: the stale backlog of a queue nobody was serving.
@@ -133,6 +133,7 @@ extension MessageQueue {
                    AND m.agendar_para <= now()
                    AND m.created_at < now() - make_interval(secs => \(maximumAge.seconds))
                    AND m.updated_at < now() - make_interval(secs => \(maximumAge.seconds))
+                   AND m.agendar_para < now() - make_interval(secs => \(maximumAge.seconds))
                 RETURNING 1)
             SELECT count(*) FROM expired
             """

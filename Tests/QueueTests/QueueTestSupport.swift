@@ -93,3 +93,16 @@ func expectRefused(_ client: PostgresClient, _ sql: String, saying words: String
         Issue.record("\(sql): \(error)", sourceLocation: sourceLocation)
     }
 }
+
+/// Runs `sql` and expects Postgres to refuse it for want of a privilege (SQLSTATE 42501): what
+/// a role of migration 0019 may not do.
+func expectDenied(_ client: PostgresClient, _ sql: String, sourceLocation: SourceLocation = #_sourceLocation) async {
+    do {
+        _ = try await client.query(PostgresQuery(unsafeSQL: sql), logger: logger).collect()
+        Issue.record("allowed: \(sql)", sourceLocation: sourceLocation)
+    } catch let error as PSQLError {
+        #expect(error.serverInfo?[.sqlState] == "42501", "\(sql): \(String(reflecting: error))", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("\(sql): \(error)", sourceLocation: sourceLocation)
+    }
+}
