@@ -13,9 +13,8 @@ public enum FilaRole: String, Sendable, CaseIterable {
 
 extension TestDatabase {
     /// Runs `body` with a pool on the running test's database, logged in as a new login that
-    /// is a member of `role`, as a person's own login is made (RUNBOOK 8), with `settings`
-    /// on the login (`idle_in_transaction_session_timeout`, say) and membership of `alsoIn` too
-    /// (`fila_guardrail_bypass`, say); drops the login after.
+    /// is a member of `role` (and of `alsoIn`, `fila_guardrail_bypass` say), as a person's own
+    /// login is made (RUNBOOK 8); drops the login after.
     ///
     /// ```swift
     /// try await TestDatabase.withLogin(in: .operator) { client, login in
@@ -26,37 +25,19 @@ extension TestDatabase {
     public static func withLogin<Result: Sendable>(
         in role: FilaRole,
         alsoIn otherRoles: [String] = [],
-        settings: [String: String] = [:],
         _ body: (PostgresClient, String) async throws -> Result
-    ) async throws -> Result {
-        try await withLoginURL(in: role, alsoIn: otherRoles, settings: settings) { url, login in
-            try await withClient(url) { client in try await body(client, login) }
-        }
-    }
-
-    /// As ``withLogin(in:alsoIn:settings:_:)``, with the login's URL instead of a pool: for a
-    /// test whose session the server ends (a pool would try to keep it).
-    @discardableResult
-    public static func withLoginURL<Result: Sendable>(
-        in role: FilaRole,
-        alsoIn otherRoles: [String] = [],
-        settings: [String: String] = [:],
-        _ body: (DatabaseURL, String) async throws -> Result
     ) async throws -> Result {
         let database = try current
         // Roles are cluster-wide and tests run in parallel: a name of its own.
         let login = "fila_test_login_" + randomSuffix()
         try await database.url.withConnection(logger: logger) { connection in
             try await connection.query(PostgresQuery(unsafeSQL: "CREATE ROLE \(login) LOGIN IN ROLE \(([role.rawValue] + otherRoles).joined(separator: ", "))"), logger: logger)
-            for (name, value) in settings.sorted(by: { $0.key < $1.key }) {
-                try await connection.query(PostgresQuery(unsafeSQL: "ALTER ROLE \(login) SET \(name) = '\(value)'"), logger: logger)
-            }
         }
         var url = database.url
         url.username = login
         url.password = nil
         do {
-            let result = try await body(url, login)
+            let result = try await withClient(url) { client in try await body(client, login) }
             await dropLogin(login, on: database.url)
             return result
         } catch {
