@@ -22,16 +22,6 @@ public enum AttemptResolution: Sendable, Hashable {
     case deferred(outcome: SendOutcome, reasonCode: String, until: Duration)
 }
 
-extension AttemptResolution {
-    /// A failed call made through a chip: counted in `chip_falhas`.
-    var isChipFailure: Bool {
-        switch self {
-        case .retry(_, _, _, _, let route), .fail(_, _, _, let route): return route?.chipID != nil
-        case .sent, .deferred: return false
-        }
-    }
-}
-
 /// One finished attempt: which claim it ends and how.
 public struct AttemptResult: Sendable, Hashable {
     public let messageID: UUID
@@ -89,44 +79,13 @@ extension MessageQueue {
                 delays.append(until.seconds); providers.append(""); providerIDs.append(""); chips.append("")
             }
         }
-        // A chip's failed calls are counted (chip_falhas) in the same statement, for the rows
-        // written: the count exists exactly when the outcome does. Batches without one (nearly
-        // all) run the plain UPDATE.
-        let countsChipFailures = results.contains(where: \.resolution.isChipFailure)
+        // The statement is `fila_finish` (migration 0021), planned once per connection; it also
+        // counts a chip's failed calls (chip_falhas) for the rows written.
         let query: PostgresQuery = """
-            \(unescaped: countsChipFailures ? "WITH u AS (" : "")
-            UPDATE fila_mensagens m SET
-                status = CASE
-                    WHEN r.kind = 'sent' THEN 'enviada'
-                    WHEN r.kind = 'fail' THEN 'erro'
-                    WHEN r.kind = 'retry' AND m.tentativas + 1 >= m.max_tentativas THEN 'erro'
-                    ELSE 'pendente' END,
-                tentativas = m.tentativas + CASE WHEN r.kind IN ('retry', 'fail') THEN 1 ELSE 0 END,
-                agendar_para = CASE WHEN r.kind IN ('retry', 'defer')
-                    THEN now() + make_interval(secs => r.delay) ELSE m.agendar_para END,
-                outcome = r.outcome,
-                outcome_reason_code = nullif(r.reason, ''),
-                outcome_at = now(),
-                ultimo_erro = CASE WHEN r.kind IN ('retry', 'fail') THEN r.error ELSE m.ultimo_erro END,
-                enviada_em = CASE WHEN r.kind = 'sent' THEN now() ELSE m.enviada_em END,
-                provider = coalesce(nullif(r.provider, ''), m.provider),
-                provider_message_id = coalesce(nullif(r.provider_id, ''), m.provider_message_id),
-                chip_id = coalesce(nullif(r.chip, ''), m.chip_id),
-                worker_id = CASE WHEN r.kind = 'sent' THEN m.worker_id ELSE NULL END,
-                processando_desde = CASE WHEN r.kind = 'sent' THEN m.processando_desde ELSE NULL END,
-                updated_at = now()
-            FROM unnest(
-                \(results.map(\.messageID))::uuid[], \(results.map(\.claim.workerID))::text[],
-                \(results.map(\.claim.tentativas))::int4[], \(results.map(\.claim.claimedAtMicroseconds))::int8[],
-                \(kinds)::text[], \(outcomes)::text[], \(reasons)::text[], \(errors)::text[], \(delays)::float8[],
-                \(providers)::text[], \(providerIDs)::text[], \(chips)::text[]
-            ) AS r(id, worker_id, tentativas, claimed_at, kind, outcome, reason, error, delay, provider, provider_id, chip)
-            WHERE m.id = r.id
-              AND m.status = 'processando'
-              AND m.worker_id = r.worker_id
-              AND m.tentativas = r.tentativas
-              AND (extract(epoch FROM m.processando_desde) * 1000000)::int8 = r.claimed_at
-            RETURNING m.id\(unescaped: countsChipFailures ? Self.chipFailureCount : "")
+            SELECT id FROM fila_finish(
+                \(results.map(\.messageID)), \(results.map(\.claim.workerID)), \(results.map(\.claim.tentativas)),
+                \(results.map(\.claim.claimedAtMicroseconds)), \(kinds), \(outcomes), \(reasons), \(errors), \(delays),
+                \(providers), \(providerIDs), \(chips))
             """
         var written = Set<UUID>()
         do {
@@ -148,22 +107,6 @@ extension MessageQueue {
 }
 
 extension MessageQueue {
-    /// Ends the outcome UPDATE (as `WITH u AS (UPDATE … RETURNING m.id`) with the count of
-    /// each chip's failed calls, by hour and outcome. Rows go in one order, so two workers'
-    /// batches take the counters' row locks alike and cannot deadlock.
-    static let chipFailureCount = """
-        , r.kind, r.outcome, r.chip),
-        counted AS (
-            INSERT INTO chip_falhas AS x (chip_id, hora, outcome, falhas)
-            SELECT u.chip, date_trunc('hour', now()), u.outcome, count(*)
-              FROM u
-             WHERE u.kind IN ('retry', 'fail') AND u.chip <> ''
-             GROUP BY u.chip, u.outcome
-             ORDER BY u.chip, u.outcome
-            ON CONFLICT (chip_id, hora, outcome) DO UPDATE SET falhas = x.falhas + excluded.falhas)
-        SELECT id FROM u
-        """
-
     static func withoutNUL(_ text: String) -> String {
         text.contains("\u{0}") ? text.replacingOccurrences(of: "\u{0}", with: "") : text
     }

@@ -141,11 +141,12 @@ public struct MessageQueue: Sendable {
     /// first, then earliest schedule, and returns them in that order. Rows another worker is
     /// claiming are skipped, not waited for.
     ///
-    /// Due rows are read one priority at a time (`fila_mensagens_pending_priorities()`, highest
-    /// first), each a range of the pending index that ends at the first row not yet due, so
-    /// the cost of a claim does not grow with rows scheduled for later. The outer `LIMIT` stops
-    /// the nested loop as soon as the batch is full: no row of a lower priority is read or
-    /// locked while a higher one still has due rows to give.
+    /// The statement is `fila_claim` (migration 0021), planned once per connection. Due rows
+    /// are read one priority at a time (`fila_mensagens_pending_priorities()`, highest first),
+    /// each a range of the pending index that ends at the first row not yet due, so the cost of
+    /// a claim does not grow with rows scheduled for later. The outer `LIMIT` stops the nested
+    /// loop as soon as the batch is full: no row of a lower priority is read or locked while a
+    /// higher one still has due rows to give.
     public func claim(workerID: String, limit: Int, logger: Logger) async throws -> [ClaimedMessage] {
         var claimed: [ClaimedMessage] = []
         claimed.reserveCapacity(limit)
@@ -175,27 +176,10 @@ public struct MessageQueue: Sendable {
     /// The claim's one statement (also explained by the tests, whose plan checks read it).
     static func claimQuery(workerID: String, limit: Int) -> PostgresQuery {
         """
-            WITH claimed AS (
-                UPDATE fila_mensagens m
-                   SET status = 'processando', processando_desde = now(), worker_id = \(workerID), updated_at = now()
-                 WHERE m.id IN (
-                       SELECT due.id
-                         FROM fila_mensagens_pending_priorities() p
-                        CROSS JOIN LATERAL (
-                              SELECT id FROM fila_mensagens
-                               WHERE status = 'pendente' AND prioridade = p.prioridade AND agendar_para <= now()
-                               ORDER BY agendar_para, id
-                               LIMIT \(Int32(limit))
-                                 FOR UPDATE SKIP LOCKED) due
-                        LIMIT \(Int32(limit)))
-                RETURNING m.id, m.cliente_id, m.telefone, m.conteudo, m.tipo, m.prioridade, m.tentativas,
-                          m.max_tentativas, coalesce(m.correlation_id, '') AS correlation_id, m.metadata::text AS metadata,
-                          (extract(epoch FROM m.processando_desde) * 1000000)::int8 AS claimed_at, m.agendar_para)
-            SELECT id, cliente_id, telefone, conteudo, tipo, prioridade, tentativas, max_tentativas,
-                   correlation_id, metadata, claimed_at
-              FROM claimed
-             ORDER BY prioridade DESC, agendar_para, id
-            """
+        SELECT id, cliente_id, telefone, conteudo, tipo, prioridade, tentativas, max_tentativas,
+               correlation_id, metadata, claimed_at
+          FROM fila_claim(\(workerID), \(Int32(limit)))
+        """
     }
 }
 

@@ -93,7 +93,10 @@ struct ClaimAtScaleTests {
         let url = try TestDatabase.current.url
         let queue = try await queueWithFutureRows()
         let plan = try await url.withConnection(logger: logger) { connection in
-            try await QueryPlan.explain(MessageQueue.claimQuery(workerID: "w1", limit: 100), on: connection, logger: logger)
+            // The first claim on a connection plans fila_claim's statement (once per connection),
+            // and the catalog reads of that planning would count here: measure the next one.
+            _ = try await connection.query(MessageQueue.claimQuery(workerID: "w1", limit: 100), logger: logger).collect()
+            return try await QueryPlan.explain(MessageQueue.claimQuery(workerID: "w1", limit: 100), on: connection, logger: logger)
         }
         #expect(plan.root.actualRows == 0)
         // One descent of the pending index per priority, not a walk over the 50,000 rows
