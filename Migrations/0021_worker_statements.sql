@@ -59,8 +59,9 @@ COMMENT ON FUNCTION fila_claim(text, integer) IS
 -- element per attempt). A row is written only while its claim holds (processando, same worker,
 -- same attempt, same claim time); the ids returned are the rows written, the rest were fenced.
 -- A failed call made through a chip is counted in chip_falhas, by hour and outcome, in the same
--- statement, so the count exists exactly when the outcome does; rows go in one order, so two
--- workers' batches take the counters' row locks alike and cannot deadlock.
+-- call, so the count exists exactly when the outcome does; rows go in one order, so two
+-- workers' batches take the counters' row locks alike and cannot deadlock. Batches without one
+-- (nearly all) run the UPDATE alone.
 CREATE FUNCTION fila_finish(
     p_ids uuid[], p_worker_ids text[], p_tentativas integer[], p_claimed_at bigint[], p_kinds text[],
     p_outcomes text[], p_reasons text[], p_errors text[], p_delays double precision[], p_providers text[],
@@ -72,8 +73,12 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
+DECLARE
+    written uuid[];
+    kinds text[];
+    outcomes text[];
+    chips text[];
 BEGIN
-    RETURN QUERY
     WITH u AS (
         UPDATE fila_mensagens m SET
             status = CASE
@@ -103,16 +108,24 @@ BEGIN
           AND m.worker_id = r.worker_id
           AND m.tentativas = r.tentativas
           AND (extract(epoch FROM m.processando_desde) * 1000000)::int8 = r.claimed_at
-        RETURNING m.id, r.kind, r.outcome, r.chip),
-    counted AS (
+        RETURNING m.id, r.kind, r.outcome, r.chip)
+    SELECT array_agg(u.id), array_agg(u.kind), array_agg(u.outcome), array_agg(u.chip)
+      INTO written, kinds, outcomes, chips
+      FROM u;
+    IF written IS NULL THEN
+        RETURN;
+    END IF;
+    -- The rows written, each once, whose call through a chip failed.
+    IF EXISTS (SELECT FROM unnest(kinds, chips) AS c(kind, chip) WHERE c.kind IN ('retry', 'fail') AND c.chip <> '') THEN
         INSERT INTO chip_falhas AS x (chip_id, hora, outcome, falhas)
-        SELECT u.chip, date_trunc('hour', now()), u.outcome, count(*)
-          FROM u
-         WHERE u.kind IN ('retry', 'fail') AND u.chip <> ''
-         GROUP BY u.chip, u.outcome
-         ORDER BY u.chip, u.outcome
-        ON CONFLICT (chip_id, hora, outcome) DO UPDATE SET falhas = x.falhas + excluded.falhas)
-    SELECT u.id FROM u;
+        SELECT c.chip, date_trunc('hour', now()), c.outcome, count(*)
+          FROM unnest(kinds, outcomes, chips) AS c(kind, outcome, chip)
+         WHERE c.kind IN ('retry', 'fail') AND c.chip <> ''
+         GROUP BY c.chip, c.outcome
+         ORDER BY c.chip, c.outcome
+        ON CONFLICT (chip_id, hora, outcome) DO UPDATE SET falhas = x.falhas + excluded.falhas;
+    END IF;
+    RETURN QUERY SELECT unnest(written);
 END;
 $$;
 
