@@ -142,6 +142,18 @@ public final class RunningFila: @unchecked Sendable {
         signal(SIGKILL)
         throw TestSetupError("fila never said where it listens (\(what)):\n\(await waitForExit().standardError)")
     }
+
+    /// Waits up to `timeout` for `text` in the process's log; otherwise the process is killed
+    /// and the error carries its log.
+    public func waitForLog(_ text: String, timeout: Duration = .seconds(60)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if standardErrorSoFar.contains(text) { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        signal(SIGKILL)
+        throw TestSetupError("fila never logged \"\(text)\":\n\(await waitForExit().standardError)")
+    }
 }
 
 /// Reads a pipe on a background thread until EOF.

@@ -67,25 +67,33 @@ public struct JobScheduler: Service {
         var synced = false
         var failing = false
         logger.info("scheduler started", metadata: ["scheduler.jobs": .stringConvertible(catalog.jobs.count)])
+        let claimed = ClaimedInTick()
         await withDiscardingTaskGroup { runs in
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 do {
+                    // A shutdown cuts off a tick still waiting on Postgres (an outage) instead
+                    // of waiting for it: a slot claimed and not yet started is failed as
+                    // never started, like the claims of any process that went away.
                     if !synced {
-                        try await catalog.sync(client: runner.client, logger: logger)
+                        try await cancelWhenGracefulShutdown { [self] in try await catalog.sync(client: runner.client, logger: logger) }
                         synced = true
                     }
-                    try await tick { job, executionID in
-                        runs.addTask { _ = await execute(job, executionID: executionID) }
+                    try await cancelWhenGracefulShutdown { [self] in
+                        try await tick { job, executionID in claimed.append(job, executionID) }
                     }
                     if failing {
                         logger.info("scheduler reaches the database again")
                         failing = false
                     }
                 } catch {
-                    if !failing {
+                    if !failing && !Task.isShuttingDownGracefully {
                         logger.error("scheduler tick failed; retrying every tick", metadata: ["error": .string(String(reflecting: error))])
                         failing = true
                     }
+                }
+                // Every slot the tick claimed, also before it failed or was cut off.
+                for (job, executionID) in claimed.take() {
+                    runs.addTask { _ = await execute(job, executionID: executionID) }
                 }
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: configuration.tickInterval) }
             }
@@ -321,6 +329,23 @@ public struct JobScheduler: Service {
         for row in failed {
             let name = try row.decode(String.self)
             logger.warning("job run marked failed: its process stopped heart-beating", metadata: ["job.name": .string(name)])
+        }
+    }
+}
+
+/// The runs one tick of `run()` claimed, handed from the tick (cancelled at shutdown, so in
+/// a task of its own) to the loop that starts them.
+final class ClaimedInTick: Sendable {
+    private let runs = Mutex<[(JobDefinition, UUID)]>([])
+
+    func append(_ job: JobDefinition, _ executionID: UUID) {
+        runs.withLock { $0.append((job, executionID)) }
+    }
+
+    func take() -> [(JobDefinition, UUID)] {
+        runs.withLock { runs in
+            defer { runs.removeAll() }
+            return runs
         }
     }
 }

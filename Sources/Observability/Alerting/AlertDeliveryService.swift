@@ -126,6 +126,8 @@ public final class AlertDeliveryService: Service, Sendable {
                 do {
                     _ = try await self.deliverDue()
                 } catch {
+                    // Cut off by the shutdown (waiting on Postgres, say): nothing failed.
+                    guard !Task.isCancelled else { break }
                     // Postgres unreachable: the events wait in the table; the next tick tries again.
                     self.logger.error("cannot deliver alerts", metadata: ["error": .string(String(reflecting: error))])
                 }
