@@ -67,7 +67,6 @@ public struct JobScheduler: Service {
         var synced = false
         var failing = false
         logger.info("scheduler started", metadata: ["scheduler.jobs": .stringConvertible(catalog.jobs.count)])
-        let claimed = ClaimedInTick()
         await withDiscardingTaskGroup { runs in
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 do {
@@ -78,9 +77,7 @@ public struct JobScheduler: Service {
                         try await cancelWhenGracefulShutdown { [self] in try await catalog.sync(client: runner.client, logger: logger) }
                         synced = true
                     }
-                    try await cancelWhenGracefulShutdown { [self] in
-                        try await tick { job, executionID in claimed.append(job, executionID) }
-                    }
+                    try await tick(startingRunsIn: &runs)
                     if failing {
                         logger.info("scheduler reaches the database again")
                         failing = false
@@ -91,15 +88,25 @@ public struct JobScheduler: Service {
                         failing = true
                     }
                 }
-                // Every slot the tick claimed, also before it failed or was cut off.
-                for (job, executionID) in claimed.take() {
-                    runs.addTask { _ = await execute(job, executionID: executionID) }
-                }
                 try? await cancelWhenGracefulShutdown { try await Task.sleep(for: configuration.tickInterval) }
             }
             // Runs in progress finish (or are cancelled when the shutdown time is up).
         }
         logger.info("scheduler stopped")
+    }
+
+    /// `tick(_:)` for `run()`: each claim starts its run in `runs` as soon as it is
+    /// committed, while the tick, in a task of its own, goes on or is cut off by a shutdown.
+    private func tick(startingRunsIn runs: inout DiscardingTaskGroup) async throws {
+        let (claimed, handOver) = AsyncStream.makeStream(of: (JobDefinition, UUID).self)
+        async let ticked: Void = cancelWhenGracefulShutdown { [self] in
+            defer { handOver.finish() }
+            try await tick { job, executionID in handOver.yield((job, executionID)) }
+        }
+        for await (job, executionID) in claimed {
+            runs.addTask { _ = await self.execute(job, executionID: executionID) }
+        }
+        try await ticked
     }
 
     /// One pass: fail runs of dead processes and claimed runs of this one that never
@@ -329,23 +336,6 @@ public struct JobScheduler: Service {
         for row in failed {
             let name = try row.decode(String.self)
             logger.warning("job run marked failed: its process stopped heart-beating", metadata: ["job.name": .string(name)])
-        }
-    }
-}
-
-/// The runs one tick of `run()` claimed, handed from the tick (cancelled at shutdown, so in
-/// a task of its own) to the loop that starts them.
-final class ClaimedInTick: Sendable {
-    private let runs = Mutex<[(JobDefinition, UUID)]>([])
-
-    func append(_ job: JobDefinition, _ executionID: UUID) {
-        runs.withLock { $0.append((job, executionID)) }
-    }
-
-    func take() -> [(JobDefinition, UUID)] {
-        runs.withLock { runs in
-            defer { runs.removeAll() }
-            return runs
         }
     }
 }
