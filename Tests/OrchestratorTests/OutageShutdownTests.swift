@@ -1,6 +1,7 @@
 import Database
 import FilaTestSupport
 import Foundation
+import PostgresNIO
 import Testing
 
 /// SIGTERM while Postgres is away: a process stops as it does with Postgres up, through its
@@ -18,6 +19,27 @@ struct OutageShutdownTests {
                 "DATABASE_URL": cluster.url.connectionString, "SHUTDOWN_TIMEOUT": "3600",
             ])
             try await fila.waitForLog("scheduler started")
+            // No run under way when Postgres goes: a run has its job's own timeout, and the
+            // shutdown waits for it by design. The ticks go on, and wait on Postgres.
+            try await cluster.url.withConnection(logger: TestDatabase.logger) { connection in
+                func count(_ sql: String) async throws -> Int {
+                    try await connection.query(PostgresQuery(unsafeSQL: sql), logger: TestDatabase.logger).collect()[0].decode(Int.self)
+                }
+                // Once the scheduler has written its jobs (its first sync, a statement each),
+                // none is due today, and nothing claimed is still open, for a whole second.
+                var settled = 0
+                for _ in 0..<600 {
+                    _ = try await count("WITH m AS (UPDATE job_definitions SET next_run_at = now() + interval '1 day' WHERE next_run_at < now() + interval '1 hour' RETURNING 1) SELECT count(*) FROM m")
+                    let quiet = try await count("""
+                        SELECT count(*) FROM job_definitions
+                         WHERE NOT EXISTS (SELECT FROM job_executions WHERE status IN ('pending', 'running'))
+                        """)
+                    settled = quiet > 0 ? settled + 1 : 0
+                    if settled == 10 { return }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                Issue.record("the scheduler never synced, or its runs never ended")
+            }
             try await cluster.stopServer()
             // Ticks now wait for a connection that cannot open.
             try await Task.sleep(for: .seconds(3))
