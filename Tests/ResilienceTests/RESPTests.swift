@@ -226,7 +226,7 @@ struct RedisURLTests {
 @Suite("RedisConnection against a redis-server of the test's own", .timeLimit(.minutes(2)))
 struct RedisConnectionTests {
     private static func connect(_ redis: TestRedis, path: String = "") async throws -> RedisConnection {
-        try await RedisConnection.connect(to: RedisURL(redis.url + path), connectTimeout: .seconds(2))
+        try await RedisConnection.connect(to: RedisURL(redis.url + path), connectTimeout: .seconds(20))
     }
 
     @Test func setThenGet() async throws {
@@ -298,7 +298,7 @@ struct RedisConnectionTests {
     @Test func theTestServerRefusesAClientWithoutItsPassword() async throws {
         try await TestRedis.with { redis throws in
             #expect(redis.url.hasPrefix("redis://:\(redis.password)@127.0.0.1:"))
-            let stranger = try await RedisConnection.connect(to: RedisURL("redis://127.0.0.1:\(redis.port)"), connectTimeout: .seconds(2))
+            let stranger = try await RedisConnection.connect(to: RedisURL("redis://127.0.0.1:\(redis.port)"), connectTimeout: .seconds(20))
             do {
                 let reply = try await stranger.send(["PING"])
                 Issue.record("a client without the password was answered \(reply)")

@@ -201,7 +201,7 @@ import Testing
             let client = try TestDatabase.current.client
             let store = RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(5))
             let limiter = makeLimiter(client, redis: store)
-            let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(2))
+            let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(20))
             func copy(_ decision: RateLimiter.Decision) async throws -> [String] {
                 let reply = try await admin.send(["HMGET", RedisRateLimitStore.key(decision.key, day: decision.window), "u", "v"])
                 guard case .array(let items?) = reply else { return [] }
@@ -309,7 +309,7 @@ import Testing
             #expect(warm.isAllowed && patient.redisHealth == .up)
             let limiter = makeLimiter(client, redis: store, timeout: .milliseconds(300))
             // Every client of this server is held for a second.
-            let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(2))
+            let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(20))
             _ = try await admin.send(["CLIENT", "PAUSE", "3000", "ALL"])
             // … then held: the check falls back within the call, with no error.
             let decision = try await limiter.consume(key: "medico-1", kind: "followup", logger: TestDatabase.logger)
@@ -339,7 +339,7 @@ import Testing
             let limiters = try (0..<8).map { _ in
                 makeLimiter(client, redis: RedisRateLimitStore(url: try RedisURL(redis.url), connectTimeout: .seconds(1)), timeout: .milliseconds(50))
             }
-            let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(2))
+            let admin = try await RedisConnection.connect(to: try RedisURL(redis.url), connectTimeout: .seconds(20))
             let progress = CheckCounter()
             let admitted = try await withThrowingTaskGroup(of: [String: Int].self) { group in
                 for (index, limiter) in limiters.enumerated() {
