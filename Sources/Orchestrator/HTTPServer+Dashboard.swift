@@ -86,7 +86,7 @@ struct DashboardAuthorization<Context: RequestContext>: RouterMiddleware {
             // The token leaves the address bar (and the history) for a cookie only this path sees.
             // Behind a TLS-terminating proxy (Railway, a load balancer) the cookie is for HTTPS only.
             let secure = request.headers[HTTPField.Name("X-Forwarded-Proto")!]?.lowercased() == "https"
-            var cookie = "\(Self.cookieName)=\(Self.cookieValue(String(presented))); HttpOnly; SameSite=Strict; Path=/dashboard"
+            var cookie = "\(Self.cookieName)=\(Self.cookieValue(String(presented))); HttpOnly; SameSite=Lax; Path=/dashboard"
             if secure { cookie += "; Secure" }
             return Response(
                 status: .seeOther,
@@ -105,7 +105,7 @@ struct DashboardAuthorization<Context: RequestContext>: RouterMiddleware {
         guard Self.matches(cookie, tokens) else {
             // A token since rotated: forget it, so the next visit starts clean.
             var response = DashboardPage.response(DashboardPage.login(reason: "The saved token is no longer valid."), status: .unauthorized)
-            response.headers[.setCookie] = "\(Self.cookieName)=; HttpOnly; SameSite=Strict; Path=/dashboard; Max-Age=0"
+            response.headers[.setCookie] = "\(Self.cookieName)=; HttpOnly; SameSite=Lax; Path=/dashboard; Max-Age=0"
             return response
         }
         return try await next(request, context)

@@ -58,7 +58,7 @@ struct DashboardTests {
             let (status, headers, _) = try await get(http, "/dashboard?token=\(dashboardToken)")
             #expect(status == .seeOther)
             #expect(headers[.location] == "/dashboard")
-            #expect(headers[.setCookie] == "fila_dashboard=\(dashboardToken); HttpOnly; SameSite=Strict; Path=/dashboard")
+            #expect(headers[.setCookie] == "fila_dashboard=\(dashboardToken); HttpOnly; SameSite=Lax; Path=/dashboard")
             #expect(headers[.cacheControl] == "no-store")
 
             for credential: HTTPFields in [
@@ -83,7 +83,7 @@ struct DashboardTests {
             let (status, headers, _) = try await get(http, "/dashboard?token=\(query)", [HTTPField.Name("X-Forwarded-Proto")!: "https"])
             #expect(status == .seeOther)
             let cookie = try #require(headers[.setCookie])
-            #expect(cookie.hasSuffix("; HttpOnly; SameSite=Strict; Path=/dashboard; Secure"))
+            #expect(cookie.hasSuffix("; HttpOnly; SameSite=Lax; Path=/dashboard; Secure"))
             let pair = try #require(cookie.split(separator: ";").first)
             #expect(!pair.dropFirst("fila_dashboard=".count).contains { " ,\"".contains($0) })
             #expect(try await get(http, "/dashboard", [.cookie: String(pair)]).0 == .ok)
