@@ -343,6 +343,14 @@ struct OpsInterventionsTests {
             let first = try await int(client, "SELECT min(id) FROM alert_events")
             #expect(try await text(client, "SELECT false_positive::text FROM ops.mark_false_alert(\(first), 'planned campaign')") == "true")
             await expectRefused(client, "SELECT ops.mark_false_alert(\(first + 100), 'x')", saying: "no alert notification with id")
+            // A resolution is not what the false-alert rate counts: the one that fired is named.
+            await expectRefused(
+                client, "SELECT ops.mark_false_alert(\(first + 2), 'x')",
+                saying: "says job_atrasado arquivar-fila was resolved; mark the notification that fired (id \(first + 1))"
+            )
+            // Marked again: nothing changes, and the audit keeps the first mark only.
+            #expect(try await text(client, "SELECT false_positive::text FROM ops.mark_false_alert(\(first), 'again')") == "true")
+            #expect(try await int(client, "SELECT count(*) FROM alert_events WHERE false_positive") == 1)
             #expect(try await int(client, "SELECT ops.retry_failed_alerts(now() - interval '1 day', 'new webhook')") == 2)
             #expect(try await text(client, "SELECT string_agg(status, ',' ORDER BY id) FROM alert_events") == "sent,pending,pending,failed")
             await expectRefused(client, "SELECT ops.retry_failed_alerts(NULL, 'x')", saying: "since must be a time in the past")
