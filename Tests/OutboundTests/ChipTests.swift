@@ -140,6 +140,15 @@ import Testing
             #expect(events.map(\.2) == ["ativo", "pausado", "ativo", "banido"])
             #expect(events.map(\.3) == ["test chip", "too many blocks", "blocks cleared", "number banned"])
             #expect(events.allSatisfy { $0.4 })
+            // Each is an intervention in ops_audit too, like every ops function's.
+            let interventions = try await setup.client.query(
+                "SELECT acao || ' ' || coalesce(argumentos->>'status', argumentos->>'provider') || ': ' || motivo FROM ops_audit ORDER BY id",
+                logger: logger
+            ).collect().map { try $0.decode(String.self) }
+            #expect(interventions == [
+                "add_chip evolution: test chip", "set_chip_status pausado: too many blocks",
+                "set_chip_status ativo: blocks cleared", "set_chip_status banido: number banned",
+            ])
             // A change by hand is audited too.
             try await setup.client.query("UPDATE chips SET status = 'ativo' WHERE id = 'chip-0'", logger: logger)
             #expect(try await scalar(setup, String.self, "SELECT motivo FROM chip_events ORDER BY id DESC LIMIT 1") == "changed by hand")
@@ -158,6 +167,7 @@ import Testing
                 "SELECT ops.add_chip('c1', 'x', 'evolution', 'i', 'the-secret-itself', base_url => 'http://x', motivo => 'm')",
                 "SELECT ops.add_chip('c1', 'x', 'evolution', 'i', 'KEY', base_url => 'http://x', limite_diario => 0, motivo => 'm')",
                 "SELECT ops.add_chip('c1', 'x', 'evolution', 'i', 'KEY', base_url => 'http://x')",
+                "SELECT ops.add_chip('chip-0', 'x', 'evolution', 'i', 'KEY', base_url => 'http://x', motivo => 'twice')",
             ]
             for sql in bad {
                 do {
@@ -168,6 +178,7 @@ import Testing
                 }
             }
             #expect(try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM chips") == 1)
+            #expect(try await scalar(setup, Int.self, "SELECT count(*)::int8 FROM ops_audit") == 4)
         }
     }
 
