@@ -138,7 +138,9 @@ struct SchedulerTests {
         let (started, startedContinuation) = AsyncStream.makeStream(of: Void.self)
         let (release, releaseContinuation) = AsyncStream.makeStream(of: Void.self)
         let runs = Mutex(0)
-        let slow = job("lento") { _ in
+        // A timeout far past the test's steps, however loaded the machine: the run must end
+        // because the test lets it, not because its time ran out.
+        let slow = job("lento", timeout: .seconds(600)) { _ in
             runs.withLock { $0 += 1 }
             startedContinuation.yield()
             for await _ in release { break }
