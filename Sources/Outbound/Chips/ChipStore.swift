@@ -106,21 +106,14 @@ public struct ChipStore: Sendable {
                        AND (c.uso_dia IS DISTINCT FROM w.dia OR c.uso_hoje < c.limite_diario)
                        AND (c.proximo_envio_at IS NULL OR c.proximo_envio_at <= clock_timestamp())
                     RETURNING c.id
-                ), soonest AS (
-                    SELECT min(greatest(c.proximo_envio_at, clock_timestamp())) AS at FROM chips c, w
-                     WHERE c.id = ANY(\(candidates))
-                       AND c.status = 'ativo' AND c.connection_state IN ('open', 'unknown')
-                       AND (c.uso_dia IS DISTINCT FROM w.dia OR c.uso_hoje < c.limite_diario)
                 )
-                SELECT (SELECT id FROM reserved), w.dia::text,
-                       extract(epoch FROM (SELECT at FROM soonest) - clock_timestamp())::float8
-                  FROM w
+                SELECT (SELECT id FROM reserved), w.dia::text FROM w
                 """,
                 logger: logger
             )
-            for try await (chipID, day, seconds) in rows.decode((String?, String, Double?).self) {
+            for try await (chipID, day) in rows.decode((String?, String).self) {
                 if let chipID { return .reserved(Reservation(chipID: chipID, day: day)) }
-                return .none(retryAfter: seconds.map { .seconds(max(0, $0)) })
+                return .none(retryAfter: try await soonest(among: candidates, logger: logger))
             }
             throw DatabaseError(.queryFailed, "the chip reservation returned no row")
         } catch let error as DatabaseError {
@@ -128,6 +121,27 @@ public struct ChipStore: Sendable {
         } catch {
             throw DatabaseError(wrapping: error, context: "reserving a chip failed")
         }
+    }
+
+    /// When the soonest of `candidates` may send, as committed now. A statement of its own:
+    /// a reservation that waited for another worker's lock still reads the limits as of its
+    /// own start, so it would count a chip the other has just filled as one only paced, and
+    /// defer the message `no_chip:pacing` for a second instead of for the limit.
+    private func soonest(among candidates: [String], logger: Logger) async throws -> Duration? {
+        let rows = try await client.query(
+            """
+            SELECT extract(epoch FROM min(greatest(c.proximo_envio_at, clock_timestamp())) - clock_timestamp())::float8
+              FROM chips c, (SELECT (now() AT TIME ZONE \(timeZone))::date AS dia) w
+             WHERE c.id = ANY(\(candidates))
+               AND c.status = 'ativo' AND c.connection_state IN ('open', 'unknown')
+               AND (c.uso_dia IS DISTINCT FROM w.dia OR c.uso_hoje < c.limite_diario)
+            """,
+            logger: logger
+        )
+        for try await seconds in rows.decode(Double?.self) {
+            return seconds.map { .seconds(max(0, $0)) }
+        }
+        return nil
     }
 
     /// Gives back a reservation whose message surely did not go out: the day's count only
